@@ -1,0 +1,8 @@
+"""The claim catalogue. Importing this package declares every claim and attaches its checks.
+
+One module declares a paper's claims (``band``); the checks of each layer live beside it
+(``band_theory``, ``band_numerics``, ``band_gpu``) so each layer's evidence reads on its own.
+"""
+
+from fiberlab.claims import band  # noqa: F401  (declarations first)
+from fiberlab.claims import band_theory, band_numerics, band_gpu  # noqa: F401

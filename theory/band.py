@@ -1,0 +1,461 @@
+"""BandPO's Band operator in SymPy: the reduction, the closed forms, saturation, limits, expansions.
+
+Spec: ``spec/bandpo.md`` §1 (the operator) and §3 (the statements). Notation as in the paper's figures:
+``p = π_old(a|s)``, ``r = π_θ(a|s)/p``, the other tokens rescaled by ``s = (1 - r p)/(1 - p)``, and
+
+    g_f(p, r) = p f(r) + (1 - p) f(s)                                   (BandPO Thm. 1, spec §1.2)
+
+Every function here *derives* its result (``simplify``, ``solve``, ``limit``, ``series``) and returns
+something a check can compare: an expression that must simplify to ``0``, a ``solve`` result, a limit
+value. Nothing is typed in except the definitions (the generators, ``g_f``) and, in ``STATED``, the
+paper's statements transcribed so that derivations can be compared against them.
+
+Domain. SymPy cannot carry ``p < 1`` as an assumption, so where a proof needs ``0 < p < 1`` (the sign
+of ``1 - p`` inside ``Abs``, ``sqrt`` or ``log``) it works in the odds ``k = (1 - p)/p > 0``, i.e.
+``p = 1/(1 + k)``, which maps ``k ∈ (0, ∞)`` one-to-one onto ``p ∈ (0, 1)``; an identity in ``k`` for
+all ``k > 0`` is the identity for all ``p ∈ (0, 1)``. Likewise ``r ∈ (0, 1/p)`` is written
+``r = (1 + k)/(1 + m)`` with ``m > 0`` (``m = 1/(r p) - 1``); the branches ``r < 1`` and ``1 < r < 1/p``
+are ``r = w/(1 + w)`` and ``r = 1 + k/(1 + w)`` with ``w > 0``. Where only the side of ``r = 1`` matters
+(``solve`` on a branch), ``r = 1 ± t`` with ``t > 0``.
+"""
+
+import sympy as sp
+
+# ---------------------------------------------------------------------------------------------
+# Symbols (SymPy-tests style: every assumption the maths needs, none it does not)
+# ---------------------------------------------------------------------------------------------
+p = sp.Symbol("p", positive=True)          # π_old(a|s) ∈ (0, 1]
+r = sp.Symbol("r", positive=True)          # ratio π_θ(a|s)/π_old(a|s) ∈ (0, 1/p]
+delta = sp.Symbol("delta", positive=True)  # trust-region radius δ
+eps = sp.Symbol("epsilon", positive=True)  # canonical clip ε₊
+q = sp.Symbol("q", positive=True)          # new probability of a, q = r p (probability space)
+s = sp.Symbol("s", positive=True)          # the complement ratio (1 - r p)/(1 - p) as a free variable
+t = sp.Symbol("t", positive=True)          # distance from r = 1 on one branch: r = 1 ± t
+h = sp.Symbol("h", real=True)              # expansion variable r = 1 + h
+k = sp.Symbol("k", positive=True)          # odds (1 - p)/p, so p = 1/(1 + k) ∈ (0, 1)
+m = sp.Symbol("m", positive=True)          # r p = 1/(1 + m) ∈ (0, 1), i.e. r ∈ (0, 1/p)
+w = sp.Symbol("w", positive=True)          # position inside one branch (see LOWER_BRANCH, UPPER_BRANCH)
+u = sp.Symbol("u", positive=True)          # argument of a generator
+f = sp.Function("f")                       # a generic generator: convex, f(1) = 0 (spec §1.1)
+
+DIVERGENCES = ("kl", "tv", "chi2")
+
+ON_UNIT_INTERVAL = {p: 1 / (1 + k)}                # p ∈ (0, 1)
+INSIDE_SIMPLEX = {p: 1 / (1 + k), r: (1 + k) / (1 + m)}  # p ∈ (0, 1) and r ∈ (0, 1/p)
+LOWER_BRANCH = {r: w / (1 + w)}                    # r ∈ (0, 1) as w ranges over (0, ∞)
+UPPER_BRANCH = {r: 1 + k / (1 + w)}                # r ∈ (1, 1 + k) = (1, 1/p), use with ON_UNIT_INTERVAL
+
+
+def generator(divergence):
+    """The generator ``f(u)`` of a registered divergence (spec §1.1 table, repo ``band.py``).
+
+    ``kl``: ``-log u + u - 1`` (gives KL(π_old‖π_θ)); ``tv``: ``|u - 1|/2``; ``chi2``: ``(u - 1)²``
+    (Pearson χ² with π_old in the denominator).
+    """
+    if divergence == "kl":
+        return lambda x: -sp.log(x) + x - 1
+    if divergence == "tv":
+        return lambda x: sp.Abs(x - 1) / 2
+    if divergence == "chi2":
+        return lambda x: (x - 1) ** 2
+    raise ValueError(f"divergence must be one of {DIVERGENCES}, got {divergence!r}")
+
+
+def complement(p_=p, r_=r):
+    """``s = (1 - r p)/(1 - p)``: the common ratio of every other token under the proportional completion."""
+    return (1 - r_ * p_) / (1 - p_)
+
+
+def g_f(fn, p_=p, r_=r):
+    """``g_f(p, r) = p f(r) + (1 - p) f((1 - r p)/(1 - p))`` (BandPO Thm. 1, spec §1.2)."""
+    return p_ * fn(r_) + (1 - p_) * fn(complement(p_, r_))
+
+
+def g(divergence, p_=p, r_=r):
+    """``g_f`` for a named divergence, straight from the definition (``Abs`` and ``log`` unsimplified)."""
+    return g_f(generator(divergence), p_, r_)
+
+
+def _fprime(x, order=1):
+    """``f^{(order)}(x)`` for the generic ``f``, written the way SymPy writes chain-rule derivatives."""
+    return sp.diff(f(u), u, order).subs(u, x)
+
+
+def _back_to_p(expr):
+    """Undo the odds parametrisation ``p = 1/(1 + k)`` (``k = (1 - p)/p``)."""
+    return sp.simplify(expr.subs(k, (1 - p) / p))
+
+
+# ---------------------------------------------------------------------------------------------
+# The paper's statements, transcribed (spec §1.2-§1.4, §3), for derivations to be compared against
+# ---------------------------------------------------------------------------------------------
+STATED = {
+    # spec §1.2 "Special forms"
+    "g_kl": p * sp.log(p / (r * p)) + (1 - p) * sp.log((1 - p) / (1 - r * p)),  # binary KL(Bern(p)‖Bern(rp))
+    "g_tv": p * sp.Abs(r - 1),
+    "g_chi2": p * (r - 1) ** 2 / (1 - p),
+    # BandPO Prop. 4 (spec §1.4), unclamped roots (lower, upper)
+    "tv_roots": (1 - delta / p, 1 + delta / p),
+    "chi2_roots": (1 - sp.sqrt(delta * (1 - p) / p), 1 + sp.sqrt(delta * (1 - p) / p)),
+    # BandPO Prop. 3 (spec §1.3): (upper saturates for p >= ..., lower saturates for p <= ...)
+    "tv_saturation": (1 - delta, delta),
+    "chi2_saturation": (1 / (1 + delta), delta / (1 + delta)),
+    # spec §1.7 / §3 limits: r* as p -> 1 and the upward probability margin as p -> 0
+    "r_star": {"kl": sp.exp(-delta), "tv": 1 - delta, "chi2": sp.Integer(1)},
+    "margin_p_to_0": {"kl": 1 - sp.exp(-delta), "tv": delta},   # χ²: margin/√(δp) -> 1
+    # BandPO §3 small-δ: r ≈ 1 ± √(2δ(1-p)/(f''(1) p))
+    "small_delta_halfwidth": sp.sqrt(2 * delta * (1 - p) / (_fprime(1, 2) * p)),
+    # P-clip: upward margin and head-token threshold
+    "clip_margin": eps * p,
+    "clip_threshold": 1 / (1 + eps),
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# BandPO Thm. 1: the reduction to one scalar, convexity, minimum at r = 1
+# ---------------------------------------------------------------------------------------------
+def reduction_jensen(n_other=3):
+    """BandPO Thm. 1, the Jensen step, for a generic ``f`` and ``n_other`` other tokens.
+
+    With ``P = (p, P_1, …, P_n)`` (``P_n = 1 - p - Σ_{i<n} P_i``) and ``Q(a) = r p``, write
+    ``w_i = P_i/(1 - p)`` and ``t_i = Q_i/P_i``. Then
+    ``Σ_i P_i f(t_i) = (1 - p) Σ_i w_i f(t_i) ≥ (1 - p) f(Σ_i w_i t_i) = (1 - p) f(s)`` by Jensen, because
+    ``Σ_i w_i t_i = Σ_i Q_i/(1 - p) = (1 - r p)/(1 - p) = s`` for every completion ``Q``. Equality holds
+    for the proportional completion ``Q_i = P_i s`` (all ``t_i`` equal), which is a distribution.
+
+    Returns expressions that must all simplify to 0:
+      ``weighted_mean``: ``Σ w_i t_i - s`` for a completion with free ``Q_1..Q_{n-1}``;
+      ``normalised``: ``Σ_x Q(x) - 1`` for the proportional completion;
+      ``attains``: ``D_f(P‖Q_prop) - g_f(p, r)``.
+    """
+    P = list(sp.symbols(f"P1:{n_other}", positive=True))
+    P.append(1 - p - sum(P))
+    Qfree = list(sp.symbols(f"Q1:{n_other}", positive=True))
+    Qfree.append(1 - r * p - sum(Qfree))                     # any completion with Q(a) = r p, Σ Q = 1
+    weights = [Pi / (1 - p) for Pi in P]
+    weighted_mean = sum(w * (Qi / Pi) for w, Qi, Pi in zip(weights, Qfree, P)) - complement()
+    Qprop = [Pi * complement() for Pi in P]                  # Q(x) = P(x)(1 - r p)/(1 - p), x ≠ a
+    normalised = r * p + sum(Qprop) - 1
+    D_prop = p * f(r) + sum(Pi * f(Qi / Pi) for Pi, Qi in zip(P, Qprop))   # D_f = Σ_x P f(Q/P)
+    attains = D_prop - g_f(f)
+    return {name: sp.simplify(e) for name, e in
+            (("weighted_mean", weighted_mean), ("normalised", normalised), ("attains", attains))}
+
+
+def reduction_convexity():
+    """BandPO Thm. 1, the scalar problem's shape, for a generic ``f``.
+
+    ``d²g/dr² = p f''(r) + p²/(1 - p) f''(s)`` (so ``g_f(p, ·)`` is convex when ``f`` is: both weights are
+    positive), ``g_f(p, 1) = f(1)`` (``= 0`` given ``f(1) = 0``) and ``∂g/∂r(p, 1) = 0`` (stationary, hence the
+    minimum of a convex function). Returns differences that must simplify to 0, and the weights.
+    """
+    G = g_f(f)
+    second = sp.simplify(sp.diff(G, r, 2) - (p * _fprime(r, 2) + p**2 / (1 - p) * _fprime(complement(), 2)))
+    weights = (p, sp.simplify((p**2 / (1 - p)).subs(ON_UNIT_INTERVAL)))
+    return {
+        "second_derivative": second,
+        "weights_positive": all(bool(w.is_positive) for w in weights),
+        "value_at_one": sp.simplify(G.subs(r, 1) - f(1)),
+        "slope_at_one": sp.simplify(sp.diff(G, r).subs(r, 1)),
+    }
+
+
+def specialised_g():
+    """BandPO Thm. 1 special forms (spec §1.2): ``g_f - stated`` on each branch, per divergence.
+
+    KL: binary KL between Bern(p) and Bern(rp); TV: ``p|r - 1|``; χ²: ``p (r - 1)²/(1 - p)``.
+    Each branch is covered exactly by a positive parameter (:data:`LOWER_BRANCH`, :data:`UPPER_BRANCH`),
+    so every ``Abs`` and ``log`` argument has a known sign and no ``force=True`` is needed.
+    Returns ``{divergence: (lower-branch difference, upper-branch difference)}``; all must be 0.
+    """
+    out = {}
+    for div in DIVERGENCES:
+        diff = g(div) - STATED[f"g_{div}"]
+        out[div] = tuple(sp.simplify(sp.expand_log(sp.simplify(diff.subs(branch).subs(ON_UNIT_INTERVAL))))
+                         for branch in (LOWER_BRANCH, UPPER_BRANCH))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# BandPO Prop. 4: TV and χ² closed forms by solve on each side of r = 1
+# ---------------------------------------------------------------------------------------------
+def branch_roots(divergence):
+    """The roots of ``g_f(p, r) = δ`` on each side of ``r = 1``, by ``solve`` (BandPO Prop. 4).
+
+    On the branch ``r = 1 ± t`` (``t > 0``) the simplified ``g_f`` is solved for ``t``; the positive
+    solution gives the root. Returns ``(lower_root, upper_root)`` unclamped, in ``p`` and ``δ``.
+    KL has no solution by ``solve`` (see :func:`kl_root_structure`) and raises ``ValueError``.
+    """
+    if divergence == "kl":
+        raise ValueError("divergence 'kl' has no closed-form roots; see kl_root_structure()")
+    roots = []
+    for sign in (-1, 1):
+        e = sp.simplify(g(divergence).subs(r, 1 + sign * t).subs(ON_UNIT_INTERVAL))
+        sols = sp.solve(sp.Eq(e, delta), t)                 # t > 0 by assumption: the branch root
+        if len(sols) != 1:
+            raise ArithmeticError(f"expected one root on the branch, got {sols}")
+        roots.append(_back_to_p(1 + sign * sols[0]))
+    return tuple(roots)
+
+
+def band_bounds(divergence):
+    """The Band interval ``[max(r_-, 0), min(r_+, 1/p)]`` for TV and χ² (BandPO Prop. 4, spec §1.4).
+
+    The clamp is the simplex: ``g_f(p, ·)`` is monotone on each branch, so when the root lies past the
+    simplex edge (``0`` or ``1/p``) the whole branch up to the edge is feasible and the bound is the edge.
+    """
+    lo, up = branch_roots(divergence)
+    return sp.Max(lo, 0), sp.Min(up, 1 / p)
+
+
+def closed_form_vs_stated(divergence):
+    """``derived root - stated root`` for each side (both must simplify to 0), BandPO Prop. 4."""
+    derived = branch_roots(divergence)
+    stated = STATED[f"{divergence}_roots"]
+    return tuple(sp.simplify((d - s_).subs(ON_UNIT_INTERVAL)) for d, s_ in zip(derived, stated))
+
+
+# ---------------------------------------------------------------------------------------------
+# BandPO Prop. 3: simplex saturation
+# ---------------------------------------------------------------------------------------------
+def edge_values(divergence):
+    """``(g_f(p, 0), g_f(p, 1/p))`` for ``0 < p < 1`` (one-sided limits, so KL gives ``oo``)."""
+    G = g(divergence).subs(ON_UNIT_INTERVAL)
+    at0 = sp.limit(G, r, 0, "+")
+    at_edge = sp.limit(G, r, 1 + k, "-")                     # 1/p = 1 + k
+    return _back_to_p(at0), _back_to_p(at_edge)
+
+
+def saturation_thresholds(divergence):
+    """BandPO Prop. 3: where ``g_f(p, 1/p) ≤ δ`` (upper saturates) and ``g_f(p, 0) ≤ δ`` (lower saturates).
+
+    ``solve(Eq(edge value, δ), p)`` gives the threshold; the sign of ``d/dp`` of the edge value gives the
+    side (decreasing in ``p`` ⇒ saturated for ``p ≥`` threshold). Returns
+    ``{"upper": (threshold, side), "lower": (threshold, side)}`` with side ``">="``/``"<="``, or
+    ``(None, "never")`` when the edge value is ``+∞`` (KL: ``f(0) = +∞``).
+    """
+    out = {}
+    for name, value in zip(("lower", "upper"), edge_values(divergence)):
+        if value == sp.oo:
+            out[name] = (None, "never")
+            continue
+        sols = sp.solve(sp.Eq(value, delta), p)
+        if len(sols) != 1:
+            raise ArithmeticError(f"expected one threshold, got {sols}")
+        slope = sp.simplify(sp.diff(value, p).subs(ON_UNIT_INTERVAL))
+        if slope.is_negative:
+            side = ">="
+        elif slope.is_positive:
+            side = "<="
+        else:
+            raise ArithmeticError(f"edge value not monotone in p: slope {slope}")
+        out[name] = (sp.simplify(sols[0]), side)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Limits p -> 1 and p -> 0 (spec §1.7, §3)
+# ---------------------------------------------------------------------------------------------
+def limit_p_to_1(divergence):
+    """``r* = lim_{p→1} r̲(p)`` and ``lim_{p→1} r̄(p)`` (spec §1.7).
+
+    KL: ``lim_{p→1} g_KL(p, r) = -log r`` (the ``(1 - p) f(s)`` term tends to ``1 - r``), so
+    ``r* = solve(-log r = δ)``. TV/χ²: the limit of the clamped lower root. The upper bound is squeezed
+    between ``1`` and ``1/p → 1``. Returns ``{"g_limit", "r_star", "upper"}``.
+    """
+    upper = sp.limit(1 / p, p, 1, "-")
+    if divergence == "kl":
+        glim = sp.limit(g("kl"), p, 1, "-")
+        sols = sp.solve(sp.Eq(glim, delta), r)
+        if len(sols) != 1:
+            raise ArithmeticError(f"expected one r*, got {sols}")
+        return {"g_limit": glim, "r_star": sols[0], "upper": upper}
+    lo, _ = branch_roots(divergence)
+    return {"g_limit": None, "r_star": sp.limit(lo, p, 1, "-"), "upper": upper}
+
+
+def limit_p_to_0(divergence):
+    """The upward probability margin ``p(r̄ - 1)`` as ``p → 0`` (spec §1.7, "Band resolves the bottleneck").
+
+    KL: with ``q = r p`` fixed, ``lim_{p→0} g_KL(p, q/p) = -log(1 - q)``; the margin ``q - p → q`` solves
+    ``-log(1 - q) = δ``. TV: ``lim p(r_+ - 1)``. χ²: the margin vanishes, ``lim p(r_+ - 1)/√(δ p) = 1``.
+    Also ``lim_{p→0} g_f(p, r)`` at fixed ``r`` (``0`` ⇒ every fixed ``r > 0`` is eventually feasible, so
+    ``r̲ → 0`` and ``r̄ → ∞``). Returns ``{"margin", "scaled_margin", "g_fixed_r"}``.
+    """
+    g_fixed_r = {br: sp.limit(g(divergence).subs(r, br), p, 0, "+") for br in (1 - t, 1 + t)}
+    if divergence == "kl":
+        glim = sp.limit(g("kl").subs(r, q / p), p, 0, "+")
+        sols = sp.solve(sp.Eq(glim, delta), q)
+        if len(sols) != 1:
+            raise ArithmeticError(f"expected one margin, got {sols}")
+        return {"g_limit": glim, "margin": sols[0], "scaled_margin": None, "g_fixed_r": g_fixed_r}
+    _, up = branch_roots(divergence)
+    margin = sp.limit(p * (up - 1), p, 0, "+")
+    scaled = sp.limit(p * (up - 1) / sp.sqrt(delta * p), p, 0, "+")
+    return {"g_limit": None, "margin": margin, "scaled_margin": scaled, "g_fixed_r": g_fixed_r}
+
+
+# ---------------------------------------------------------------------------------------------
+# Small-δ expansion (BandPO §3): g ≈ f''(1) p/(2(1-p)) (r-1)²
+# ---------------------------------------------------------------------------------------------
+def small_delta():
+    """Second-order expansion of ``g_f`` at ``r = 1`` for a generic ``f`` (spec §1.4, §3).
+
+    ``g_f(p, 1 + h) = f(1) + c h² + O(h³)`` with ``c = f''(1) p/(2(1 - p))``; with ``f(1) = 0`` the
+    sublevel set ``c h² ≤ δ`` gives ``r ≈ 1 ± √(δ/c) = 1 ± √(2δ(1 - p)/(f''(1) p))``.
+    Returns:
+      ``coefficient``: the derived ``c`` (h² coefficient of the series), and ``coefficient_error`` =
+      ``c - f''(1) p/(2(1-p))`` (must be 0); ``halfwidth_error``: ``√(δ/c) -`` the stated half-width (0);
+      ``chi2_remainder``: ``g_χ²(p, 1 + h) - c h²`` with ``f''(1) = 2`` (0: exact for χ²);
+      ``kl_vs_chi2``: KL half-width at δ minus χ² half-width at 2δ (0: equal to first order).
+    """
+    ser = sp.series(g_f(f).subs(r, 1 + h), h, 0, 3).removeO()
+    ser = sp.expand(sp.simplify(ser))
+    c = sp.simplify(ser.coeff(h, 2))
+    rest = sp.simplify(ser - c * h**2 - f(1))               # constant f(1) and no linear term
+    halfwidth = sp.sqrt(delta / c)
+    fpp1 = _fprime(1, 2)
+    coefficient_error = sp.simplify(c - fpp1 * p / (2 * (1 - p)))
+    halfwidth_error = sp.simplify((halfwidth - STATED["small_delta_halfwidth"]).subs(ON_UNIT_INTERVAL))
+
+    def half(div, dlt):
+        fpp = sp.diff(generator(div)(u), u, 2).subs(u, 1)
+        return halfwidth.subs(fpp1, fpp).subs(delta, dlt)
+
+    c_chi2 = c.subs(fpp1, sp.diff(generator("chi2")(u), u, 2).subs(u, 1))
+    chi2_remainder = sp.simplify(g("chi2").subs(r, 1 + h) - c_chi2 * h**2)
+    kl_vs_chi2 = sp.simplify((half("kl", delta) - half("chi2", 2 * delta)).subs(ON_UNIT_INTERVAL))
+    return {"coefficient": c, "lower_order_terms": rest, "coefficient_error": coefficient_error,
+            "halfwidth_error": halfwidth_error, "chi2_remainder": chi2_remainder, "kl_vs_chi2": kl_vs_chi2,
+            "halfwidth": halfwidth}
+
+
+def kl_second_order_root():
+    """The next term of the KL upper root, ``r̄ = 1 + a√δ + b δ + O(δ^{3/2})``, from the cubic series.
+
+    Substituting ``h = a√δ + bδ`` into ``c₂ h² + c₃ h³ = δ`` and matching orders gives ``a = 1/√c₂`` and
+    ``b = -c₃/(2 c₂²)`` (the same ``b`` for the lower root, ``h = -a√δ + bδ``). A non-zero ``b`` is why the
+    small-δ error is ``Θ(δ)`` for KL (BandPO §3). It comes out as ``2(1 - 2p)/(3p)``, which vanishes at
+    ``p = 1/2``: there ``g_KL`` is even in ``r - 1`` and the error is ``O(δ^{3/2})``, still ``O(δ)``.
+    Returns ``(a, b)`` in ``p``.
+    """
+    ser = sp.expand(sp.simplify(sp.series(g("kl").subs(r, 1 + h), h, 0, 4).removeO()))
+    c2, c3 = sp.simplify(ser.coeff(h, 2)), sp.simplify(ser.coeff(h, 3))
+    return sp.simplify(1 / sp.sqrt(c2)), sp.simplify(-c3 / (2 * c2**2))
+
+
+# ---------------------------------------------------------------------------------------------
+# Mirror identity (v1 KL solver): g_f(p, r) = g_f(1 - p, s)
+# ---------------------------------------------------------------------------------------------
+def mirror():
+    """Mirror identity for every ``f`` (spec §1.4) and its consequence for the lower bound.
+
+    ``g_f(p, r) = g_f(1 - p, s)`` with ``s = (1 - r p)/(1 - p)``: the same two-point distribution seen
+    from the other token. Inverting, ``r = (1 - (1 - p) s)/p``, which is *decreasing* in ``s``
+    (``dr/ds = -(1 - p)/p``) and maps ``s ∈ [0, 1/(1 - p)]`` onto ``r ∈ [1/p, 0]``; so the sublevel set in
+    ``s`` (the band at ``1 - p``) maps onto the band at ``p`` with ends swapped:
+    ``r̲_f(p) = [1 - (1 - p) r̄_f(1 - p)]/p``.
+
+    Returns ``identity`` (must be 0), ``inverse`` (the solved ``r(s)``), ``slope`` (``dr/ds``),
+    ``edges`` (``r`` at ``s = 0`` and ``s = 1/(1 - p)``), and ``closed_form_lower`` per TV/χ²: Prop. 4's
+    lower root minus the mirror of its upper root at ``1 - p`` (must be 0).
+    """
+    identity = sp.simplify(g_f(f) - g_f(f, 1 - p, complement()))
+    sols = sp.solve(sp.Eq(s, complement()), r)
+    if len(sols) != 1:
+        raise ArithmeticError(f"expected one inverse, got {sols}")
+    inverse = sols[0]
+    slope = sp.simplify(sp.diff(inverse, s))
+    edges = (sp.simplify(inverse.subs(s, 0)), sp.simplify(inverse.subs(s, 1 / (1 - p))))
+    closed = {}
+    for div in ("tv", "chi2"):
+        lo, up = branch_roots(div)
+        mirrored = (1 - (1 - p) * up.subs(p, 1 - p)) / p
+        closed[div] = sp.simplify((lo - mirrored).subs(ON_UNIT_INTERVAL))
+    return {"identity": identity, "inverse": inverse, "slope": slope, "edges": edges,
+            "closed_form_lower": closed}
+
+
+# ---------------------------------------------------------------------------------------------
+# Monotonicity (BandPO §3): ∂g/∂p is a Bregman divergence
+# ---------------------------------------------------------------------------------------------
+def monotonicity():
+    """Why ``r̄`` falls and ``r̲`` rises with ``p``, and both widen with ``δ``, for every convex ``f``.
+
+    ``∂g/∂p = f(r) - f(s) - f'(s)(r - s)`` (using ``r - s = (r - 1)/(1 - p)``): a Bregman divergence of
+    the convex ``f``, hence ``≥ 0``. So at fixed ``r`` the constraint tightens as ``p`` grows, the sublevel set
+    ``{g ≤ δ}`` shrinks, and so does the simplex ``[0, 1/p]``: the band shrinks. Implicitly,
+    ``∂r/∂p = -g_p/g_r`` and ``∂r/∂δ = 1/g_r`` with ``g_r = p (f'(r) - f'(s))``, whose sign is that of
+    ``r - 1`` because ``s - 1 = -p (r - 1)/(1 - p)`` lies on the other side of 1 and ``f'`` is monotone.
+    Returns differences that must be 0: ``dg_dp``, ``dg_dr``, ``s_minus_1``, ``r_minus_s``; and
+    ``bregman_kl``: KL's Bregman term minus ``x - 1 - log x`` at ``x = r/s`` (0: non-negative).
+    """
+    G = g_f(f)
+    bregman = f(r) - f(complement()) - _fprime(complement()) * (r - complement())
+    dg_dp = sp.simplify(sp.diff(G, p) - bregman)
+    dg_dr = sp.simplify(sp.diff(G, r) - p * (_fprime(r) - _fprime(complement())))
+    s_minus_1 = sp.simplify(complement() - 1 + p * (r - 1) / (1 - p))
+    r_minus_s = sp.simplify(r - complement() - (r - 1) / (1 - p))
+    fkl = generator("kl")
+    x = r / complement()
+    bregman_kl = fkl(r) - fkl(complement()) - sp.diff(fkl(u), u).subs(u, complement()) * (r - complement())
+    bregman_kl = sp.simplify(sp.expand_log(sp.simplify((bregman_kl - (x - 1 - sp.log(x))).subs(INSIDE_SIMPLEX))))
+    return {"dg_dp": dg_dp, "dg_dr": dg_dr, "s_minus_1": s_minus_1, "r_minus_s": r_minus_s,
+            "bregman_kl": bregman_kl}
+
+
+# ---------------------------------------------------------------------------------------------
+# KL: the two roots exist, are unique, and solve finds no closed form
+# ---------------------------------------------------------------------------------------------
+def kl_root_structure():
+    """Why the KL band ends are exactly two roots, one in ``(0, 1)`` and one in ``(1, 1/p)`` (spec §1.4).
+
+    ``∂g/∂r = p (r - 1)/(r (1 - r p))`` (derived, compared), which on ``0 < r < 1/p`` has the sign of
+    ``r - 1``; ``∂²g/∂r² > 0`` there (strict convexity, shown positive in the ``k, m`` parametrisation);
+    ``g → +∞`` at both ends and ``g(p, 1) = 0``. By continuity and strict monotonicity each branch crosses
+    every ``δ > 0`` exactly once. ``solve`` finds no closed form for symbolic ``p``; for ``p = 1/2`` the
+    equation is ``r(2 - r) = e^{-2δ}`` and ``solve`` gives ``1 ± √(1 - e^{-2δ})`` (a check point for the
+    numerical roots).
+    """
+    G = g("kl")
+    slope_error = sp.simplify(sp.diff(G, r) - p * (r - 1) / (r * (1 - r * p)))
+    ratio = sp.simplify((sp.diff(G, r) / (r - 1)).subs(INSIDE_SIMPLEX))
+    curvature = sp.simplify(sp.diff(G, r, 2).subs(INSIDE_SIMPLEX))
+    ends = edge_values("kl")
+    try:
+        sols = sp.solve(sp.Eq(G, delta), r)
+        symbolic_solution = sols
+    except NotImplementedError:
+        symbolic_solution = None
+    half = sp.solve(sp.Eq(G.subs(p, sp.Rational(1, 2)), delta), r)
+    return {"slope_error": slope_error, "slope_over_r_minus_1_positive": bool(ratio.is_positive),
+            "curvature_positive": bool(curvature.is_positive), "edge_values": ends,
+            "value_at_one": sp.simplify(G.subs(r, 1)), "symbolic_solution": symbolic_solution,
+            "half_roots": tuple(sorted(half, key=lambda e: float(e.subs(delta, 1))))}
+
+
+# ---------------------------------------------------------------------------------------------
+# P-clip: the bottleneck of canonical clipping
+# ---------------------------------------------------------------------------------------------
+def clip_bottleneck():
+    """Canonical clipping ``r ∈ [1 - ε₋, 1 + ε₊]`` (BandPO §1, P-clip).
+
+    The upward probability margin is ``p(1 + ε₊) - p = ε₊ p``, which ``→ 0`` as ``p → 0``; the ratio bound
+    crosses the simplex edge where ``p(1 + ε₊) = 1``, i.e. ``p = 1/(1 + ε₊)`` by ``solve``, and
+    ``1 + ε₊ - 1/p`` is increasing in ``p`` (derivative ``1/p²``), so it exceeds ``1/p`` exactly above.
+    Returns ``margin_error`` (0), ``margin_limit``, ``threshold`` and ``excess_slope_positive``.
+    """
+    margin = sp.simplify(p * (1 + eps) - p)
+    sols = sp.solve(p * (1 + eps) - 1, p)
+    if len(sols) != 1:
+        raise ArithmeticError(f"expected one threshold, got {sols}")
+    excess = 1 + eps - 1 / p
+    return {"margin": margin, "margin_error": sp.simplify(margin - STATED["clip_margin"]),
+            "margin_limit": sp.limit(margin, p, 0, "+"), "threshold": sols[0],
+            "excess_at_threshold": sp.simplify(excess.subs(p, sols[0])),
+            "excess_slope_positive": bool(sp.diff(excess, p).is_positive)}
+
+
+def lambdify_mp(expr, *args):
+    """``expr`` as an mpmath function of ``args`` (for numerical checks against derived expressions)."""
+    return sp.lambdify(args, expr, modules="mpmath")
