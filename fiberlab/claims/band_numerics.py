@@ -1,0 +1,563 @@
+"""Numerics-layer checks of BandPO's claims: the convex oracle, the mpmath reference, float64 solvers.
+
+Who checks whom:
+
+* :func:`~fiberlab.numerics.band.band_bounds_cvx` solves the Band problem over the whole simplex (spec §1.2),
+  assuming nothing about the reduction; it is compared with
+* :func:`~fiberlab.numerics.band.band_bounds_mp`, the scalar problem ``{r : g_f(p, r) ≤ δ}`` at 50 digits;
+* closed forms and thresholds come from the SymPy derivations in :mod:`fiberlab.theory.band` (lambdified),
+  never typed in here.
+
+Every random draw comes from ``numpy.random.default_rng`` with a fixed seed. Tolerances are named below
+with the reason for their size. Checks whose cases have different natural tolerances report
+``max_error`` as the largest error/tolerance ratio with ``tolerance = 1.0`` (said so in their detail).
+"""
+
+from __future__ import annotations
+
+import mpmath as mp
+import numpy as np
+from scipy.optimize import brentq
+
+from fiberlab.claims.band import (bottleneck, chi2_closed_form, kl_bounds, limits, mirror, monotone, reduction,
+                                  saturation, small_delta, tv_closed_form)
+from fiberlab.numerics import band as N
+from fiberlab.registry import Evidence
+from fiberlab.theory import band as T
+
+SEED = 20260305  # BandPO's arXiv submission date; any fixed seed would do
+
+# Clarabel's defaults are tol_feas = tol_gap_abs = tol_gap_rel = 1e-8. A slack of 1e-8 in D_f ≤ δ moves a band
+# end by about 1e-8/|∂g/∂r|, and |∂g/∂r| ≳ 0.02 at the roots for p ≥ 0.02, δ ≥ 0.01, so ≲ 5e-7; the gap
+# tolerance adds ~1e-8·r. Errors are |Δr|/max(1, r); measured ≲ 3e-7.
+CVX_RATIO_TOL = 1e-6
+# Same solver tolerances, read as "does Q(a) touch the simplex edge": Q(a) within 1e-6 of 1 (or of 0).
+# The unsaturated cases are chosen so that the true gap is ≥ 10× this.
+SATURATION_EDGE_TOL = 1e-6
+# brentq on g_f(p, ·) = δ with xtol = 1e-15, rtol = 4 ε: the root is exact to a few ulp of max(1, r),
+# and the closed forms are a few correctly rounded operations. Relative to max(1, r).
+SCALAR_ROOT_TOL = 1e-13
+# Closed forms in float64 vs the same forms at 50 digits: a few ulp of max(1, r).
+FLOAT_VS_MP_TOL = 1e-14
+# The reference is used to grade float64 code, so its roots must be exact far below 2^-53 ≈ 1.1e-16; we ask
+# 1e-20 relative (first-order Newton estimate |g - δ|/(|∂g/∂r| r) at 100 digits). Measured ≲ 1e-39.
+REFERENCE_ROOT_TOL = 1e-20
+# band_bounds' KL bisection runs to adjacent floats in x = log r, y = log((1-p)/(1-rp)); the error is the
+# rounding in h(x), h(y) divided by their slopes: measured ≲ 3e-15 relative over p ∈ [1e-300, 1 - 1e-12].
+FAST_KL_TOL = 1e-13
+# D_f(P‖Q) summed from the generator over ≤ 12 tokens vs g_f in its reduced form: the generator forms cancel
+# (−log u + u − 1 near u = 1), so with |r − 1| ≥ 0.05 and p, 1 − p ≥ 0.01 the relative error stays ≲ 1e-13.
+JENSEN_TOL = 1e-11
+# Mirror identity at 50 digits, compared in probability space p·r̲ vs 1 − (1−p) r̄(1−p): both sides are
+# O(1) numbers carried to ~1e-48; the KL roots themselves are exact to ≲ 1e-39 relative (REFERENCE_ROOT_TOL's
+# measurement), so ≤ 1e-35.
+MIRROR_TOL = 1e-35
+# g_f(p, r) vs g_f(1−p, s) in float64: s = (1 − rp)/(1 − p) and 1 − s(1 − p) lose up to log10(1/min(p, 1−p, rp))
+# ≤ 3 digits for p, 1 − p, rp ≥ 1e-3: relative error ≲ 1e-12.
+MIRROR_FLOAT_TOL = 1e-10
+# Monotonicity: closed forms are correctly rounded monotone operations and the KL bisection is exact to a few
+# ulp while neighbouring grid values differ by ≳ 1e-9 relative; allow 4 ulp of round-off.
+MONOTONE_TOL = 4 * np.finfo(np.float64).eps
+# Limits at 1 − p = 1e-12 and p = 1e-12 (spec §1.7). How fast each quantity approaches its limit
+# (from the expansions): KL r̲ − e^{−δ} = O((1−p) log(1/(1−p))) ≈ 3e-11; TV r̲ − (1−δ) = δ(1−p)/p ≤ 1e-12;
+# χ² 1 − r̲ = √(δ(1−p)/p) ≤ 1e-6 (δ ≤ 1); r̄ − 1 ≤ 1/p − 1 ≈ 1e-12; KL margin − (1 − e^{−δ}) = O(p log(1/p)) ≈ 3e-11;
+# TV margin = δ exactly; χ² margin/√(δp) = √(1−p) = 1 − 5e-13; KL r̲ ≈ e^{−δ/p}, TV/χ² r̲ = 0 (saturated).
+LIMIT_TOL = {"p->1 lower kl": 1e-10, "p->1 lower tv": 1e-10, "p->1 lower chi2": 2e-6, "p->1 upper": 1e-10,
+             "p->0 margin": 1e-10, "p->0 lower": 1e-10}
+LIMIT_EPS = 1e-12  # how close to 0 and 1 the limits are evaluated
+# Small δ: r = 1 ± a√δ + bδ + O(δ^{3/2}) with b from theory.kl_second_order_root; at δ ≤ 1e-8 the O(δ^{3/2})
+# term changes (r − approx)/δ by ≲ 1e-4 (1 + |b|). The fitted log-log slope of the error over δ ∈ [1e-10, 1e-7]
+# is 1 up to the same relative correction. χ²'s expansion is exact: errors are 50-digit round-off.
+SMALL_DELTA_COEF_TOL = 1e-3
+SMALL_DELTA_SLOPE_TOL = 1e-2
+SMALL_DELTA_EXACT_TOL = 1e-40
+
+DELTAS = (0.01, 0.05, 0.2, 1.0)
+ORACLE_PS = (0.02, 0.08, 0.3, 0.7, 0.95)
+
+
+def _completion(rng: np.random.Generator, K: int, p: float) -> tuple[np.ndarray, int]:
+    """A random K-ary distribution P with P[a] = p at a random position a (the rest Dirichlet(1))."""
+    a = int(rng.integers(K))
+    P = np.empty(K)
+    P[np.arange(K) != a] = rng.dirichlet(np.ones(K - 1)) * (1.0 - p)
+    P[a] = p
+    return P, a
+
+
+def _log_p(p) -> mp.mpf:
+    with mp.workdps(60):
+        return mp.log(mp.mpf(p))
+
+
+def _log_1mp(p) -> mp.mpf:
+    """log(1 − p) exactly for the float p (so that p and 1 − p are exact complements in mpmath)."""
+    with mp.workdps(60):
+        return mp.log1p(-mp.mpf(p))
+
+
+def _ratio_err(x, ref) -> float:
+    return abs(float(x) - float(ref)) / max(1.0, abs(float(ref)))
+
+
+def _normalised(errors: dict[str, tuple[float, float]], cases: int, detail: str) -> Evidence:
+    """Evidence from ``{name: (error, tolerance)}``: max_error = max error/tolerance against 1.0."""
+    worst_name, (worst_err, worst_tol) = max(errors.items(), key=lambda kv: kv[1][0] / kv[1][1])
+    parts = ", ".join(f"{k}: {e:.2e} (tol {t:.0e})" for k, (e, t) in errors.items())
+    return Evidence.within(worst_err / worst_tol, 1.0, cases,
+                           detail=f"{detail}. max error/tolerance, worst {worst_name}. {parts}")
+
+
+# ---------------------------------------------------------------------------------------------
+# band.reduction (BandPO Thm. 1)
+# ---------------------------------------------------------------------------------------------
+@reduction.check("numerics")
+def _cvx_band_depends_only_on_p() -> Evidence:
+    """Different completions of P (K = 3, 7, 12) give the same cvxpy band, equal to the scalar problem."""
+    rng = np.random.default_rng(SEED)
+    worst_spread, worst_err, cases = 0.0, 0.0, 0
+    for div in N.DIVERGENCES:
+        for p in (0.02, 0.3, 0.7):
+            for delta in (0.05, 0.2):
+                ref = N.band_bounds_mp(_log_p(p), div, delta)
+                got = [N.band_bounds_cvx(*_completion(rng, K, p), div, delta) for K in (3, 7, 12)]
+                for side in (0, 1):
+                    vals = [g[side] for g in got]
+                    worst_spread = max(worst_spread, (max(vals) - min(vals)) / max(1.0, abs(vals[0])))
+                    worst_err = max(worst_err, max(_ratio_err(v, ref[side]) for v in vals))
+                cases += len(got)
+    return Evidence.within(max(worst_spread, worst_err), CVX_RATIO_TOL, cases,
+                           detail=f"cvxpy over the simplex for 3 completions each of p ∈ {{0.02, 0.3, 0.7}}, "
+                                  f"δ ∈ {{0.05, 0.2}}, kl/tv/chi2: spread across completions {worst_spread:.2e}, "
+                                  f"distance to the scalar problem {worst_err:.2e}")
+
+
+@reduction.check("numerics")
+def _completions_never_beat_g() -> Evidence:
+    """Random Q with Q(a) = r p: D_f(P‖Q) ≥ g_f(p, r), with equality for the proportional completion."""
+    rng = np.random.default_rng(SEED + 1)
+    n = 1500
+    worst_gap, worst_attain, min_excess = 0.0, 0.0, np.inf
+    for div in N.DIVERGENCES:
+        for _ in range(n):
+            K = int(rng.integers(3, 13))
+            p = float(rng.uniform(0.01, 0.99))
+            r = float(rng.uniform(0.0, 1.0 / p))
+            if abs(r - 1.0) < 0.05:
+                r = 1.0 + np.copysign(0.05, r - 1.0)
+            P = np.concatenate([[p], rng.dirichlet(np.ones(K - 1)) * (1.0 - p)])
+            Qrest = rng.dirichlet(np.full(K - 1, rng.uniform(0.3, 3.0))) * (1.0 - r * p)
+            Q = np.concatenate([[r * p], Qrest])
+            Qprop = np.concatenate([[r * p], P[1:] * (1.0 - r * p) / (1.0 - p)])   # Thm. 1's minimiser
+            g = N.g_f(p, r, div)
+            D = N.f_divergence(P, Q, div)
+            D_prop = N.f_divergence(P, Qprop, div)
+            worst_gap = max(worst_gap, (g - D) / g)                 # Jensen: must be ≤ 0 (up to rounding)
+            worst_attain = max(worst_attain, abs(D_prop - g) / g)   # equality case
+            min_excess = min(min_excess, (D - g) / g)
+    return Evidence.within(max(worst_gap, worst_attain), JENSEN_TOL, 3 * n,
+                           detail=f"{n} random completions per divergence: max (g_f - D_f)/g_f = {worst_gap:.2e} "
+                                  f"(≤ 0 means never beaten), proportional completion |D_f - g_f|/g_f = "
+                                  f"{worst_attain:.2e}; smallest relative excess of a random completion "
+                                  f"{min_excess:.2e}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Oracle vs reference (band.tv_closed_form, band.chi2_closed_form, band.kl_bounds)
+# ---------------------------------------------------------------------------------------------
+def _cvx_vs_reference(divergence: str, seed: int) -> Evidence:
+    rng = np.random.default_rng(seed)
+    worst, where, cases = 0.0, None, 0
+    for p in ORACLE_PS:
+        for delta in DELTAS:
+            K = int(rng.integers(3, 13))
+            P, a = _completion(rng, K, p)
+            got = N.band_bounds_cvx(P, a, divergence, delta)
+            ref = N.band_bounds_mp(_log_p(p), divergence, delta)
+            for side in (0, 1):
+                e = _ratio_err(got[side], ref[side])
+                if e > worst:
+                    worst, where = e, dict(K=K, p=p, delta=delta, side=("lower", "upper")[side],
+                                           cvx=got[side], reference=float(ref[side]))
+            cases += 1
+    return Evidence.within(worst, CVX_RATIO_TOL, cases,
+                           detail=f"cvxpy/CLARABEL over random K-ary P (K ∈ 3..12), p ∈ {ORACLE_PS}, δ ∈ {DELTAS} "
+                                  f"vs band_bounds_mp; worst |Δr|/max(1,r) at {where}")
+
+
+@tv_closed_form.check("numerics")
+def _tv_cvx_oracle_vs_reference() -> Evidence:
+    return _cvx_vs_reference("tv", SEED + 2)
+
+
+@chi2_closed_form.check("numerics")
+def _chi2_cvx_oracle_vs_reference() -> Evidence:
+    return _cvx_vs_reference("chi2", SEED + 3)
+
+
+@kl_bounds.check("numerics")
+def _kl_cvx_oracle_vs_reference() -> Evidence:
+    return _cvx_vs_reference("kl", SEED + 4)
+
+
+def _closed_form_vs_scalar_roots(divergence: str) -> Evidence:
+    """Prop. 4 (float64 and 50-digit) vs roots of the scalar problem g_f(p, ·) = δ found by brentq."""
+    ps = np.concatenate([np.geomspace(1e-4, 0.5, 30), 1.0 - np.geomspace(1e-4, 0.5, 30)[::-1]])
+    deltas = DELTAS
+    worst_root, worst_mp, cases = 0.0, 0.0, 0
+    for delta in deltas:
+        lower, upper = N.band_bounds_closed_form(ps, divergence, delta)
+        for p, lo, up in zip(ps, lower, upper):
+            p = float(p)
+            fn = lambda r: N.g_f(p, r, divergence) - delta   # noqa: E731
+            edge = 1.0 / p
+            up_ref = edge if fn(edge) <= 0 else brentq(fn, 1.0, edge, xtol=1e-15, rtol=4 * np.finfo(float).eps)
+            lo_ref = 0.0 if fn(0.0) <= 0 else brentq(fn, 0.0, 1.0, xtol=1e-15, rtol=4 * np.finfo(float).eps)
+            worst_root = max(worst_root, _ratio_err(up, up_ref), _ratio_err(lo, lo_ref))
+            ref = N.band_bounds_mp(_log_p(p), divergence, delta)
+            worst_mp = max(worst_mp, _ratio_err(lo, ref[0]), _ratio_err(up, ref[1]))
+            cases += 1
+    return _normalised({"closed form vs brentq roots of g_f = δ": (worst_root, SCALAR_ROOT_TOL),
+                        "float64 closed form vs 50-digit": (worst_mp, FLOAT_VS_MP_TOL)}, cases,
+                       f"{cases} (p, δ) pairs, p ∈ [1e-4, 1-1e-4], δ ∈ {deltas}, saturated ends included")
+
+
+@tv_closed_form.check("numerics")
+def _tv_closed_form_vs_scalar_roots() -> Evidence:
+    return _closed_form_vs_scalar_roots("tv")
+
+
+@chi2_closed_form.check("numerics")
+def _chi2_closed_form_vs_scalar_roots() -> Evidence:
+    return _closed_form_vs_scalar_roots("chi2")
+
+
+# ---------------------------------------------------------------------------------------------
+# band.kl_bounds: the reference roots and the float64 solver
+# ---------------------------------------------------------------------------------------------
+@kl_bounds.check("numerics")
+def _kl_reference_roots_exact() -> Evidence:
+    """The 50-digit KL roots solve g_KL = δ (Newton estimate at 100 digits), and match p = 1/2's closed form."""
+    ps = np.concatenate([np.geomspace(1e-12, 0.5, 25), 1.0 - np.geomspace(1e-6, 0.5, 25)[::-1]])
+    worst, cases = mp.mpf(0), 0
+    for p in ps:
+        for delta in (1e-6,) + DELTAS:
+            roots = N.band_bounds_mp(_log_p(p), "kl", delta)
+            with mp.workdps(100):
+                pm = mp.mpf(p)
+                for r in roots:
+                    g = -pm * mp.log(r) + (1 - pm) * (mp.log1p(-pm) - mp.log1p(-r * pm))     # binary KL form
+                    slope = pm * (r - 1) / (r * (1 - r * pm))                                # theory: ∂g/∂r
+                    worst = max(worst, abs(g - delta) / abs(slope) / r)
+            cases += 1
+    # p = 1/2: solve gives 1 ± √(1 - e^{-2δ}) (theory.kl_root_structure)
+    half = [T.lambdify_mp(e, T.delta) for e in T.kl_root_structure()["half_roots"]]
+    worst_half = mp.mpf(0)
+    for delta in (1e-6,) + DELTAS:
+        with mp.workdps(50):
+            ref = [fn(mp.mpf(delta)) for fn in half]
+            got = N.band_bounds_mp(mp.log(mp.mpf(1) / 2), "kl", delta)
+            worst_half = max(worst_half, *(abs(g_ - r_) / r_ for g_, r_ in zip(got, ref)))
+        cases += 1
+    return _normalised({"Newton estimate of relative root error": (float(worst), REFERENCE_ROOT_TOL),
+                        "p = 1/2 vs 1 ± √(1 - e^{-2δ})": (float(worst_half), REFERENCE_ROOT_TOL)}, cases,
+                       "band_bounds_mp KL roots for p ∈ [1e-12, 1 - 1e-6], δ ∈ {1e-6, 0.01, 0.05, 0.2, 1}")
+
+
+@kl_bounds.check("numerics")
+def _kl_float64_solver_vs_reference() -> Evidence:
+    """band_bounds (vectorised float64 bisection in log coordinates) vs the 50-digit reference."""
+    log_ps = np.concatenate([np.linspace(-690.0, -1.0, 60), np.log(np.linspace(0.37, 0.999, 40)),
+                             np.log1p(-np.geomspace(1e-12, 1e-3, 20))])
+    worst, cases = 0.0, 0
+    for delta in (1e-6,) + DELTAS:
+        lo, up = N.band_bounds(np.exp(log_ps), "kl", delta)
+        for lp, lo_f, up_f in zip(log_ps, lo, up):
+            ref_lo, ref_up = N.band_bounds_mp(float(lp), "kl", delta)
+            worst = max(worst, abs(up_f - float(ref_up)) / float(ref_up))
+            if float(ref_lo) > np.finfo(float).tiny:          # r̲ below the float64 range rounds to 0
+                worst = max(worst, abs(lo_f - float(ref_lo)) / float(ref_lo))
+            elif lo_f > np.finfo(float).tiny:
+                worst = max(worst, 1.0)
+            cases += 1
+    return Evidence.within(worst, FAST_KL_TOL, cases,
+                           detail=f"relative error of band_bounds(kl) over p ∈ [e^-690, 1 - 1e-12], "
+                                  f"δ ∈ {{1e-6, 0.01, 0.05, 0.2, 1}}: {worst:.2e}")
+
+
+# ---------------------------------------------------------------------------------------------
+# band.saturation (BandPO Prop. 3)
+# ---------------------------------------------------------------------------------------------
+@saturation.check("numerics")
+def _cvx_saturation_switches_at_threshold() -> Evidence:
+    """On each side of Prop. 3's thresholds, the simplex optimum touches Q(a) = 1 (or 0) exactly when predicted."""
+    rng = np.random.default_rng(SEED + 5)
+    rho = 0.1                                         # distance from the threshold, as a fraction of the room
+    mismatches, worst, cases = [], 0.0, 0
+    for div in ("tv", "chi2"):
+        th = T.saturation_thresholds(div)
+        for delta in (0.05, 0.2):
+            up_thr = float(T.lambdify_mp(th["upper"][0], T.delta)(delta))
+            lo_thr = float(T.lambdify_mp(th["lower"][0], T.delta)(delta))
+            for edge, thr in (("upper", up_thr), ("lower", lo_thr)):
+                # theory: upper saturates for p >= threshold, lower for p <= threshold
+                beyond = thr + rho * (1 - thr) if edge == "upper" else thr * (1 - rho)
+                inside = thr - rho * thr if edge == "upper" else thr + rho * (1 - thr)
+                for p, predicted in ((beyond, True), (inside, False)):
+                    P, a = _completion(rng, 6, p)
+                    lo, up = N.band_bounds_cvx(P, a, div, delta)
+                    q_a = p * (up if edge == "upper" else lo)            # new probability of a
+                    gap = 1.0 - q_a if edge == "upper" else q_a
+                    ref = N.band_bounds_mp(_log_p(p), div, delta)
+                    ref_gap = float(1 - p * ref[1]) if edge == "upper" else float(p * ref[0])
+                    observed = gap <= SATURATION_EDGE_TOL
+                    if observed != predicted or (not predicted and ref_gap < 10 * SATURATION_EDGE_TOL):
+                        mismatches.append(dict(divergence=div, delta=delta, edge=edge, p=p, gap=gap,
+                                               predicted_saturated=predicted))
+                    worst = max(worst, _ratio_err(lo, ref[0]), _ratio_err(up, ref[1]))
+                    cases += 1
+    ev = Evidence.within(worst, CVX_RATIO_TOL, cases,
+                         detail=f"TV/χ², δ ∈ {{0.05, 0.2}}, p at 10% of the room on each side of the derived "
+                                f"thresholds: {len(mismatches)} saturation mismatches; worst cvx-vs-reference "
+                                f"{worst:.2e}")
+    if mismatches:
+        ev.passed, ev.counterexample = False, mismatches[0]
+    return ev
+
+
+@saturation.check("numerics")
+def _kl_stays_inside_where_tv_chi2_saturate() -> Evidence:
+    """KL never saturates: at p where TV and χ² bands reach 0 or 1/p, the KL optimum stays strictly inside."""
+    rng = np.random.default_rng(SEED + 6)
+    delta = 0.2
+    cases, worst, failures = 0, 0.0, []
+    for p, edge in ((0.9, "upper"), (0.97, "upper"), (0.05, "lower"), (0.1, "lower")):
+        saturated_elsewhere = []
+        for div in ("tv", "chi2"):
+            lo_c, up_c = N.band_bounds_closed_form(p, div, delta)
+            saturated_elsewhere.append(bool(up_c == 1.0 / p) if edge == "upper" else bool(lo_c == 0.0))
+        P, a = _completion(rng, 8, p)
+        lo, up = N.band_bounds_cvx(P, a, "kl", delta)
+        gap = 1.0 - p * up if edge == "upper" else p * lo
+        ref = N.band_bounds_mp(_log_p(p), "kl", delta)
+        ref_gap = float(1 - p * ref[1]) if edge == "upper" else float(p * ref[0])
+        g_edge = N.g_f(p, 1.0 / p if edge == "upper" else 0.0, "kl")
+        if not (all(saturated_elsewhere) and gap > 10 * SATURATION_EDGE_TOL and np.isinf(g_edge)):
+            failures.append(dict(p=p, edge=edge, gap=gap, tv_chi2_saturated=saturated_elsewhere, g_edge=g_edge))
+        worst = max(worst, _ratio_err(lo, ref[0]), _ratio_err(up, ref[1]), abs(gap - ref_gap) / ref_gap)
+        cases += 1
+    ev = Evidence.within(worst, CVX_RATIO_TOL, cases,
+                         detail=f"δ = {delta}; p ∈ {{0.9, 0.97}} (TV, χ² upper saturated) and {{0.05, 0.1}} (lower "
+                                f"saturated): KL keeps Q(a) strictly inside (0, 1), g_KL = inf at the edges; "
+                                f"worst cvx-vs-reference {worst:.2e}")
+    if failures:
+        ev.passed, ev.counterexample = False, failures[0]
+    return ev
+
+
+# ---------------------------------------------------------------------------------------------
+# band.limits
+# ---------------------------------------------------------------------------------------------
+@limits.check("numerics")
+def _limits_at_extreme_p() -> Evidence:
+    """At 1 − p = 1e-12 and p = 1e-12 (50 digits), the bands sit at the limits derived in theory.band."""
+    errors: dict[str, tuple[float, float]] = {}
+    cases = 0
+
+    def record(name, err, tol):
+        if name not in errors or err / tol > errors[name][0] / errors[name][1]:
+            errors[name] = (err, tol)
+
+    near_one, near_zero = _log_1mp(LIMIT_EPS), _log_p(LIMIT_EPS)
+    for div in N.DIVERGENCES:
+        r_star = T.lambdify_mp(T.limit_p_to_1(div)["r_star"], T.delta)
+        zero = T.limit_p_to_0(div)
+        margin = T.lambdify_mp(zero["margin"], T.delta)
+        for delta in DELTAS:
+            with mp.workdps(50):
+                lo, up = N.band_bounds_mp(near_one, div, delta)
+                record(f"p->1 lower {div}", float(abs(lo - max(r_star(delta), 0))), LIMIT_TOL[f"p->1 lower {div}"])
+                record("p->1 upper", float(abs(up - 1)), LIMIT_TOL["p->1 upper"])
+                lo, up = N.band_bounds_mp(near_zero, div, delta)
+                p = mp.mpf(LIMIT_EPS)
+                if div == "chi2":   # margin vanishes; its rate: margin/√(δp) → scaled_margin = 1
+                    got = p * (up - 1) / mp.sqrt(delta * p)
+                    record("p->0 margin", float(abs(got - zero["scaled_margin"])), LIMIT_TOL["p->0 margin"])
+                else:
+                    record("p->0 margin", float(abs(p * (up - 1) - margin(delta))), LIMIT_TOL["p->0 margin"])
+                record("p->0 lower", float(lo), LIMIT_TOL["p->0 lower"])
+            cases += 2
+    return _normalised(errors, cases, f"kl/tv/chi2 at δ ∈ {DELTAS}, 1 - p = p = {LIMIT_EPS:g}, limits from "
+                                      "sympy (r* = e^{-δ}, max(1-δ, 0), 1; margins 1 - e^{-δ}, δ, √(δp))")
+
+
+# ---------------------------------------------------------------------------------------------
+# band.small_delta
+# ---------------------------------------------------------------------------------------------
+@small_delta.check("numerics")
+def _expansion_error_is_order_delta() -> Evidence:
+    """KL: (r − (1 ± √(2δ(1−p)/p)))/δ → b(p) from the cubic series, log-log slope 1; χ²: exact."""
+    a_hw = T.small_delta()["halfwidth"]
+    fpp1 = T._fprime(1, 2)
+    halfwidth = {div: T.lambdify_mp(a_hw.subs(fpp1, N.F_SECOND_AT_ONE[div]), T.p, T.delta) for div in ("kl", "chi2")}
+    b = T.lambdify_mp(T.kl_second_order_root()[1], T.p)
+    worst_coef = worst_slope = worst_exact = 0.0
+    cases = 0
+    with mp.workdps(50):
+        for p in (0.05, 0.2, 0.5, 0.7, 0.9):
+            pm = mp.mpf(p)
+            # KL: the O(δ) coefficient
+            for delta in (1e-10, 1e-9, 1e-8):
+                lo, up = N.band_bounds_mp(mp.log(pm), "kl", delta)
+                hw = halfwidth["kl"](pm, delta)
+                for got in ((up - 1 - hw) / delta, (lo - 1 + hw) / delta):
+                    worst_coef = max(worst_coef, float(abs(got - b(pm)) / (1 + abs(b(pm)))))
+                cases += 1
+            # KL: the order itself, by a log-log fit (b = 0 at p = 1/2, where the error is O(δ^{3/2}))
+            if p != 0.5:
+                ds = np.geomspace(1e-10, 1e-7, 4)
+                errs = []
+                for delta in ds:
+                    lo, up = N.band_bounds_mp(mp.log(pm), "kl", float(delta))
+                    errs.append(float(abs(up - 1 - halfwidth["kl"](pm, delta))))
+                slope = np.polyfit(np.log(ds), np.log(errs), 1)[0]
+                worst_slope = max(worst_slope, abs(slope - 1))
+                cases += len(ds)
+            # χ²: the expansion is the closed form (where not saturated)
+            for delta in (1e-6, 1e-3, 0.01):
+                lo, up = N.band_bounds_mp(mp.log(pm), "chi2", delta)
+                hw = halfwidth["chi2"](pm, delta)
+                worst_exact = max(worst_exact, float(abs(up - 1 - hw)), float(abs(lo - 1 + hw)))
+                cases += 1
+    return _normalised({"KL (r - approx)/δ vs b(p)": (worst_coef, SMALL_DELTA_COEF_TOL),
+                        "KL log-log slope - 1": (worst_slope, SMALL_DELTA_SLOPE_TOL),
+                        "χ² r - approx": (worst_exact, SMALL_DELTA_EXACT_TOL)}, cases,
+                       "p ∈ {0.05, 0.2, 0.5, 0.7, 0.9}; KL δ ∈ [1e-10, 1e-7]; since χ² at 2δ has the same "
+                       "half-width as KL's approximation, KL(δ) - χ²(2δ) = b δ + o(δ) too")
+
+
+# ---------------------------------------------------------------------------------------------
+# band.mirror
+# ---------------------------------------------------------------------------------------------
+@mirror.check("numerics")
+def _mirror_band_identity() -> Evidence:
+    """p r̲_f(p) = 1 − (1−p) r̄_f(1−p) at 50 digits, kl/tv/chi2, many p (the two sides are solved independently)."""
+    ps = np.concatenate([np.geomspace(1e-6, 0.5, 20), 1.0 - np.geomspace(1e-6, 0.5, 20)[::-1]])
+    worst, where, cases = 0.0, None, 0
+    for div in N.DIVERGENCES:
+        for delta in (0.01, 0.2, 1.0):
+            for p in ps:
+                with mp.workdps(50):
+                    lo, _ = N.band_bounds_mp(_log_p(p), div, delta)
+                    _, up_mirror = N.band_bounds_mp(_log_1mp(p), div, delta)
+                    pm = mp.mpf(p)
+                    err = float(abs(pm * lo - (1 - (1 - pm) * up_mirror)))
+                if err > worst:
+                    worst, where = err, dict(divergence=div, delta=delta, p=float(p))
+                cases += 1
+    return Evidence.within(worst, MIRROR_TOL, cases,
+                           detail=f"|p r̲(p) - [1 - (1-p) r̄(1-p)]| over p ∈ [1e-6, 1-1e-6], δ ∈ {{0.01, 0.2, 1}}; "
+                                  f"worst at {where}. In float64 the mirror formula for r̲ loses log10(1/p) digits "
+                                  f"to cancellation (the v1 solver's lower bound)")
+
+
+@mirror.check("numerics")
+def _mirror_g_identity_float() -> Evidence:
+    """g_f(p, r) = g_f(1−p, (1−rp)/(1−p)) in float64 at random (p, r), kl/tv/chi2."""
+    rng = np.random.default_rng(SEED + 7)
+    n = 4000
+    p = rng.uniform(1e-3, 1 - 1e-3, n)
+    r = rng.uniform(0, 1, n) / p * (1 - 1e-3)            # keep r p ≤ 1 - 1e-3
+    r = np.where(np.abs(r - 1) < 1e-2, 1 + 1e-2, r)      # away from r = 1, where g → 0
+    s = (1 - r * p) / (1 - p)
+    worst = 0.0
+    for div in N.DIVERGENCES:
+        lhs, rhs = N.g_f(p, r, div), N.g_f(1 - p, s, div)
+        worst = max(worst, float(np.max(np.abs(lhs - rhs) / lhs)))
+    return Evidence.within(worst, MIRROR_FLOAT_TOL, 3 * n, detail=f"{n} random (p, r) per divergence, relative "
+                                                                   f"error {worst:.2e}")
+
+
+# ---------------------------------------------------------------------------------------------
+# band.monotone
+# ---------------------------------------------------------------------------------------------
+@monotone.check("numerics")
+def _monotone_in_p_dense_grid() -> Evidence:
+    """r̄ non-increasing and r̲ non-decreasing over 20 001 p in [1e-4, 1 − 1e-4] (spec §1.7 grid)."""
+    ps = np.linspace(1e-4, 1 - 1e-4, 20001)
+    worst, where, fast_err = 0.0, None, 0.0
+    for div in N.DIVERGENCES:
+        for delta in (0.05, 0.2):
+            lo, up = N.band_bounds(ps, div, delta)
+            up_rise = np.max(np.diff(up) / up[:-1])                       # must be ≤ 0
+            lo_fall = np.max(-np.diff(lo) / np.maximum(lo[:-1], np.finfo(float).tiny))   # must be ≤ 0
+            for name, v in (("upper rises", up_rise), ("lower falls", lo_fall)):
+                if v > worst:
+                    worst, where = float(v), dict(divergence=div, delta=delta, violation=name)
+            # the grid values are the right ones: spot-check against the reference
+            idx = np.linspace(0, ps.size - 1, 21).astype(int)
+            ref_lo, ref_up = N.band_bounds_reference(np.log(ps[idx]), div, delta)
+            fast_err = max(fast_err, float(np.max(np.abs(up[idx] - ref_up) / ref_up)),
+                           float(np.max(np.abs(lo[idx] - ref_lo) / np.maximum(ref_lo, 1e-300))))
+    ev = _normalised({"monotonicity violation (relative)": (max(worst, 0.0), MONOTONE_TOL),
+                      "grid values vs reference": (fast_err, FAST_KL_TOL)}, 6 * ps.size,
+                     f"kl/tv/chi2, δ ∈ {{0.05, 0.2}}, 20 001-point grid; largest violation {where}")
+    return ev
+
+
+@monotone.check("numerics")
+def _monotone_in_delta() -> Evidence:
+    """Both ends move away from 1 as δ grows: r̄ non-decreasing, r̲ non-increasing, over δ ∈ [1e-4, 4]."""
+    ps = np.concatenate([np.geomspace(1e-4, 0.5, 20), 1.0 - np.geomspace(1e-4, 0.5, 20)[::-1]])
+    deltas = np.geomspace(1e-4, 4.0, 150)
+    worst, where = 0.0, None
+    for div in N.DIVERGENCES:
+        bounds = np.array([N.band_bounds(ps, div, float(d)) for d in deltas])   # (δ, lower/upper, p)
+        lo, up = bounds[:, 0, :], bounds[:, 1, :]
+        up_fall = np.max(-np.diff(up, axis=0) / up[:-1])
+        lo_rise = np.max(np.diff(lo, axis=0) / np.maximum(lo[:-1], np.finfo(float).tiny))
+        for name, v in (("upper falls", up_fall), ("lower rises", lo_rise)):
+            if v > worst:
+                worst, where = float(v), dict(divergence=div, violation=name)
+    return Evidence.within(max(worst, 0.0), MONOTONE_TOL, 3 * ps.size * deltas.size,
+                           detail=f"40 p × 150 δ per divergence; largest relative violation {worst:.2e} {where}")
+
+
+# ---------------------------------------------------------------------------------------------
+# clip.bottleneck
+# ---------------------------------------------------------------------------------------------
+@bottleneck.check("numerics")
+def _clip_margin_lp_and_head_threshold() -> Evidence:
+    """The simplex LP max Q(a) s.t. Q(a) ≤ (1+ε)p: margin ε p below 1/(1+ε), the simplex edge above it."""
+    import cvxpy as cp
+
+    margin_expr = T.lambdify_mp(T.clip_bottleneck()["margin"], T.p, T.eps)
+    threshold_expr = T.lambdify_mp(T.clip_bottleneck()["threshold"], T.eps)
+    rng = np.random.default_rng(SEED + 8)
+    worst, mismatches, cases = 0.0, [], 0
+    for e in (0.2, 0.28):
+        thr = float(threshold_expr(e))
+        for p in (1e-6, 1e-4, 1e-2, 0.08, thr * 0.9, thr * 0.99, thr + 0.01 * (1 - thr), thr + 0.1 * (1 - thr)):
+            P, a = _completion(rng, 5, p)
+            Q = cp.Variable(P.size)
+            problem = cp.Problem(cp.Maximize(Q[a]), [Q >= 0, cp.sum(Q) == 1, Q[a] / P[a] <= 1 + e])
+            problem.solve(solver="CLARABEL")
+            if problem.status != cp.OPTIMAL:
+                raise RuntimeError(f"clip LP status {problem.status}")
+            margin = problem.value - p
+            head = p > thr                                     # theory: 1 + ε > 1/p exactly here
+            expected = 1.0 - p if head else float(margin_expr(p, e))
+            worst = max(worst, abs(margin - expected) / max(expected, 1e-300))
+            ratio_attainable = problem.value / p >= (1 + e) * (1 - 1e-7)
+            if ratio_attainable == head:
+                mismatches.append(dict(epsilon=e, p=p, max_ratio=problem.value / p))
+            cases += 1
+    band_margins = {p: float(p * (N.band_bounds_mp(_log_p(p), "kl", 0.05)[1] - 1)) for p in (1e-6, 1e-2, 0.08)}
+    ev = Evidence.within(worst, CVX_RATIO_TOL, cases,
+                         detail=f"ε ∈ {{0.2, 0.28}}: LP margin = ε p (→ 0 with p) below p* = 1/(1+ε) and 1 - p above, "
+                                f"where 1+ε is not attainable; {len(mismatches)} threshold mismatches; relative "
+                                f"margin error {worst:.2e}. For contrast, BandKL δ=0.05 margins "
+                                + ", ".join(f"p={k:g}: {v:.4f}" for k, v in band_margins.items()))
+    if mismatches:
+        ev.passed, ev.counterexample = False, mismatches[0]
+    return ev

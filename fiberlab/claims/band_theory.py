@@ -1,0 +1,214 @@
+"""Theory-layer checks of BandPO's claims: SymPy derivations compared with the statements.
+
+Each check calls a derivation in :mod:`fiberlab.theory.band` and passes only if every difference it
+returns simplifies to exactly ``0`` (and every sign it needs is decided by SymPy's assumptions), so
+``max_error = 0.0`` and ``tolerance = 0.0``. Anything SymPy cannot reduce to ``0`` fails the check and
+is listed in the detail.
+"""
+
+from __future__ import annotations
+
+import sympy as sp
+
+from fiberlab.claims.band import (bottleneck, chi2_closed_form, kl_bounds, limits, mirror, monotone, reduction,
+                                  saturation, small_delta, tv_closed_form)
+from fiberlab.registry import Evidence
+from fiberlab.theory import band as T
+
+
+def _symbolic(identities: dict, facts: dict | None = None, detail: str = "") -> Evidence:
+    """Evidence for a set of identities (``name -> expression that must be 0``) and facts (``name -> bool``)."""
+    facts = facts or {}
+    bad = [f"{k} = {sp.sstr(v)}" for k, v in identities.items() if sp.simplify(v) != 0]
+    bad += [f"{k} is not established" for k, v in facts.items() if v is not True]
+    cases = len(identities) + len(facts)
+    if bad:
+        return Evidence(passed=False, max_error=float("nan"), tolerance=0.0, cases=cases,
+                        detail="not proved: " + "; ".join(bad))
+    return Evidence(passed=True, max_error=0.0, tolerance=0.0, cases=cases,
+                    detail=detail or f"{cases} identities/facts proved by simplification")
+
+
+# ---------------------------------------------------------------------------------------------
+# band.reduction (BandPO Thm. 1)
+# ---------------------------------------------------------------------------------------------
+@reduction.check("theory")
+def _jensen_proportional_completion() -> Evidence:
+    """For generic f: Σ w_i t_i = s for every completion, and the proportional one attains g_f exactly."""
+    out = {}
+    for n in (2, 3, 5):                      # several numbers of other tokens
+        out.update({f"{k} (n={n})": v for k, v in T.reduction_jensen(n).items()})
+    return _symbolic(out, detail="Jensen's mean is s for any completion and the proportional completion is a "
+                                 "distribution attaining g_f, for n = 2, 3, 5 other tokens and generic f")
+
+
+@reduction.check("theory")
+def _g_convex_with_minimum_at_one() -> Evidence:
+    """d²g/dr² = p f''(r) + p²/(1-p) f''(s) (positive weights), g(p,1) = f(1), ∂g/∂r(p,1) = 0, generic f."""
+    out = T.reduction_convexity()
+    return _symbolic({k: out[k] for k in ("second_derivative", "value_at_one", "slope_at_one")},
+                     {"weights p, p²/(1-p) positive": out["weights_positive"]},
+                     detail="g_f'' = p f''(r) + p²/(1-p) f''(s) with positive weights; g_f(p,1) = f(1) = 0 and "
+                            "∂g/∂r(p,1) = 0 for generic f")
+
+
+@reduction.check("theory")
+def _special_forms() -> Evidence:
+    """g_KL = binary KL(Bern(p)‖Bern(rp)), g_TV = p|r-1|, g_χ² = p(r-1)²/(1-p) on both branches."""
+    out = {f"{div} {side}": d for div, pair in T.specialised_g().items()
+           for side, d in zip(("r<1", "1<r<1/p"), pair)}
+    return _symbolic(out, detail="spec §1.2 special forms hold on r < 1 and 1 < r < 1/p for kl, tv, chi2")
+
+
+# ---------------------------------------------------------------------------------------------
+# band.tv_closed_form, band.chi2_closed_form (BandPO Prop. 4)
+# ---------------------------------------------------------------------------------------------
+def _closed_form_evidence(divergence: str) -> Evidence:
+    lo_diff, up_diff = T.closed_form_vs_stated(divergence)
+    lo_root, up_root = T.branch_roots(divergence)
+    # The clamps of Prop. 4 must switch on exactly at Prop. 3's saturation thresholds: solving
+    # root = simplex edge for p has to give the same p as solving g_f(p, edge) = δ.
+    sat = T.saturation_thresholds(divergence)
+    up_edge = sp.solve(sp.Eq(up_root, 1 / T.p), T.p)
+    lo_edge = sp.solve(sp.Eq(lo_root, 0), T.p)
+    ids = {"lower root - stated": lo_diff, "upper root - stated": up_diff}
+    facts = {"one p where the upper root meets 1/p": len(up_edge) == 1,
+             "one p where the lower root meets 0": len(lo_edge) == 1}
+    if len(up_edge) == 1 and len(lo_edge) == 1:
+        ids["upper clamp switch - Prop. 3 threshold"] = up_edge[0] - sat["upper"][0]
+        ids["lower clamp switch - Prop. 3 threshold"] = lo_edge[0] - sat["lower"][0]
+    return _symbolic(ids, facts, detail=f"solve(Eq(g_{divergence}, δ), r) on each branch gives "
+                                        f"{sp.sstr(lo_root)}, {sp.sstr(up_root)} = Prop. 4; clamps switch at "
+                                        f"Prop. 3's thresholds")
+
+
+@tv_closed_form.check("theory")
+def _tv_solve_matches_prop4() -> Evidence:
+    return _closed_form_evidence("tv")
+
+
+@chi2_closed_form.check("theory")
+def _chi2_solve_matches_prop4() -> Evidence:
+    return _closed_form_evidence("chi2")
+
+
+# ---------------------------------------------------------------------------------------------
+# band.kl_bounds
+# ---------------------------------------------------------------------------------------------
+@kl_bounds.check("theory")
+def _kl_roots_unique_on_each_branch() -> Evidence:
+    """∂g/∂r = p(r-1)/(r(1-rp)) has the sign of r-1, g'' > 0, g → ∞ at 0 and 1/p, g(p,1) = 0: one root per side."""
+    out = T.kl_root_structure()
+    ids = {"∂g/∂r - p(r-1)/(r(1-rp))": out["slope_error"], "g(p, 1)": out["value_at_one"]}
+    # p = 1/2 roots found by solve must satisfy the equation (they are used as a numerical check point).
+    g_half = T.g("kl").subs(T.p, sp.Rational(1, 2))
+    for i, root in enumerate(out["half_roots"]):
+        ids[f"g(1/2, root {i}) - δ"] = sp.simplify(sp.expand_log(g_half.subs(T.r, root) - T.delta, force=True))
+    facts = {"(∂g/∂r)/(r-1) > 0 on 0 < r < 1/p": out["slope_over_r_minus_1_positive"],
+             "∂²g/∂r² > 0 on 0 < r < 1/p": out["curvature_positive"],
+             "g(p, 0+) = +oo": out["edge_values"][0] == sp.oo,
+             "g(p, 1/p-) = +oo": out["edge_values"][1] == sp.oo,
+             "two roots at p = 1/2": len(out["half_roots"]) == 2}
+    found = "no closed form found by solve" if out["symbolic_solution"] is None \
+        else f"solve returned {out['symbolic_solution']}"
+    return _symbolic(ids, facts, detail="g_KL strictly decreasing on (0,1), strictly increasing on (1,1/p), "
+                                        f"strictly convex, +oo at both ends: exactly one root per side for all "
+                                        f"δ > 0; symbolic p: {found}; p = 1/2: roots {out['half_roots']}")
+
+
+# ---------------------------------------------------------------------------------------------
+# band.saturation (BandPO Prop. 3)
+# ---------------------------------------------------------------------------------------------
+@saturation.check("theory")
+def _saturation_thresholds_by_solve() -> Evidence:
+    ids, facts = {}, {}
+    for div in ("tv", "chi2"):
+        th = T.saturation_thresholds(div)
+        stated_up, stated_lo = T.STATED[f"{div}_saturation"]
+        ids[f"{div} upper threshold - stated"] = th["upper"][0] - stated_up
+        ids[f"{div} lower threshold - stated"] = th["lower"][0] - stated_lo
+        facts[f"{div} upper saturates above the threshold"] = th["upper"][1] == ">="
+        facts[f"{div} lower saturates below the threshold"] = th["lower"][1] == "<="
+    kl = T.saturation_thresholds("kl")
+    facts["kl never saturates (g = +oo at both simplex edges)"] = (kl["upper"][1] == "never"
+                                                                    and kl["lower"][1] == "never")
+    return _symbolic(ids, facts, detail="solve(Eq(g_f(p, edge), δ), p) and the sign of d/dp give TV: p ≥ 1-δ, "
+                                        "p ≤ δ; χ²: p ≥ 1/(1+δ), p ≤ δ/(1+δ); KL: g = +oo at 0 and 1/p")
+
+
+# ---------------------------------------------------------------------------------------------
+# band.limits
+# ---------------------------------------------------------------------------------------------
+@limits.check("theory")
+def _limits_by_sympy() -> Evidence:
+    ids, facts = {}, {}
+    for div in T.DIVERGENCES:
+        one = T.limit_p_to_1(div)
+        zero = T.limit_p_to_0(div)
+        ids[f"{div}: r* - stated"] = one["r_star"] - T.STATED["r_star"][div]
+        ids[f"{div}: lim_(p→1) 1/p - 1"] = one["upper"] - 1
+        for branch, val in zero["g_fixed_r"].items():
+            ids[f"{div}: lim_(p→0) g(p, {branch})"] = val   # every fixed r > 0 becomes feasible
+        if div == "chi2":
+            ids["chi2: lim margin"] = zero["margin"]
+            ids["chi2: lim margin/√(δp) - 1"] = zero["scaled_margin"] - 1
+        else:
+            ids[f"{div}: lim margin - stated"] = zero["margin"] - T.STATED["margin_p_to_0"][div]
+    ids["kl: lim_(p→1) g(p, r) + log r"] = T.limit_p_to_1("kl")["g_limit"] + sp.log(T.r)
+    return _symbolic(ids, detail="p→1: r* = e^{-δ}, 1-δ, 1 and r̄ → 1; p→0: g(p, r) → 0 at fixed r (so r̲ → 0, "
+                                 "r̄ → ∞), margin → 1-e^{-δ} (KL), δ (TV), 0 with margin/√(δp) → 1 (χ²)")
+
+
+# ---------------------------------------------------------------------------------------------
+# band.small_delta
+# ---------------------------------------------------------------------------------------------
+@small_delta.check("theory")
+def _second_order_series() -> Evidence:
+    out = T.small_delta()
+    _, b = T.kl_second_order_root()
+    ids = {k: out[k] for k in ("lower_order_terms", "coefficient_error", "halfwidth_error", "chi2_remainder",
+                               "kl_vs_chi2")}
+    facts = {"KL's O(δ) coefficient b(p) is finite for 0 < p < 1":
+             bool(sp.simplify(b.subs(T.ON_UNIT_INTERVAL)).is_finite)}
+    return _symbolic(ids, facts, detail=f"g_f(p, 1+h) = f''(1) p/(2(1-p)) h² + O(h³) for generic f; exact for χ²; "
+                                        f"KL(δ) half-width = χ²(2δ) half-width; KL next term b(p) = {sp.sstr(b)}")
+
+
+# ---------------------------------------------------------------------------------------------
+# band.mirror
+# ---------------------------------------------------------------------------------------------
+@mirror.check("theory")
+def _mirror_identity_generic_f() -> Evidence:
+    out = T.mirror()
+    ids = {"g_f(p, r) - g_f(1-p, s)": out["identity"],
+           "r(s=0) - 1/p": out["edges"][0] - 1 / T.p,
+           "r(s=1/(1-p))": out["edges"][1]}
+    ids.update({f"{div}: r̲(p) - [1-(1-p) r̄(1-p)]/p": d for div, d in out["closed_form_lower"].items()})
+    facts = {"dr/ds < 0 (ends swap)": bool(sp.simplify(out["slope"].subs(T.ON_UNIT_INTERVAL)).is_negative)}
+    return _symbolic(ids, facts, detail=f"g_f(p, r) = g_f(1-p, s) for generic f; r = {sp.sstr(out['inverse'])} is "
+                                        "decreasing in s and maps [0, 1/(1-p)] onto [1/p, 0]")
+
+
+# ---------------------------------------------------------------------------------------------
+# band.monotone
+# ---------------------------------------------------------------------------------------------
+@monotone.check("theory")
+def _dg_dp_is_bregman() -> Evidence:
+    out = T.monotonicity()
+    return _symbolic(out, detail="∂g/∂p = f(r) - f(s) - f'(s)(r - s) ≥ 0 (Bregman, convex f) and "
+                                 "∂g/∂r = p(f'(r) - f'(s)) with s on the other side of 1: the band shrinks "
+                                 "as p grows and grows with δ (∂r/∂δ = 1/g_r)")
+
+
+# ---------------------------------------------------------------------------------------------
+# clip.bottleneck
+# ---------------------------------------------------------------------------------------------
+@bottleneck.check("theory")
+def _clip_margin_and_head_threshold() -> Evidence:
+    out = T.clip_bottleneck()
+    ids = {"margin - ε p": out["margin_error"], "lim_(p→0) margin": out["margin_limit"],
+           "threshold - 1/(1+ε)": out["threshold"] - T.STATED["clip_threshold"],
+           "1+ε - 1/p at the threshold": out["excess_at_threshold"]}
+    return _symbolic(ids, {"1+ε - 1/p increasing in p": out["excess_slope_positive"]},
+                     detail=f"margin = {sp.sstr(out['margin'])} → 0; 1+ε > 1/p exactly for p > "
+                            f"{sp.sstr(out['threshold'])}")

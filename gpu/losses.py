@@ -1,0 +1,312 @@
+r"""Policy losses with verl's signature, found by name through a registry (verl ``core_algos`` style).
+
+Every loss is ``loss_fn(old_log_prob, log_prob, advantages, response_mask, loss_agg_mode="token-mean",
+config=None, rollout_is_weights=None, **extra) -> (loss, metrics)`` on ``[batch, response_length]`` tensors,
+so :func:`fiberlab.gpu.verl.register` can put it into verl 0.9.1's ``POLICY_LOSS_REGISTRY`` unchanged.
+``metrics`` is a dict of floats with verl's names (``actor/pg_clipfrac``, ``actor/ppo_kl``,
+``actor/pg_clipfrac_lower``) plus the objective's own under ``fiberlab/``.
+
+Bad input raises ``ValueError`` naming the argument (shape mismatch, non-binary or empty mask, NaN/inf in
+log-probabilities, advantages or weights, an empty batch, a non-positive radius); all input checks and all
+metrics cost one host synchronisation each, and nothing returns NaN silently.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from fiberlab.gpu.band import DIVERGENCES, band_bounds
+from fiberlab.gpu.config import global_batch_info, hparam
+
+PolicyLossFn = Callable[..., tuple[torch.Tensor, dict[str, float]]]
+POLICY_LOSSES: dict[str, PolicyLossFn] = {}
+
+AGG_MODES = ("token-mean", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm", "token-sum")
+
+#: verl clamps the log-ratio before ``exp`` (``core_algos.compute_policy_loss_vanilla``); so do we, for parity
+#: and so that a diverged token cannot overflow.
+LOG_RATIO_CLAMP = 20.0
+
+
+def register_policy_loss(name: str) -> Callable[[PolicyLossFn], PolicyLossFn]:
+    """Decorator: register a policy loss under ``name`` (verl's ``register_policy_loss`` pattern)."""
+
+    def deco(fn: PolicyLossFn) -> PolicyLossFn:
+        if name in POLICY_LOSSES:
+            raise ValueError(f"policy loss {name!r} is registered twice")
+        POLICY_LOSSES[name] = fn
+        return fn
+
+    return deco
+
+
+def get_policy_loss(name: str) -> PolicyLossFn:
+    if name not in POLICY_LOSSES:
+        raise ValueError(f"unknown policy loss {name!r}; registered: {sorted(POLICY_LOSSES)}")
+    return POLICY_LOSSES[name]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Input validation (one host sync for all data-dependent checks)
+# --------------------------------------------------------------------------------------------------------------
+
+def validate_batch(old_log_prob: torch.Tensor, log_prob: torch.Tensor, advantages: torch.Tensor,
+                   response_mask: torch.Tensor, rollout_is_weights: torch.Tensor | None = None) -> None:
+    """Raise ``ValueError`` naming the offending argument; the data checks share one ``.tolist()``."""
+    named = {"old_log_prob": old_log_prob, "log_prob": log_prob, "advantages": advantages,
+             "response_mask": response_mask}
+    if rollout_is_weights is not None:
+        named["rollout_is_weights"] = rollout_is_weights
+    for name, t in named.items():
+        if not isinstance(t, torch.Tensor):
+            raise ValueError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if log_prob.dim() != 2:
+        raise ValueError(f"log_prob must be [batch, response_length], got shape {tuple(log_prob.shape)}")
+    for name, t in named.items():
+        if t.shape != log_prob.shape:
+            raise ValueError(f"{name} has shape {tuple(t.shape)}, expected {tuple(log_prob.shape)} (log_prob's)")
+    if log_prob.numel() == 0:
+        raise ValueError(f"the batch is empty: log_prob has shape {tuple(log_prob.shape)}")
+    for name in ("old_log_prob", "log_prob", "advantages"):
+        if not named[name].is_floating_point():
+            raise ValueError(f"{name} must be floating point, got {named[name].dtype}")
+    if rollout_is_weights is not None and not rollout_is_weights.is_floating_point():
+        raise ValueError(f"rollout_is_weights must be floating point, got {rollout_is_weights.dtype}")
+
+    m = response_mask
+    flags = [
+        ~torch.isfinite(old_log_prob).all(),
+        ~torch.isfinite(log_prob).all(),
+        ~torch.isfinite(advantages).all(),
+        ((m != 0) & (m != 1)).any(),
+        (m != 0).sum() == 0,
+    ]
+    if rollout_is_weights is not None:
+        flags.append(~torch.isfinite(rollout_is_weights).all() | (rollout_is_weights < 0).any())
+    bad = torch.stack(flags).tolist()
+    messages = ["old_log_prob contains NaN or inf", "log_prob contains NaN or inf",
+                "advantages contains NaN or inf", "response_mask must be binary (0/1 or bool)",
+                "response_mask is empty (no valid token)", "rollout_is_weights must be finite and ≥ 0"]
+    for is_bad, msg in zip(bad, messages):
+        if is_bad:
+            raise ValueError(msg)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Aggregation: verl's modes (core_algos.agg_loss), with its global-batch arguments
+# --------------------------------------------------------------------------------------------------------------
+
+def agg_loss(loss_mat: torch.Tensor, loss_mask: torch.Tensor, loss_agg_mode: str, *, dp_size: int = 1,
+             batch_num_tokens: Any = None, global_batch_size: Any = None, loss_scale_factor: Any = None
+             ) -> torch.Tensor:
+    r"""Aggregate a ``[B, T]`` loss matrix the way verl 0.9.1 does.
+
+    * ``token-mean``: :math:`\sum_{i,t} m L / N_{tok}` (global token count when given), times ``dp_size``;
+    * ``token-sum``: :math:`\sum_{i,t} m L` times ``dp_size``;
+    * ``seq-mean-token-sum``: mean over non-empty sequences of :math:`\sum_t m L`;
+    * ``seq-mean-token-mean``: mean over non-empty sequences of :math:`\sum_t m L / |y_i|` (GRPO);
+    * ``seq-mean-token-sum-norm``: ``seq-mean-token-sum`` divided by ``loss_scale_factor`` (default: the padded
+      length ``T``; Dr. GRPO's constant).
+
+    ``dp_size`` cancels DDP/FSDP gradient averaging; with ``dp_size=1`` and no global counts these are the
+    textbook formulas.
+    """
+    mask = loss_mask.to(loss_mat.dtype)
+    masked = torch.where(loss_mask.bool(), loss_mat, torch.zeros_like(loss_mat)) * mask
+    if loss_agg_mode == "token-mean":
+        n_tok = mask.sum() if batch_num_tokens is None else batch_num_tokens
+        return masked.sum() / n_tok * dp_size
+    if loss_agg_mode == "token-sum":
+        return masked.sum() * dp_size
+    seq_len = mask.sum(-1)
+    seq_valid = (seq_len > 0).to(loss_mat.dtype)
+    n_seq = seq_valid.sum() if global_batch_size is None else global_batch_size
+    if loss_agg_mode in ("seq-mean-token-sum", "seq-mean-token-sum-norm"):
+        loss = (masked.sum(-1) * seq_valid).sum() / n_seq * dp_size
+        if loss_agg_mode == "seq-mean-token-sum-norm":
+            loss = loss / (loss_mask.shape[-1] if loss_scale_factor is None else loss_scale_factor)
+        return loss
+    if loss_agg_mode == "seq-mean-token-mean":
+        seq_loss = masked.sum(-1) / (seq_len + 1e-8)           # verl's 1e-8 guard, kept for parity
+        return (seq_loss * seq_valid).sum() / n_seq * dp_size
+    raise ValueError(f"loss_agg_mode must be one of {AGG_MODES}, got {loss_agg_mode!r}")
+
+
+def _agg_kwargs(config: Any) -> dict[str, Any]:
+    info = global_batch_info(config)
+    kw = {k: info[k] for k in ("dp_size", "batch_num_tokens", "global_batch_size", "loss_scale_factor") if k in info}
+    if kw.get("loss_scale_factor") is None:
+        lsf = hparam(config, "loss_scale_factor", None)
+        if lsf is not None:
+            kw["loss_scale_factor"] = lsf
+    return kw
+
+
+def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    m = mask.to(values.dtype)
+    return (torch.where(mask.bool(), values, torch.zeros_like(values)) * m).sum() / (m.sum() + 1e-8)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The clipped surrogate shared by PPO and BandPO
+# --------------------------------------------------------------------------------------------------------------
+
+def clipped_surrogate(ratio: torch.Tensor, advantages: torch.Tensor, lower: torch.Tensor | float,
+                      upper: torch.Tensor | float, clip_ratio_c: float | None
+                      ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    r"""Per-token pessimistic clipped loss with optional dual clip (PPO; BandPO §2.1).
+
+    .. math:: L_1 = -A r,\quad L_2 = -A\,\mathrm{clip}(r, \ell, u),\quad L = \max(L_1, L_2)
+    .. math:: \text{dual clip (Ye et al. 2019), } A < 0:\ L \leftarrow \min(L, -cA)
+
+    Returns the loss matrix and boolean indicator tensors for the metrics.
+    """
+    pg1 = -advantages * ratio
+    pg2 = -advantages * torch.clamp(ratio, min=lower, max=upper)
+    clipped = torch.maximum(pg1, pg2)
+    ind = {"clipped": pg2 > pg1}
+    if clip_ratio_c is None:
+        loss = clipped
+        ind["dual"] = torch.zeros_like(ind["clipped"])
+    else:
+        pg3 = -advantages * clip_ratio_c
+        neg = advantages < 0
+        loss = torch.where(neg, torch.minimum(pg3, clipped), clipped)
+        ind["dual"] = (clipped > pg3) & neg
+    return loss, ind
+
+
+def _log_ratio(log_prob: torch.Tensor, old_log_prob: torch.Tensor) -> torch.Tensor:
+    return torch.clamp(log_prob - old_log_prob, min=-LOG_RATIO_CLAMP, max=LOG_RATIO_CLAMP)
+
+
+def _read_dual_clip(config: Any) -> float | None:
+    c = hparam(config, "clip_ratio_c", 3.0)
+    if c is None or (isinstance(c, (int, float)) and c == float("inf")):
+        return None
+    c = float(c)
+    if not c > 1.0:
+        raise ValueError(f"clip_ratio_c must be > 1 (dual clip floors r·A at c·A for A < 0), got {c}")
+    return c
+
+
+def _read_clip_eps(config: Any) -> tuple[float, float]:
+    eps = float(hparam(config, "clip_ratio", 0.2))
+    lo = float(hparam(config, "clip_ratio_low", eps))
+    hi = float(hparam(config, "clip_ratio_high", eps))
+    if not (0.0 <= lo <= 1.0):
+        raise ValueError(f"clip_ratio_low must be in [0, 1], got {lo}")
+    if not hi >= 0.0:
+        raise ValueError(f"clip_ratio_high must be ≥ 0, got {hi}")
+    return lo, hi
+
+
+def _finish(loss_mat: torch.Tensor, ind: dict[str, torch.Tensor], neg_log_ratio: torch.Tensor,
+            response_mask: torch.Tensor, loss_agg_mode: str, config: Any,
+            rollout_is_weights: torch.Tensor | None, extra_metrics: dict[str, torch.Tensor] | None = None
+            ) -> tuple[torch.Tensor, dict[str, float]]:
+    if loss_agg_mode not in AGG_MODES:
+        raise ValueError(f"loss_agg_mode must be one of {AGG_MODES}, got {loss_agg_mode!r}")
+    if rollout_is_weights is not None:
+        loss_mat = loss_mat * rollout_is_weights
+    loss = agg_loss(loss_mat, response_mask, loss_agg_mode, **_agg_kwargs(config))
+    dtype = loss_mat.dtype
+    named = {
+        "actor/pg_clipfrac": _masked_mean(ind["clipped"].to(dtype), response_mask),
+        "actor/ppo_kl": _masked_mean(neg_log_ratio.detach(), response_mask),
+        "actor/pg_clipfrac_lower": _masked_mean(ind["dual"].to(dtype), response_mask),
+    }
+    named.update(extra_metrics or {})
+    values = torch.stack([v.detach().to(torch.float64) for v in named.values()]).tolist()   # one sync
+    return loss, dict(zip(named, values))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Objectives
+# --------------------------------------------------------------------------------------------------------------
+
+@register_policy_loss("ppo")
+def ppo_loss(old_log_prob: torch.Tensor, log_prob: torch.Tensor, advantages: torch.Tensor,
+             response_mask: torch.Tensor, loss_agg_mode: str = "token-mean", config: Any = None,
+             rollout_is_weights: torch.Tensor | None = None, **extra: Any) -> tuple[torch.Tensor, dict[str, float]]:
+    r"""PPO clip as verl's ``vanilla`` computes it: symmetric clip, clip-higher, dual clip.
+
+    .. math:: r = \exp(\mathrm{clamp}(\log\pi_\theta - \log\pi_{old}, -20, 20)),\quad
+              L = \max(-A r, -A\,\mathrm{clip}(r, 1-\epsilon_-, 1+\epsilon_+)),\ \ A<0: L \leftarrow \min(L, -cA)
+
+    Config (verl's actor keys): ``clip_ratio`` (0.2), ``clip_ratio_low``/``clip_ratio_high`` (default
+    ``clip_ratio``; ``clip_ratio_high > clip_ratio_low`` is DAPO's clip-higher), ``clip_ratio_c`` (3.0; ``None``
+    or ``inf`` turns dual clip off — verl itself always applies it).
+    """
+    validate_batch(old_log_prob, log_prob, advantages, response_mask, rollout_is_weights)
+    eps_low, eps_high = _read_clip_eps(config)
+    c = _read_dual_clip(config)
+    log_ratio = _log_ratio(log_prob, old_log_prob)
+    ratio = torch.exp(log_ratio)
+    loss_mat, ind = clipped_surrogate(ratio, advantages, 1.0 - eps_low, 1.0 + eps_high, c)
+    return _finish(loss_mat, ind, -log_ratio, response_mask, loss_agg_mode, config, rollout_is_weights)
+
+
+# BandPO hyperparameters: (our key, default, the BandPO authors' verl key as an alias)
+BAND_DIVERGENCE_ALIASES = {"bandkl": "kl", "bandtv": "tv", "bandchi2": "chi2"}
+
+
+def read_band_config(config: Any) -> dict[str, Any]:
+    """BandPO's settings from a config: divergence, δ, upper cap, relax (documented in :func:`bandpo_loss`)."""
+    div = hparam(config, "band_divergence", "kl", "tokenwise_ratio_bounds_method")
+    div = BAND_DIVERGENCE_ALIASES.get(div, div)
+    if div not in DIVERGENCES:
+        raise ValueError(f"band_divergence must be one of {DIVERGENCES}, got {div!r}")
+    delta = hparam(config, "band_delta", 0.05, "band_radius_delta")
+    try:
+        delta = float(delta)
+    except (TypeError, ValueError):
+        raise ValueError(f"band_delta must be a positive number, got {delta!r}") from None
+    if not delta > 0.0 or delta != delta or delta == float("inf"):
+        raise ValueError(f"band_delta (the trust-region radius δ) must be positive and finite, got {delta!r}")
+    cap = hparam(config, "band_upper_bound_max", None, "upper_bound_max")
+    relax = bool(hparam(config, "band_relax", False, "does_relax_high_p_bound"))
+    return {"divergence": div, "delta": delta, "upper_bound_max": None if cap is None else float(cap),
+            "relax": relax}
+
+
+@register_policy_loss("bandpo")
+def bandpo_loss(old_log_prob: torch.Tensor, log_prob: torch.Tensor, advantages: torch.Tensor,
+                response_mask: torch.Tensor, loss_agg_mode: str = "token-mean", config: Any = None,
+                rollout_is_weights: torch.Tensor | None = None, **extra: Any) -> tuple[torch.Tensor, dict[str, float]]:
+    r"""BandPO: PPO's clipped surrogate with per-token Band bounds instead of ``[1-ε₋, 1+ε₊]`` (BandPO §2.1).
+
+    .. math:: L_t = \max\big(-A_t r_t,\ -A_t\,\mathrm{clip}(r_t, \underline r_{f,\delta}(p_t), \overline r_{f,\delta}(p_t))\big),
+              \qquad p_t = \pi_{old}(a_t|s_t)
+
+    The bounds come from ``old_log_prob`` without gradient (:func:`fiberlab.gpu.band.band_bounds`); gradient
+    flows only through :math:`r_t`, and a clipped token gives zero gradient, as in PPO. Dual clip as in
+    :func:`ppo_loss` (the authors' scripts use ``clip_ratio_c = 10``).
+
+    Config keys (``config.policy_loss.*`` or ``config.*``; the authors' names work as aliases):
+    ``band_divergence`` ("kl" | "tv" | "chi2"; alias ``tokenwise_ratio_bounds_method`` with "bandkl" etc.,
+    default "kl"), ``band_delta`` (δ > 0, default 0.05; alias ``band_radius_delta``),
+    ``band_upper_bound_max`` (cap on the upper bound, default none = the theory's interval; the authors use
+    10; alias ``upper_bound_max``), ``band_relax`` (union with ``[1-clip_ratio_low, 1+clip_ratio_high]``,
+    default False; alias ``does_relax_high_p_bound``), ``clip_ratio_c``.
+    """
+    validate_batch(old_log_prob, log_prob, advantages, response_mask, rollout_is_weights)
+    band = read_band_config(config)
+    c = _read_dual_clip(config)
+    relax = _read_clip_eps(config) if band["relax"] else None
+    lower, upper = band_bounds(old_log_prob.detach(), band["divergence"], band["delta"],
+                               upper_bound_max=band["upper_bound_max"], relax=relax, validate=False)
+    log_ratio = _log_ratio(log_prob, old_log_prob)
+    ratio = torch.exp(log_ratio)
+    loss_mat, ind = clipped_surrogate(ratio, advantages, lower, upper, c)
+    extra_metrics = {
+        "fiberlab/band_lower_mean": _masked_mean(lower, response_mask),
+        "fiberlab/band_upper_mean": _masked_mean(torch.nan_to_num(upper, posinf=torch.finfo(upper.dtype).max), response_mask),
+        "fiberlab/clipfrac_high": _masked_mean(((ratio > upper) & (advantages > 0)).to(ratio.dtype), response_mask),
+        "fiberlab/clipfrac_low": _masked_mean(((ratio < lower) & (advantages < 0)).to(ratio.dtype), response_mask),
+    }
+    return _finish(loss_mat, ind, -log_ratio, response_mask, loss_agg_mode, config, rollout_is_weights,
+                   extra_metrics)

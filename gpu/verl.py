@@ -1,0 +1,95 @@
+"""Put fiberlab's objectives into verl 0.9.1, the engine users scale on.
+
+Two lines in a verl run (every Ray worker registers the losses at start-up through Ray's
+``worker_process_setup_hook``, so the actor processes find them by name)::
+
+    +ray_kwargs.ray_init.runtime_env.worker_process_setup_hook=fiberlab.gpu.verl.register
+    actor_rollout_ref.actor.policy_loss.loss_mode=bandpo
+
+Hyperparameters: verl's actor keys (``clip_ratio_low``, ``clip_ratio_high``, ``clip_ratio_c``,
+``loss_agg_mode``) are read as verl reads them. verl's ``PolicyLossConfig`` is a closed dataclass, so the
+objective-specific keys travel in :class:`FiberlabPolicyLossConfig`, a subclass with those fields::
+
+    actor_rollout_ref.actor.policy_loss._target_=fiberlab.gpu.verl.FiberlabPolicyLossConfig
+    +actor_rollout_ref.actor.policy_loss.band_delta=0.05
+
+This module imports verl; the rest of :mod:`fiberlab.gpu` does not need it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Optional
+
+from verl.trainer.ppo import core_algos
+from verl.workers.config.actor import PolicyLossConfig
+
+from fiberlab.gpu.losses import POLICY_LOSSES
+
+#: Alias under which every objective is also registered, whatever its plain name.
+PREFIX = "fiberlab_"
+
+
+@dataclasses.dataclass
+class FiberlabPolicyLossConfig(PolicyLossConfig):
+    """verl's ``PolicyLossConfig`` plus fiberlab's objective settings (defaults as in each objective)."""
+
+    band_divergence: str = "kl"
+    band_delta: float = 0.05
+    band_upper_bound_max: Optional[float] = None
+    band_relax: bool = False
+
+
+def register(names: list[str] | None = None, *, overwrite: bool = False) -> list[str]:
+    """Register fiberlab's policy losses into verl's ``POLICY_LOSS_REGISTRY``.
+
+    Each objective goes in under its fiberlab name and under ``fiberlab_<name>``. A plain name already used by
+    a *different* verl loss (verl has its own ``gspo``) is left to verl unless ``overwrite=True``; the prefixed
+    alias is always set. Returns the registry keys written. Safe to call more than once (Ray calls it with no
+    argument in every worker).
+    """
+    chosen = list(POLICY_LOSSES) if names is None else list(names)
+    written = []
+    for name in chosen:
+        if name not in POLICY_LOSSES:
+            raise ValueError(f"names: unknown fiberlab objective {name!r}; known: {sorted(POLICY_LOSSES)}")
+        fn = POLICY_LOSSES[name]
+        current = core_algos.POLICY_LOSS_REGISTRY.get(name)
+        if current is None or current is fn or overwrite:
+            core_algos.POLICY_LOSS_REGISTRY[name] = fn
+            written.append(name)
+        core_algos.POLICY_LOSS_REGISTRY[PREFIX + name] = fn
+        written.append(PREFIX + name)
+    return written
+
+
+def actor_config(policy_loss: dict[str, Any] | None = None, **actor: Any) -> Any:
+    """A real verl actor config (``FSDPActorConfig``) built the way verl builds it from its trainer YAML.
+
+    Loads verl's generated ``ppo_trainer`` YAML, applies ``actor`` overrides to ``actor_rollout_ref.actor`` and
+    ``policy_loss`` overrides to its ``policy_loss`` (with :class:`FiberlabPolicyLossConfig` as ``_target_``
+    when a fiberlab key is given), and instantiates it with ``verl.utils.config.omega_conf_to_dataclass``.
+    Used by the tests and by anyone who wants verl's exact config semantics outside a verl run.
+    """
+    import os
+
+    import verl
+    from omegaconf import OmegaConf
+    from verl.utils.config import omega_conf_to_dataclass
+
+    path = os.path.join(os.path.dirname(verl.__file__), "trainer", "config", "_generated_ppo_trainer.yaml")
+    cfg = OmegaConf.load(path)
+    OmegaConf.set_struct(cfg, False)
+    cfg.actor_rollout_ref.rollout.n = actor.pop("rollout_n", 4)
+    if cfg.actor_rollout_ref.actor.get("ppo_micro_batch_size_per_gpu") is None:
+        cfg.actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu = 2
+    section = OmegaConf.to_container(cfg.actor_rollout_ref.actor, resolve=True)
+    section.update(actor)
+    pl = dict(section["policy_loss"])
+    extra = dict(policy_loss or {})
+    own = {f.name for f in dataclasses.fields(FiberlabPolicyLossConfig)} - {f.name for f in dataclasses.fields(PolicyLossConfig)}
+    if own & set(extra):
+        pl["_target_"] = f"{__name__}.FiberlabPolicyLossConfig"
+    pl.update(extra)
+    section["policy_loss"] = pl
+    return omega_conf_to_dataclass(OmegaConf.create(section))
