@@ -110,7 +110,8 @@ def _kl_lower_log_root(log_p: torch.Tensor, log_1mp: torch.Tensor, delta: float,
         y = x - log_p                              # log r
         t = torch.expm1(y)                         # r - 1
         t_s = -t * odds                            # s - 1
-        tail = torch.where(omp > 0, omp * (t_s - torch.log1p(t_s)), torch.zeros_like(t))
+        # At p = 1 exactly (1-p = 0) the second term tends to its linear part (1-p) t_s = -p t.
+        tail = torch.where(omp > 0, omp * (t_s - torch.log1p(t_s)), -p_safe * t)
         h = p_safe * (t - y) + tail - delta
         slope = p_safe * t * torch.exp(-_log1mexp(x))          # h'(x) = (q - p)/(1 - q) < 0
         return h, slope

@@ -56,3 +56,11 @@ bottleneck = claim(
     "clip.bottleneck", paper="BandPO", source="BandPO §1 / P-clip",
     statement="Canonical clipping r ∈ [1-ε₋, 1+ε₊] lets π(a) rise by at most ε₊·p, which vanishes for tail "
               "tokens, and for p > 1/(1+ε₊) its upper bound exceeds the simplex edge 1/p.")
+
+authors_bisection = claim(
+    "band.authors_bisection", paper="BandPO", source="BandPO code: band/solver.py (universal_bisection_solver)",
+    status="conditional",
+    statement="The authors' 50-step bisection (tol 1e-6) computes the KL band.",
+    condition="Holds to ~5e-7 in absolute terms, but not relatively for tail tokens: its clamp of r at 1e-12 "
+              "flags the lower bound 'saturated' and returns exactly 0 when p ≲ δ/(log 10¹² - 1) (≈ 1.9e-3 at "
+              "δ = 0.05), where the true r̲ ≈ e^{-δ/p} is positive; harmless for clipping, wrong as a bound.")

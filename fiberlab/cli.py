@@ -1,0 +1,107 @@
+"""``fiberlab`` command line: ``verify`` runs the claim registry, ``bench`` runs the benchmarks.
+
+    fiberlab verify [--paper P] [--claim ID ...] [--layer L] [--json PATH]
+    fiberlab bench band [--tokens N] [--repeats K] [--json PATH]
+    fiberlab claims                       # list the registry without running it
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from fiberlab.registry import LAYERS
+from fiberlab.report import fmt_err, run_claims, select_claims, verdict
+
+_STYLE = {"verified": "green", "conditional": "yellow", "refuted": "magenta", "FAILED": "bold red"}
+
+
+def _verify(args: argparse.Namespace, console: Console) -> int:
+    claims = select_claims(paper=args.paper, claim_ids=args.claim, layer=args.layer)
+    if not claims:
+        console.print("[red]no claim matches the filters[/red]")
+        return 2
+    n_checks = sum(1 for c in claims for k in c.checks if not args.layer or k.layer == args.layer)
+    with Progress(TextColumn("[bold]verify"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
+                  TimeElapsedColumn(), console=console, transient=True, disable=args.no_progress) as progress:
+        task = progress.add_task("", total=n_checks)
+
+        def tick(claim, check) -> None:
+            progress.update(task, advance=1, description=f"{claim.id} [{check.layer}]")
+
+        runs = run_claims(claims, layer=args.layer, on_check=tick)
+
+    table = Table(title="fiberlab verify", show_lines=False)
+    for col, kw in [("claim", {}), ("paper", {}), ("source", {"overflow": "fold"}), ("layers", {}),
+                    ("status", {}), ("max error", {"justify": "right"}), ("time (s)", {"justify": "right"})]:
+        table.add_column(col, **kw)
+    for run in runs:
+        v = verdict(run)
+        layers = " ".join(f"{r.layer}{'' if r.status == 'pass' else '✗'}" for r in run.results)
+        table.add_row(run.claim.id, run.claim.paper, run.claim.source, layers, f"[{_STYLE[v]}]{v}[/]",
+                      fmt_err(run.max_error), f"{run.seconds:.2f}")
+    console.print(table)
+    failed = [r for run in runs for r in run.results if r.status != "pass"]
+    for r in failed:
+        console.print(f"[red]✗ {r.claim_id} [{r.layer}] {r.name}: {r.status}[/red]\n{r.detail}")
+    counts = {s: sum(1 for run in runs if verdict(run) == s) for s in ("verified", "conditional", "refuted", "FAILED")}
+    console.print("  ".join(f"{k}: {v}" for k, v in counts.items()) + f"  checks: {n_checks}")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps({"claims": [run.as_json() for run in runs]}, indent=2))
+        console.print(f"wrote {args.json}")
+    return 1 if failed else 0
+
+
+def _claims(args: argparse.Namespace, console: Console) -> int:
+    table = Table(title="fiberlab claims")
+    for col in ("claim", "paper", "source", "status", "layers", "statement"):
+        table.add_column(col, overflow="fold")
+    for c in select_claims(paper=args.paper):
+        table.add_row(c.id, c.paper, c.source, c.status, " ".join(c.layers), c.statement)
+    console.print(table)
+    return 0
+
+
+def _bench(args: argparse.Namespace, console: Console) -> int:
+    from fiberlab import bench
+
+    return bench.main(args, console)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="fiberlab", description="Verify trust-region policy-optimisation claims.")
+    sub = ap.add_subparsers(dest="command", required=True)
+    v = sub.add_parser("verify", help="run the claim registry and print one row per claim")
+    v.add_argument("--paper", help="BandPO, FiberPO, LPO or classical")
+    v.add_argument("--claim", action="append", help="claim id (repeatable; a trailing * matches a prefix)")
+    v.add_argument("--layer", choices=LAYERS)
+    v.add_argument("--json", metavar="PATH", help="also write the evidence as JSON")
+    v.add_argument("--no-progress", action="store_true", help="no progress bar")
+    v.set_defaults(func=_verify)
+    c = sub.add_parser("claims", help="list the registry")
+    c.add_argument("--paper")
+    c.set_defaults(func=_claims)
+    b = sub.add_parser("bench", help="run a benchmark")
+    b.add_argument("target", choices=["band"])
+    b.add_argument("--tokens", type=int, default=1 << 20, help="tokens per tensor (default 2^20)")
+    b.add_argument("--repeats", type=int, default=7, help="repetitions; the median is reported")
+    b.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
+    b.set_defaults(func=_bench)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    console = Console()
+    return args.func(args, console)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,109 @@
+"""Running claims and presenting their evidence: one code path for the command line, the tests and the book."""
+
+from __future__ import annotations
+
+import dataclasses
+import html
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from fiberlab.registry import Claim, CheckResult, claim_json, claim_outcome, get_claim, run_check, select
+
+
+@dataclasses.dataclass
+class ClaimRun:
+    claim: Claim
+    results: list[CheckResult]
+
+    @property
+    def outcome(self) -> str:
+        return claim_outcome(self.results)
+
+    @property
+    def max_error(self) -> float | None:
+        errs = [r.max_error for r in self.results if r.max_error is not None]
+        return max(errs) if errs else None
+
+    @property
+    def seconds(self) -> float:
+        return sum(r.seconds for r in self.results)
+
+    def as_json(self) -> dict[str, Any]:
+        return claim_json(self.claim, self.results)
+
+
+def run_claims(claims: Iterable[Claim], layer: str | None = None,
+               on_check: Callable[[Claim, Any], None] | None = None) -> list[ClaimRun]:
+    """Run every check (of ``layer`` if given) of each claim; ``on_check`` is called after each check."""
+    runs = []
+    for c in claims:
+        results = []
+        for chk in c.checks:
+            if layer and chk.layer != layer:
+                continue
+            results.append(run_check(chk))
+            if on_check:
+                on_check(c, chk)
+        runs.append(ClaimRun(c, results))
+    return runs
+
+
+def fmt_err(x: float | None) -> str:
+    return "—" if x is None else ("0" if x == 0 else f"{x:.2e}")
+
+
+def verdict(run: ClaimRun) -> str:
+    """``verified``/``refuted``/``conditional`` when the evidence reproduces, else ``FAILED``."""
+    return run.claim.status if run.outcome == "pass" else "FAILED"
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Book display: an HTML table of a claim's evidence (rendered by myst-nb from a cell's output)
+# --------------------------------------------------------------------------------------------------------------
+
+class EvidenceTable:
+    """Rich display object: ``_repr_html_`` for the book, ``__repr__`` as plain text."""
+
+    def __init__(self, runs: list[ClaimRun]):
+        self.runs = runs
+
+    @property
+    def all_passed(self) -> bool:
+        return all(r.outcome == "pass" for r in self.runs)
+
+    def rows(self) -> list[list[str]]:
+        out = []
+        for run in self.runs:
+            for r in run.results:
+                out.append([run.claim.id, verdict(run), r.layer, r.name, r.status, fmt_err(r.max_error),
+                            fmt_err(r.tolerance), str(r.cases), f"{r.seconds:.2f}", r.detail])
+        return out
+
+    HEADER = ["claim", "status", "layer", "check", "result", "max error", "tolerance", "cases", "s", "detail"]
+
+    def _repr_html_(self) -> str:
+        head = "".join(f"<th>{h}</th>" for h in self.HEADER)
+        body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in self.rows())
+        return f'<table class="fiberlab-evidence"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+    def __repr__(self) -> str:
+        return "\n".join(" | ".join(row[:9]) for row in [self.HEADER] + self.rows())
+
+
+def show_claims(*claim_ids: str, layer: str | None = None) -> EvidenceTable:
+    """Run the named claims' checks and return their evidence table; raise if any check does not pass.
+
+    The book calls this in executed cells, so a failing check fails the book build (``raise_on_error``).
+    """
+    claims = [get_claim(i) for i in claim_ids]
+    table = EvidenceTable(run_claims(claims, layer=layer))
+    if not table.all_passed:
+        bad = [(r.claim_id, r.layer, r.name, r.status, r.detail) for run in table.runs for r in run.results
+               if r.status != "pass"]
+        raise AssertionError(f"checks did not pass: {bad}")
+    return table
+
+
+def select_claims(paper: str | None = None, claim_ids: Iterable[str] | None = None,
+                  layer: str | None = None) -> list[Claim]:
+    return select(paper=paper, claim_ids=claim_ids, layer=layer)
