@@ -36,8 +36,6 @@ GENERATORS = {
     "tv": lambda u: 0.5 * np.abs(u - 1.0),
     "chi2": lambda u: (u - 1.0) ** 2,
 }
-# f''(1), the curvature that sets the small-δ band (BandPO §3). TV's f has a kink at 1: no expansion.
-F_SECOND_AT_ONE = {"kl": 1.0, "chi2": 2.0}
 
 # The authors' safe-evaluation clamp (repo solver.py `_safe_g_f`, eps=1e-12).
 AUTHORS_CLAMP = 1e-12
@@ -92,13 +90,14 @@ def g_f(p, r, divergence):
         raise ValueError("r must be >= 0 (a ratio of probabilities) and not NaN")
     p, r = np.broadcast_arrays(p, r)
     out = np.full(p.shape, np.inf)
-    inside = r * p <= 1.0
+    inside = r <= 1.0 / p                             # r = 1/p itself is the simplex edge Q(a) = 1
     interior = inside & (p < 1.0)
     edge = inside & (p == 1.0)
     pi, ri = p[interior], r[interior]
     with np.errstate(divide="ignore"):
         if divergence == "kl":
-            out[interior] = -pi * np.log(ri) + (1.0 - pi) * (np.log1p(-pi) - np.log1p(-ri * pi))
+            rp = np.minimum(ri * pi, 1.0)             # (1/p)·p may round to 1 + ulp
+            out[interior] = -pi * np.log(ri) + (1.0 - pi) * (np.log1p(-pi) - np.log1p(-rp))
             out[edge] = -np.log(r[edge])
         elif divergence == "tv":
             out[interior] = pi * np.abs(ri - 1.0)
@@ -144,9 +143,11 @@ def band_bounds_closed_form(p, divergence, delta):
 # KL roots in log coordinates (shared by the float64 and mpmath solvers)
 # ---------------------------------------------------------------------------------------------
 # Lower root: x = log r ∈ (x_lo, 0),
-#   h_lo(x) = -p x + (1-p)[log(1-p) - log(1 - p e^x)] - δ,
-# decreasing, h_lo(0) = -δ, and since log(1 - p e^x) ≤ 0, h_lo(x) ≥ -p x + (1-p) log(1-p) - δ, which is ≥ p > 0
-# at x_lo = ((1-p) log(1-p) - δ)/p - 1. r̲ = e^x can be astronomically small (≈ p e^{-δ/p}) and stays exact.
+#   h_lo(x) = -p x + (1-p)[log(1-p) - log(1 - p e^x)] - δ = -p x - (1-p) log1p(-p expm1(x)/(1-p)) - δ,
+# (1 - p e^x = (1-p)(1 - p expm1(x)/(1-p))); the second form has no cancellation inside the logs, which matters
+# for small δ, where the two terms nearly cancel and the root is only as good as h is near it.
+# h_lo is decreasing, h_lo(0) = -δ, and since log(1 - p e^x) ≤ 0, h_lo(x) ≥ -p x + (1-p) log(1-p) - δ, which is
+# ≥ p > 0 at x_lo = ((1-p) log(1-p) - δ)/p - 1. r̲ = e^x can be astronomically small (≈ p e^{-δ/p}).
 #
 # Upper root: y = log((1-p)/(1 - r p)) ∈ (0, y_hi), so 1 - r p = (1-p) e^{-y} and
 #   r - 1 = -expm1(-y) (1-p)/p,   h_up(y) = (1-p) y - p log1p(r - 1) - δ,
@@ -195,7 +196,7 @@ def band_bounds_mp(log_p, divergence, delta, dps=50):
         log1mp = mp.log1p(-p)
 
         def h_lo(x):
-            return -p * x + one_minus_p * (log1mp - mp.log1p(-p * mp.exp(x))) - dl
+            return -p * x - one_minus_p * mp.log1p(-p * mp.expm1(x) / one_minus_p) - dl
 
         def r_up(y):
             return 1 + (-mp.expm1(-y)) * one_minus_p / p
@@ -213,6 +214,8 @@ def band_bounds_reference(log_p_array, divergence, delta, dps=50):
     _check_divergence(divergence)
     _check_delta(delta)
     lp = np.asarray(log_p_array, dtype=np.float64)
+    if not np.all(np.isfinite(lp) & (lp <= 0)):
+        raise ValueError("log_p_array must hold finite values <= 0 (p in (0, 1])")
     lower = np.empty(lp.shape)
     upper = np.empty(lp.shape)
     for idx, v in np.ndenumerate(lp):
@@ -260,11 +263,11 @@ def band_bounds(p, divergence, delta):
         q = p[~at_one]
         omq = 1.0 - q
         log1mq = np.log1p(-q)
-        x_lo, x_hi = _kl_lower_bracket(q, omq, log1mq, delta)
+        x_lo, _ = _kl_lower_bracket(q, omq, log1mq, delta)
         x = _bisect_decreasing(
-            lambda x: -q * x + omq * (log1mq - np.log1p(-q * np.exp(x))) - delta,
+            lambda x: -q * x - omq * np.log1p(-q * np.expm1(x) / omq) - delta,
             np.asarray(x_lo, dtype=np.float64), np.zeros_like(q))
-        y_lo, y_hi = _kl_upper_bracket(q, np.log(q), omq, delta)
+        _, y_hi = _kl_upper_bracket(q, np.log(q), omq, delta)
         y = _bisect_decreasing(   # -h_up is decreasing
             lambda y: -(omq * y - q * np.log1p(-np.expm1(-y) * omq / q) - delta),
             np.zeros_like(q), np.asarray(y_hi, dtype=np.float64))

@@ -33,6 +33,7 @@ s = sp.Symbol("s", positive=True)          # the complement ratio (1 - r p)/(1 -
 t = sp.Symbol("t", positive=True)          # distance from r = 1 on one branch: r = 1 ± t
 h = sp.Symbol("h", real=True)              # expansion variable r = 1 + h
 k = sp.Symbol("k", positive=True)          # odds (1 - p)/p, so p = 1/(1 + k) ∈ (0, 1)
+j = sp.Symbol("j", positive=True)          # inverse odds p/(1 - p), so p = j/(1 + j) ∈ (0, 1)
 m = sp.Symbol("m", positive=True)          # r p = 1/(1 + m) ∈ (0, 1), i.e. r ∈ (0, 1/p)
 w = sp.Symbol("w", positive=True)          # position inside one branch (see LOWER_BRANCH, UPPER_BRANCH)
 u = sp.Symbol("u", positive=True)          # argument of a generator
@@ -41,6 +42,7 @@ f = sp.Function("f")                       # a generic generator: convex, f(1) =
 DIVERGENCES = ("kl", "tv", "chi2")
 
 ON_UNIT_INTERVAL = {p: 1 / (1 + k)}                # p ∈ (0, 1)
+INVERSE_ODDS = {p: j / (1 + j)}                    # p ∈ (0, 1), with 1 - p = 1/(1 + j) (decides log(1 - p) < 0)
 INSIDE_SIMPLEX = {p: 1 / (1 + k), r: (1 + k) / (1 + m)}  # p ∈ (0, 1) and r ∈ (0, 1/p)
 LOWER_BRANCH = {r: w / (1 + w)}                    # r ∈ (0, 1) as w ranges over (0, ∞)
 UPPER_BRANCH = {r: 1 + k / (1 + w)}                # r ∈ (1, 1 + k) = (1, 1/p), use with ON_UNIT_INTERVAL
@@ -81,6 +83,23 @@ def _fprime(x, order=1):
     return sp.diff(f(u), u, order).subs(u, x)
 
 
+fpp_1 = sp.Symbol("fpp_1", positive=True)  # f''(1) > 0 of a generic (strictly convex at 1) f
+
+
+def _name_fpp_1(expr):
+    """Replace SymPy's ``Subs(Derivative(f(ξ), (ξ, 2)), ξ, 1)`` (any dummy ``ξ``) by the symbol ``fpp_1``."""
+    def is_fpp_1(e):
+        return (isinstance(e, sp.Subs) and e.point == (1,) and isinstance(e.expr, sp.Derivative)
+                and e.expr.expr.func == f and e.expr.derivative_count == 2)
+    return expr.replace(is_fpp_1, lambda e: fpp_1)
+
+
+def f_second_at_one(divergence):
+    """``f''(1)`` of a named generator, by differentiation (KL: 1, χ²: 2; TV has a kink at 1: ``nan``)."""
+    value = sp.diff(generator(divergence)(u), u, 2).subs(u, 1)
+    return sp.nan if value.has(sp.DiracDelta) or not value.is_finite else value
+
+
 def _back_to_p(expr):
     """Undo the odds parametrisation ``p = 1/(1 + k)`` (``k = (1 - p)/p``)."""
     return sp.simplify(expr.subs(k, (1 - p) / p))
@@ -104,7 +123,7 @@ STATED = {
     "r_star": {"kl": sp.exp(-delta), "tv": 1 - delta, "chi2": sp.Integer(1)},
     "margin_p_to_0": {"kl": 1 - sp.exp(-delta), "tv": delta},   # χ²: margin/√(δp) -> 1
     # BandPO §3 small-δ: r ≈ 1 ± √(2δ(1-p)/(f''(1) p))
-    "small_delta_halfwidth": sp.sqrt(2 * delta * (1 - p) / (_fprime(1, 2) * p)),
+    "small_delta_halfwidth": sp.sqrt(2 * delta * (1 - p) / (fpp_1 * p)),
     # P-clip: upward margin and head-token threshold
     "clip_margin": eps * p,
     "clip_threshold": 1 / (1 + eps),
@@ -303,26 +322,25 @@ def small_delta():
 
     ``g_f(p, 1 + h) = f(1) + c h² + O(h³)`` with ``c = f''(1) p/(2(1 - p))``; with ``f(1) = 0`` the
     sublevel set ``c h² ≤ δ`` gives ``r ≈ 1 ± √(δ/c) = 1 ± √(2δ(1 - p)/(f''(1) p))``.
-    Returns:
+    ``f''(1)`` is the symbol :data:`fpp_1`. Returns:
       ``coefficient``: the derived ``c`` (h² coefficient of the series), and ``coefficient_error`` =
-      ``c - f''(1) p/(2(1-p))`` (must be 0); ``halfwidth_error``: ``√(δ/c) -`` the stated half-width (0);
+      ``c - f''(1) p/(2(1-p))`` (must be 0); ``lower_order_terms``: the series minus ``f(1) + c h²`` (0);
+      ``halfwidth_error``: ``√(δ/c) -`` the stated half-width (0);
       ``chi2_remainder``: ``g_χ²(p, 1 + h) - c h²`` with ``f''(1) = 2`` (0: exact for χ²);
       ``kl_vs_chi2``: KL half-width at δ minus χ² half-width at 2δ (0: equal to first order).
     """
-    ser = sp.series(g_f(f).subs(r, 1 + h), h, 0, 3).removeO()
+    ser = _name_fpp_1(sp.series(g_f(f).subs(r, 1 + h), h, 0, 3).removeO())
     ser = sp.expand(sp.simplify(ser))
     c = sp.simplify(ser.coeff(h, 2))
     rest = sp.simplify(ser - c * h**2 - f(1))               # constant f(1) and no linear term
     halfwidth = sp.sqrt(delta / c)
-    fpp1 = _fprime(1, 2)
-    coefficient_error = sp.simplify(c - fpp1 * p / (2 * (1 - p)))
+    coefficient_error = sp.simplify(c - fpp_1 * p / (2 * (1 - p)))
     halfwidth_error = sp.simplify((halfwidth - STATED["small_delta_halfwidth"]).subs(ON_UNIT_INTERVAL))
 
     def half(div, dlt):
-        fpp = sp.diff(generator(div)(u), u, 2).subs(u, 1)
-        return halfwidth.subs(fpp1, fpp).subs(delta, dlt)
+        return halfwidth.subs(fpp_1, f_second_at_one(div)).subs(delta, dlt)
 
-    c_chi2 = c.subs(fpp1, sp.diff(generator("chi2")(u), u, 2).subs(u, 1))
+    c_chi2 = c.subs(fpp_1, f_second_at_one("chi2"))
     chi2_remainder = sp.simplify(g("chi2").subs(r, 1 + h) - c_chi2 * h**2)
     kl_vs_chi2 = sp.simplify((half("kl", delta) - half("chi2", 2 * delta)).subs(ON_UNIT_INTERVAL))
     return {"coefficient": c, "lower_order_terms": rest, "coefficient_error": coefficient_error,
@@ -454,6 +472,49 @@ def clip_bottleneck():
             "margin_limit": sp.limit(margin, p, 0, "+"), "threshold": sols[0],
             "excess_at_threshold": sp.simplify(excess.subs(p, sols[0])),
             "excess_slope_positive": bool(sp.diff(excess, p).is_positive)}
+
+
+# ---------------------------------------------------------------------------------------------
+# The authors' solver (band/solver.py): the clamp artifact of the saturation test
+# ---------------------------------------------------------------------------------------------
+clamp = sp.Symbol("c", positive=True)   # the authors' clamp r, comp ≥ c (c = 1e-12 in the repo)
+AUTHORS_CLAMP = sp.Rational(1, 10**12)
+
+
+def authors_clamp_edge():
+    """Where the authors' KL saturation test misfires (spec §1.5 "clamp artifact", repo ``_safe_g_f``).
+
+    The test evaluates ``g_KL(p, 0)`` with ``r`` clamped to ``c``: ``E(p) = p f(c) + (1 - p) f(1/(1 - p))``,
+    which simplifies to ``p (log(1/c) + c) + (1 - p) log(1 - p)``. ``E(0) = 0`` and ``E`` is increasing, so
+    ``{E ≤ δ}`` is an interval ``(0, p_c]``: there the lower bound is flagged "saturated" and set to exactly 0,
+    although the true ``g_KL(p, 0) = +∞`` (KL never saturates). Since ``-p ≤ (1 - p) log(1 - p) ≤ 0``,
+    ``p (L + c - 1) ≤ E(p) ≤ p (L + c)`` with ``L = log(1/c)``, hence
+    ``δ/(L + c) ≤ p_c ≤ δ/(L + c - 1)`` — the condition's ``δ/(log 10¹² - 1)`` is the right end with ``c``
+    dropped. Returns ``closed_form_error`` (0), the facts used, and the two ends ``(lower_end, upper_end)``.
+    """
+    fkl = generator("kl")
+    E = p * fkl(clamp) + (1 - p) * fkl(1 / (1 - p))
+    closed = p * (-sp.log(clamp) + clamp) + (1 - p) * sp.log(1 - p)
+    closed_error = sp.simplify(sp.expand_log(sp.simplify((E - closed).subs(ON_UNIT_INTERVAL))))
+    slack = (1 - p) * sp.log(1 - p) + p                  # E - p (L + c - 1)
+    minus_log_1mp = sp.simplify((-sp.log(1 - p)).subs(INVERSE_ODDS))     # = log(1 + j) > 0
+    L_c_minus_1 = (-sp.log(clamp) + clamp - 1).subs(clamp, AUTHORS_CLAMP)  # a number: log 1e12 - 1 + 1e-12
+    facts = {
+        "E(0) = 0": sp.simplify(closed.subs(p, 0)) == 0,
+        "slack(0) = 0": sp.simplify(slack.subs(p, 0)) == 0,
+        "d slack/dp = -log(1-p)": sp.simplify(sp.diff(slack, p) + sp.log(1 - p)) == 0,
+        "-log(1-p) > 0": bool(minus_log_1mp.is_positive),
+        "(1-p) log(1-p) < 0": bool(sp.simplify(((1 - p) * sp.log(1 - p)).subs(INVERSE_ODDS)).is_negative),
+        "dE/dp = (L + c - 1) - log(1-p)": sp.simplify(sp.diff(closed, p) - (-sp.log(clamp) + clamp - 1)
+                                                      + sp.log(1 - p)) == 0,
+        "L + c - 1 > 0 at c = 1e-12": bool(L_c_minus_1.is_positive),
+    }
+    lower_end = sp.solve(sp.Eq(p * (-sp.log(clamp) + clamp), delta), p)
+    upper_end = sp.solve(sp.Eq(p * (-sp.log(clamp) + clamp - 1), delta), p)
+    if len(lower_end) != 1 or len(upper_end) != 1:
+        raise ArithmeticError(f"expected one end each, got {lower_end}, {upper_end}")
+    return {"closed_form_error": closed_error, "facts": facts, "ends": (lower_end[0], upper_end[0]),
+            "edge_value": closed}
 
 
 def lambdify_mp(expr, *args):

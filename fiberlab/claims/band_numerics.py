@@ -19,8 +19,8 @@ import mpmath as mp
 import numpy as np
 from scipy.optimize import brentq
 
-from fiberlab.claims.band import (bottleneck, chi2_closed_form, kl_bounds, limits, mirror, monotone, reduction,
-                                  saturation, small_delta, tv_closed_form)
+from fiberlab.claims.band import (authors_bisection, bottleneck, chi2_closed_form, kl_bounds, limits, mirror,
+                                  monotone, reduction, saturation, small_delta, tv_closed_form)
 from fiberlab.numerics import band as N
 from fiberlab.registry import Evidence
 from fiberlab.theory import band as T
@@ -42,18 +42,21 @@ FLOAT_VS_MP_TOL = 1e-14
 # The reference is used to grade float64 code, so its roots must be exact far below 2^-53 ≈ 1.1e-16; we ask
 # 1e-20 relative (first-order Newton estimate |g - δ|/(|∂g/∂r| r) at 100 digits). Measured ≲ 1e-39.
 REFERENCE_ROOT_TOL = 1e-20
-# band_bounds' KL bisection runs to adjacent floats in x = log r, y = log((1-p)/(1-rp)); the error is the
-# rounding in h(x), h(y) divided by their slopes: measured ≲ 3e-15 relative over p ∈ [1e-300, 1 - 1e-12].
-FAST_KL_TOL = 1e-13
+# band_bounds' KL bisection runs to adjacent floats in x = log r, y = log((1-p)/(1-rp)); the error is the rounding
+# in h(x), h(y) (log1p/expm1 forms, no cancellation inside the logs) divided by their slopes, measured in log r
+# relative to max(1, |log r|): ≲ 1.4e-15 (6 ulp) over p ∈ [e^-690, 1 - 1e-12], δ ∈ [1e-10, 10]. An earlier
+# form with log1p(-p e^x) lost ~eps/√δ near r = 1 (7e-14 at δ = 1e-6); this bound would catch that.
+FAST_KL_TOL = 1e-14
 # D_f(P‖Q) summed from the generator over ≤ 12 tokens vs g_f in its reduced form: the generator forms cancel
-# (−log u + u − 1 near u = 1), so with |r − 1| ≥ 0.05 and p, 1 − p ≥ 0.01 the relative error stays ≲ 1e-13.
+# (−log u + u − 1 near u = 1), so with |r − 1| ≥ 0.05 and p ∈ [0.01, 0.9] the relative error stays ≲ 1e-13.
 JENSEN_TOL = 1e-11
 # Mirror identity at 50 digits, compared in probability space p·r̲ vs 1 − (1−p) r̄(1−p): both sides are
 # O(1) numbers carried to ~1e-48; the KL roots themselves are exact to ≲ 1e-39 relative (REFERENCE_ROOT_TOL's
 # measurement), so ≤ 1e-35.
 MIRROR_TOL = 1e-35
-# g_f(p, r) vs g_f(1−p, s) in float64: s = (1 − rp)/(1 − p) and 1 − s(1 − p) lose up to log10(1/min(p, 1−p, rp))
-# ≤ 3 digits for p, 1 − p, rp ≥ 1e-3: relative error ≲ 1e-12.
+# g_f(p, r) vs g_f(1−p, s) in float64 with s = (1 − rp)/(1 − p) rounded: s − 1 = −p(r − 1)/(1 − p) then carries an
+# absolute error ~1e-16, i.e. a relative one ~1e-16 (1 − p)/(p |r − 1|) ≤ 1e-11 for p ≥ 1e-3, |r − 1| ≥ 1e-2,
+# which g inherits (×2 for χ²); 1 − s(1 − p) = rp loses ≤ 3 more digits for rp ≥ 1e-3. Measured 3e-11.
 MIRROR_FLOAT_TOL = 1e-10
 # Monotonicity: closed forms are correctly rounded monotone operations and the KL bisection is exact to a few
 # ulp while neighbouring grid values differ by ≳ 1e-9 relative; allow 4 ulp of round-off.
@@ -71,6 +74,10 @@ LIMIT_EPS = 1e-12  # how close to 0 and 1 the limits are evaluated
 SMALL_DELTA_COEF_TOL = 1e-3
 SMALL_DELTA_SLOPE_TOL = 1e-2
 SMALL_DELTA_EXACT_TOL = 1e-40
+
+# The authors' bisection stops once the bracket is ≤ tol = 1e-6 wide and returns its midpoint: error ≤ tol/2
+# (spec §1.5); in float64 the sign decisions near the root are exact to ≪ 1e-12, so 5e-7 plus that.
+AUTHORS_ABS_TOL = 5e-7 + 1e-12
 
 DELTAS = (0.01, 0.05, 0.2, 1.0)
 ORACLE_PS = (0.02, 0.08, 0.3, 0.7, 0.95)
@@ -98,6 +105,19 @@ def _log_1mp(p) -> mp.mpf:
 
 def _ratio_err(x, ref) -> float:
     return abs(float(x) - float(ref)) / max(1.0, abs(float(ref)))
+
+
+def _log_error(got: float, ref: mp.mpf) -> float:
+    """Error of a float64 band end in log r, relative to max(1, |log r|).
+
+    e^x in float64 carries the rounding of x: a relative error ≈ ε·|x| is unavoidable for r̲ ≈ e^{-δ/p}, so the
+    error is measured in x = log r (for r near 1 this is the relative error of r). An r below the float64 range
+    must round to 0 (or the smallest subnormals).
+    """
+    if ref < np.finfo(float).tiny:
+        return 0.0 if got < np.finfo(float).tiny else np.inf
+    log_ref = float(mp.log(ref))
+    return abs(np.log(got) - log_ref) / max(1.0, abs(log_ref))
 
 
 def _normalised(errors: dict[str, tuple[float, float]], cases: int, detail: str) -> Evidence:
@@ -141,10 +161,10 @@ def _completions_never_beat_g() -> Evidence:
     for div in N.DIVERGENCES:
         for _ in range(n):
             K = int(rng.integers(3, 13))
-            p = float(rng.uniform(0.01, 0.99))
-            r = float(rng.uniform(0.0, 1.0 / p))
-            if abs(r - 1.0) < 0.05:
-                r = 1.0 + np.copysign(0.05, r - 1.0)
+            p = float(rng.uniform(0.01, 0.9))
+            r = 1.0
+            while abs(r - 1.0) < 0.05:                # away from r = 1, where g_f → 0 (relative errors blow up)
+                r = float(rng.uniform(0.0, 1.0 / p))
             P = np.concatenate([[p], rng.dirichlet(np.ones(K - 1)) * (1.0 - p)])
             Qrest = rng.dirichlet(np.full(K - 1, rng.uniform(0.3, 3.0))) * (1.0 - r * p)
             Q = np.concatenate([[r * p], Qrest])
@@ -274,15 +294,11 @@ def _kl_float64_solver_vs_reference() -> Evidence:
         lo, up = N.band_bounds(np.exp(log_ps), "kl", delta)
         for lp, lo_f, up_f in zip(log_ps, lo, up):
             ref_lo, ref_up = N.band_bounds_mp(float(lp), "kl", delta)
-            worst = max(worst, abs(up_f - float(ref_up)) / float(ref_up))
-            if float(ref_lo) > np.finfo(float).tiny:          # r̲ below the float64 range rounds to 0
-                worst = max(worst, abs(lo_f - float(ref_lo)) / float(ref_lo))
-            elif lo_f > np.finfo(float).tiny:
-                worst = max(worst, 1.0)
+            worst = max(worst, _log_error(lo_f, ref_lo), _log_error(up_f, ref_up))
             cases += 1
     return Evidence.within(worst, FAST_KL_TOL, cases,
-                           detail=f"relative error of band_bounds(kl) over p ∈ [e^-690, 1 - 1e-12], "
-                                  f"δ ∈ {{1e-6, 0.01, 0.05, 0.2, 1}}: {worst:.2e}")
+                           detail=f"error in log r (relative to max(1, |log r|)) of band_bounds(kl) over "
+                                  f"p ∈ [e^-690, 1 - 1e-12], δ ∈ {{1e-6, 0.01, 0.05, 0.2, 1}}: {worst:.2e}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -342,9 +358,11 @@ def _kl_stays_inside_where_tv_chi2_saturate() -> Evidence:
         ref = N.band_bounds_mp(_log_p(p), "kl", delta)
         ref_gap = float(1 - p * ref[1]) if edge == "upper" else float(p * ref[0])
         g_edge = N.g_f(p, 1.0 / p if edge == "upper" else 0.0, "kl")
-        if not (all(saturated_elsewhere) and gap > 10 * SATURATION_EDGE_TOL and np.isinf(g_edge)):
-            failures.append(dict(p=p, edge=edge, gap=gap, tv_chi2_saturated=saturated_elsewhere, g_edge=g_edge))
-        worst = max(worst, _ratio_err(lo, ref[0]), _ratio_err(up, ref[1]), abs(gap - ref_gap) / ref_gap)
+        if not (all(saturated_elsewhere) and gap > 10 * SATURATION_EDGE_TOL and ref_gap > 10 * SATURATION_EDGE_TOL
+                and np.isinf(g_edge)):
+            failures.append(dict(p=p, edge=edge, gap=gap, reference_gap=ref_gap, tv_chi2_saturated=saturated_elsewhere,
+                                 g_edge=g_edge))
+        worst = max(worst, _ratio_err(lo, ref[0]), _ratio_err(up, ref[1]))
         cases += 1
     ev = Evidence.within(worst, CVX_RATIO_TOL, cases,
                          detail=f"δ = {delta}; p ∈ {{0.9, 0.97}} (TV, χ² upper saturated) and {{0.05, 0.1}} (lower "
@@ -398,8 +416,8 @@ def _limits_at_extreme_p() -> Evidence:
 def _expansion_error_is_order_delta() -> Evidence:
     """KL: (r − (1 ± √(2δ(1−p)/p)))/δ → b(p) from the cubic series, log-log slope 1; χ²: exact."""
     a_hw = T.small_delta()["halfwidth"]
-    fpp1 = T._fprime(1, 2)
-    halfwidth = {div: T.lambdify_mp(a_hw.subs(fpp1, N.F_SECOND_AT_ONE[div]), T.p, T.delta) for div in ("kl", "chi2")}
+    halfwidth = {div: T.lambdify_mp(a_hw.subs(T.fpp_1, T.f_second_at_one(div)), T.p, T.delta)
+                 for div in ("kl", "chi2")}
     b = T.lambdify_mp(T.kl_second_order_root()[1], T.p)
     worst_coef = worst_slope = worst_exact = 0.0
     cases = 0
@@ -496,12 +514,18 @@ def _monotone_in_p_dense_grid() -> Evidence:
                     worst, where = float(v), dict(divergence=div, delta=delta, violation=name)
             # the grid values are the right ones: spot-check against the reference
             idx = np.linspace(0, ps.size - 1, 21).astype(int)
-            ref_lo, ref_up = N.band_bounds_reference(np.log(ps[idx]), div, delta)
-            fast_err = max(fast_err, float(np.max(np.abs(up[idx] - ref_up) / ref_up)),
-                           float(np.max(np.abs(lo[idx] - ref_lo) / np.maximum(ref_lo, 1e-300))))
+            for i in idx:   # closed forms: |Δr|/max(1, r) (FLOAT_VS_MP_TOL); KL bisection: in log r (FAST_KL_TOL)
+                ref_lo, ref_up = N.band_bounds_mp(_log_p(ps[i]), div, delta)
+                if div == "kl":
+                    e = max(_log_error(lo[i], ref_lo), _log_error(up[i], ref_up)) / FAST_KL_TOL
+                else:
+                    e = max(_ratio_err(lo[i], ref_lo), _ratio_err(up[i], ref_up)) / FLOAT_VS_MP_TOL
+                fast_err = max(fast_err, e)
     ev = _normalised({"monotonicity violation (relative)": (max(worst, 0.0), MONOTONE_TOL),
-                      "grid values vs reference": (fast_err, FAST_KL_TOL)}, 6 * ps.size,
-                     f"kl/tv/chi2, δ ∈ {{0.05, 0.2}}, 20 001-point grid; largest violation {where}")
+                      "grid values vs reference (error/tolerance)": (fast_err, 1.0)}, 6 * ps.size,
+                     f"kl/tv/chi2, δ ∈ {{0.05, 0.2}}, 20 001-point grid; "
+                     f"{'largest violation ' + str(where) if where else 'no pair out of order'}; grid values "
+                     f"spot-checked against band_bounds_mp at 21 points each")
     return ev
 
 
@@ -520,7 +544,8 @@ def _monotone_in_delta() -> Evidence:
             if v > worst:
                 worst, where = float(v), dict(divergence=div, violation=name)
     return Evidence.within(max(worst, 0.0), MONOTONE_TOL, 3 * ps.size * deltas.size,
-                           detail=f"40 p × 150 δ per divergence; largest relative violation {worst:.2e} {where}")
+                           detail=f"40 p × 150 δ ∈ [1e-4, 4] per divergence: "
+                                  f"{'largest relative violation ' + str(where) if where else 'no pair out of order'}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -528,7 +553,7 @@ def _monotone_in_delta() -> Evidence:
 # ---------------------------------------------------------------------------------------------
 @bottleneck.check("numerics")
 def _clip_margin_lp_and_head_threshold() -> Evidence:
-    """The simplex LP max Q(a) s.t. Q(a) ≤ (1+ε)p: margin ε p below 1/(1+ε), the simplex edge above it."""
+    """The simplex LP max r = Q(a)/p s.t. r ≤ 1+ε: margin p(r - 1) = ε p below 1/(1+ε), the simplex edge above."""
     import cvxpy as cp
 
     margin_expr = T.lambdify_mp(T.clip_bottleneck()["margin"], T.p, T.eps)
@@ -540,17 +565,18 @@ def _clip_margin_lp_and_head_threshold() -> Evidence:
         for p in (1e-6, 1e-4, 1e-2, 0.08, thr * 0.9, thr * 0.99, thr + 0.01 * (1 - thr), thr + 0.1 * (1 - thr)):
             P, a = _completion(rng, 5, p)
             Q = cp.Variable(P.size)
-            problem = cp.Problem(cp.Maximize(Q[a]), [Q >= 0, cp.sum(Q) == 1, Q[a] / P[a] <= 1 + e])
+            ratio = Q[a] / P[a]
+            problem = cp.Problem(cp.Maximize(ratio), [Q >= 0, cp.sum(Q) == 1, ratio <= 1 + e])
             problem.solve(solver="CLARABEL")
             if problem.status != cp.OPTIMAL:
                 raise RuntimeError(f"clip LP status {problem.status}")
-            margin = problem.value - p
+            r_max = problem.value
             head = p > thr                                     # theory: 1 + ε > 1/p exactly here
-            expected = 1.0 - p if head else float(margin_expr(p, e))
-            worst = max(worst, abs(margin - expected) / max(expected, 1e-300))
-            ratio_attainable = problem.value / p >= (1 + e) * (1 - 1e-7)
+            expected_margin = 1.0 - p if head else float(margin_expr(p, e))
+            worst = max(worst, _ratio_err(r_max, 1.0 + expected_margin / p))    # margin = p (r_max - 1)
+            ratio_attainable = r_max >= 1 + e - CVX_RATIO_TOL
             if ratio_attainable == head:
-                mismatches.append(dict(epsilon=e, p=p, max_ratio=problem.value / p))
+                mismatches.append(dict(epsilon=e, p=p, max_ratio=r_max))
             cases += 1
     band_margins = {p: float(p * (N.band_bounds_mp(_log_p(p), "kl", 0.05)[1] - 1)) for p in (1e-6, 1e-2, 0.08)}
     ev = Evidence.within(worst, CVX_RATIO_TOL, cases,
@@ -560,4 +586,47 @@ def _clip_margin_lp_and_head_threshold() -> Evidence:
                                 + ", ".join(f"p={k:g}: {v:.4f}" for k, v in band_margins.items()))
     if mismatches:
         ev.passed, ev.counterexample = False, mismatches[0]
+    return ev
+
+
+# ---------------------------------------------------------------------------------------------
+# band.authors_bisection (conditional)
+# ---------------------------------------------------------------------------------------------
+@authors_bisection.check("numerics")
+def _authors_bisection_accuracy_and_clamp_artifact() -> Evidence:
+    """Within the condition: |error| ≤ tol/2 for kl/tv/chi2. Outside it: r̲ = 0 exactly on (0, p_c], p_c inside the
+    interval derived in theory.band.authors_clamp_edge, although the true r̲ > 0 (a 100% relative error)."""
+    ends = [T.lambdify_mp(e.subs(T.clamp, T.AUTHORS_CLAMP), T.delta) for e in T.authors_clamp_edge()["ends"]]
+    ps = np.geomspace(1e-5, 0.999, 150)
+    worst, worst32, misplaced, cases = 0.0, 0.0, [], 0
+    for div in N.DIVERGENCES:
+        for delta in (0.01, 0.05, 0.2):
+            ref_lo, ref_up = N.band_bounds_reference(np.log(ps), div, delta)
+            lo, up = N.band_bounds_authors_bisection(ps, div, delta)
+            worst = max(worst, float(np.max(np.abs(lo - ref_lo))), float(np.max(np.abs(up - ref_up))))
+            lo32, up32 = N.band_bounds_authors_bisection(ps, div, delta, dtype=np.float32)   # verl's dtype
+            worst32 = max(worst32, float(np.max(np.abs(lo32 - ref_lo))),
+                          float(np.max(np.abs(up32 - ref_up) / np.maximum(1.0, ref_up))))
+            cases += ps.size
+            if div != "kl":
+                continue
+            zeroed = lo == 0.0          # the true r̲ is > 0 for every p (KL never saturates), even where its
+            #                             float64 value e^{-δ/p} underflows
+            left, right = float(ends[0](delta)), float(ends[1](delta))
+            # theory: zeroed for every p < δ/(L+c), never for p > δ/(L+c-1)
+            if np.any(~zeroed[ps < left]) or np.any(zeroed[ps > right]) or not zeroed.any():
+                misplaced.append(dict(delta=delta, predicted=[left, right],
+                                      largest_zeroed_p=float(ps[zeroed].max()) if zeroed.any() else None))
+    p_art, d_art = 1e-3, 0.05
+    true_lo = N.band_bounds_mp(_log_p(p_art), "kl", d_art)[0]
+    ev = Evidence.within(worst, AUTHORS_ABS_TOL, cases,
+                         detail=f"float64 emulation of band/solver.py over p ∈ [1e-5, 0.999], δ ∈ {{0.01, 0.05, 0.2}}: "
+                                f"max |error| {worst:.2e} (≤ tol/2 holds); KL r̲ = 0 exactly on (0, p_c] with p_c "
+                                f"inside the derived interval for every δ ({len(misplaced)} misplaced); in float32 "
+                                f"(verl's dtype) the error reaches {worst32:.1e} (|Δr|/max(1, r))",
+                         counterexample={"p": p_art, "delta": d_art, "authors_lower": 0.0,
+                                         "true_lower": float(true_lo)})
+    if misplaced:
+        ev.passed = False
+        ev.counterexample = misplaced[0]
     return ev

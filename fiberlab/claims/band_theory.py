@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import sympy as sp
 
-from fiberlab.claims.band import (bottleneck, chi2_closed_form, kl_bounds, limits, mirror, monotone, reduction,
-                                  saturation, small_delta, tv_closed_form)
+from fiberlab.claims.band import (authors_bisection, bottleneck, chi2_closed_form, kl_bounds, limits, mirror,
+                                  monotone, reduction, saturation, small_delta, tv_closed_form)
 from fiberlab.registry import Evidence
 from fiberlab.theory import band as T
 
@@ -68,9 +68,10 @@ def _closed_form_evidence(divergence: str) -> Evidence:
     lo_root, up_root = T.branch_roots(divergence)
     # The clamps of Prop. 4 must switch on exactly at Prop. 3's saturation thresholds: solving
     # root = simplex edge for p has to give the same p as solving g_f(p, edge) = δ.
+    # Solved in the odds k = (1-p)/p > 0 (so √ and signs are decided), then mapped back p = 1/(1+k).
     sat = T.saturation_thresholds(divergence)
-    up_edge = sp.solve(sp.Eq(up_root, 1 / T.p), T.p)
-    lo_edge = sp.solve(sp.Eq(lo_root, 0), T.p)
+    up_edge = [1 / (1 + kk) for kk in sp.solve(sp.Eq(up_root.subs(T.ON_UNIT_INTERVAL), 1 + T.k), T.k)]
+    lo_edge = [1 / (1 + kk) for kk in sp.solve(sp.Eq(lo_root.subs(T.ON_UNIT_INTERVAL), 0), T.k)]
     ids = {"lower root - stated": lo_diff, "upper root - stated": up_diff}
     facts = {"one p where the upper root meets 1/p": len(up_edge) == 1,
              "one p where the lower root meets 0": len(lo_edge) == 1}
@@ -100,10 +101,11 @@ def _kl_roots_unique_on_each_branch() -> Evidence:
     """∂g/∂r = p(r-1)/(r(1-rp)) has the sign of r-1, g'' > 0, g → ∞ at 0 and 1/p, g(p,1) = 0: one root per side."""
     out = T.kl_root_structure()
     ids = {"∂g/∂r - p(r-1)/(r(1-rp))": out["slope_error"], "g(p, 1)": out["value_at_one"]}
-    # p = 1/2 roots found by solve must satisfy the equation (they are used as a numerical check point).
+    # p = 1/2 roots found by solve must satisfy the equation (they are used as a numerical check point);
+    # compared as exp(-2(g - δ)) - 1, which is 0 iff g = δ, so that no log identity needs forcing.
     g_half = T.g("kl").subs(T.p, sp.Rational(1, 2))
     for i, root in enumerate(out["half_roots"]):
-        ids[f"g(1/2, root {i}) - δ"] = sp.simplify(sp.expand_log(g_half.subs(T.r, root) - T.delta, force=True))
+        ids[f"exp(-2(g(1/2, root {i}) - δ)) - 1"] = sp.expand(sp.exp(-2 * (g_half.subs(T.r, root) - T.delta))) - 1
     facts = {"(∂g/∂r)/(r-1) > 0 on 0 < r < 1/p": out["slope_over_r_minus_1_positive"],
              "∂²g/∂r² > 0 on 0 < r < 1/p": out["curvature_positive"],
              "g(p, 0+) = +oo": out["edge_values"][0] == sp.oo,
@@ -212,3 +214,34 @@ def _clip_margin_and_head_threshold() -> Evidence:
     return _symbolic(ids, {"1+ε - 1/p increasing in p": out["excess_slope_positive"]},
                      detail=f"margin = {sp.sstr(out['margin'])} → 0; 1+ε > 1/p exactly for p > "
                             f"{sp.sstr(out['threshold'])}")
+
+
+# ---------------------------------------------------------------------------------------------
+# band.authors_bisection (conditional: the clamp artifact)
+# ---------------------------------------------------------------------------------------------
+@authors_bisection.check("theory")
+def _clamp_misfires_on_an_interval_of_tail_p() -> Evidence:
+    """The clamped test E(p) = g_KL(p, c) ≤ δ holds on (0, p_c] with δ/(L+c) ≤ p_c ≤ δ/(L+c-1), L = log(1/c);
+    there the authors return r̲ = 0 although g_KL(p, 0+) = +∞ (KL never saturates)."""
+    out = T.authors_clamp_edge()
+    lower_end, upper_end = out["ends"]
+    c = T.AUTHORS_CLAMP
+    # the condition's threshold δ/(log 10¹² - 1) is the right end with the +c term dropped: the relative gap
+    # simplifies (symbolic c) to c/(log(1/c) + c - 1), then is evaluated at c = 1e-12 to 30 digits
+    stated = T.delta / (-sp.log(T.clamp) - 1)
+    relative_gap = sp.simplify((stated - upper_end) / stated).subs(T.clamp, c).evalf(30)
+    ids = {"E(p) - [p(log(1/c) + c) + (1-p) log(1-p)]": out["closed_form_error"],
+           "lower end - δ/(log(1/c) + c)": lower_end - T.delta / (-sp.log(T.clamp) + T.clamp),
+           "upper end - δ/(log(1/c) + c - 1)": upper_end - T.delta / (-sp.log(T.clamp) + T.clamp - 1)}
+    facts = dict(out["facts"])
+    facts["true g_KL(p, 0+) = +oo"] = T.edge_values("kl")[0] == sp.oo
+    facts["0 ≤ (stated edge - upper end)/stated ≤ c"] = bool(relative_gap >= 0) and bool(relative_gap <= c)
+    ev = _symbolic(ids, facts, detail="the authors' clamped saturation test holds exactly on (0, p_c], "
+                                      "δ/(log 1e12 + 1e-12) ≤ p_c ≤ δ/(log 1e12 - 1 + 1e-12) (the condition's "
+                                      f"δ/(log 10¹² - 1) up to a relative {float(relative_gap):.1e}), where the "
+                                      "true g_KL(p, 0+) = +∞, so the true r̲ > 0: the test misfires")
+    d = 0.05
+    ev.counterexample = {"delta": d, "p_c_between": [float(lower_end.subs({T.clamp: c, T.delta: d})),
+                                                      float(upper_end.subs({T.clamp: c, T.delta: d}))],
+                         "authors_lower": 0.0, "true_g_at_0": "inf"}
+    return ev
