@@ -51,9 +51,10 @@ import torch
 Divergence = Literal["kl", "tv", "chi2"]
 DIVERGENCES: tuple[str, ...] = ("kl", "tv", "chi2")
 
-#: Newton steps after the start point; measured: 3 reach float64 round-off on p ∈ [1e-300, 1-1e-16],
-#: δ ∈ [1e-12, 20]; one more is kept as a margin (each step is a handful of elementwise kernels).
-KL_NEWTON_STEPS = 4
+#: Newton steps after the start point, by working dtype. Measured against 50-digit roots on
+#: log p ∈ [-700, -1e-15] × δ ∈ [1e-12, 20]: the worst relative error after 2/3/4 steps is ~2e-5/6e-11/round-off,
+#: so float32 (eps 6e-8) needs 3 and float64 (eps 1.1e-16) 4; each step is ~15 elementwise kernels on both roots.
+KL_NEWTON_STEPS = {torch.float32: 3, torch.float64: 4}
 
 #: The quadratic start q = p(1 - w) is used while w < W_QUAD_MAX (q > 0); beyond it x_safe is already close.
 W_QUAD_MAX = 0.999
@@ -89,59 +90,140 @@ def _validate_delta(delta: float) -> float:
 
 
 def _kl_lower_log_root(log_p: torch.Tensor, log_1mp: torch.Tensor, delta: float,
-                       steps: int | None = None) -> torch.Tensor:
-    r"""``x = log q`` of the root ``q < p`` of ``kl(p‖q) = δ``, given ``log p`` and ``log(1-p)``.
+                       steps: int | None = None, x0: torch.Tensor | None = None) -> torch.Tensor:
+    r"""``x = log q`` of the root ``q < p`` of ``kl(p‖q) = δ``, given ``log p`` and ``log(1-p)`` (δ > 0).
 
-    Returns ``-inf`` where ``p == 0`` (the root is ``q = 0``). ``δ > 0`` is assumed (δ = 0 is handled by
-    the caller: the band is exactly [1, 1]).
+    The caller clamps both logs at ``log(tiny)``: a probability that underflows is solved as the smallest
+    normal number, which changes the bounds by O(tiny) — below round-off — and keeps every term finite.
+    ``x0``, when given, replaces the start below (the lookup table's estimate, polished by ``steps`` steps).
     """
+    finfo = torch.finfo(log_p.dtype)
     p = torch.exp(log_p)
     omp = torch.exp(log_1mp)                       # 1 - p, exact near p → 1
-    zero_p = p <= 0                                # p underflowed: the root is q = 0
-    p_safe = torch.where(zero_p, torch.ones_like(p), p)
-    # (1-p) log(1-p) from the exact log(1-p), not log(exp(.)) (which loses it for p → 0); 0 at p = 1.
-    omp_log_omp = torch.where(omp > 0, omp * log_1mp, torch.zeros_like(omp))
-
-    odds = torch.exp(log_p - log_1mp)                 # p/(1-p); inf at p = 1 (then the (1-p) term is 0)
+    odds = torch.exp(log_p - log_1mp)              # p / (1 - p)
+    neg_odds = -odds
 
     def h_and_slope(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        # kl(p‖q) = p φ(r-1) + (1-p) φ(s-1), φ(t) = t - log(1+t) ≥ 0, r = q/p, s = (1-q)/(1-p): the linear
-        # parts cancel exactly, so no large terms cancel near the root. s - 1 = -(r-1) p/(1-p) exactly.
+        # kl(p‖q) = p φ(r-1) + (1-p) φ(s-1) with φ(t) = t - log(1+t) ≥ 0, r = q/p, s = (1-q)/(1-p): the linear
+        # parts cancel exactly (s - 1 = -(r-1) p/(1-p)), so nothing large cancels near the root.
         y = x - log_p                              # log r
         t = torch.expm1(y)                         # r - 1
-        t_s = -t * odds                            # s - 1
-        # At p = 1 exactly (1-p = 0) the second term tends to its linear part (1-p) t_s = -p t.
-        tail = torch.where(omp > 0, omp * (t_s - torch.log1p(t_s)), -p_safe * t)
-        h = p_safe * (t - y) + tail - delta
-        slope = p_safe * t * torch.exp(-_log1mexp(x))          # h'(x) = (q - p)/(1 - q) < 0
+        t_s = t * neg_odds                         # s - 1
+        phi_s = t_s - torch.log1p(t_s)
+        h = torch.addcmul(omp * phi_s, p, t - y).sub_(delta)
+        slope = odds * t / (1.0 + t_s)             # h'(x) = (q - p)/(1 - q) = (p/(1-p)) (r-1)/s < 0
         return h, slope
 
+    if x0 is not None:
+        x = x0
+        for _ in range(steps or 0):
+            h, slope = h_and_slope(x)
+            x = torch.where(x == -math.inf, x, torch.fmin(x - h / slope, log_p))   # see below
+        return x
     # Start 1: -log(1-q) ≥ 0 gives h(x) ≥ p(log p - x) + (1-p)log(1-p) - δ, zero at x_safe ⇒ h(x_safe) ≥ 0.
-    x_safe = log_p + (omp_log_omp - delta) / p_safe
+    x_safe = (log_p + (omp * log_1mp - delta) / p).clamp_min(0.5 * finfo.min)
     # Start 2: one Newton step from the quadratic guess q = p(1 - w), w = √(2δ(1-p)/p), written in logs so a
-    # head token (1-p below float resolution) keeps q < p; a Newton step from either side of the root of a
-    # convex decreasing function lands left of it.
+    # head token keeps q < p; a Newton step from either side of the root of a convex decreasing function
+    # lands left of it.
     w = math.sqrt(2.0 * delta) * torch.exp(0.5 * (log_1mp - log_p))
     x_quad = log_p + torch.log1p(-w.clamp_max(W_QUAD_MAX))
     h_q, s_q = h_and_slope(x_quad)
-    x_quad = torch.where(w < W_QUAD_MAX, x_quad - h_q / s_q, x_safe)
-    x = torch.maximum(x_safe, torch.nan_to_num(x_quad, nan=-math.inf))
-    x = torch.minimum(x, log_p)                    # the root lies below log p
-    for _ in range(KL_NEWTON_STEPS if steps is None else steps):   # fixed count: no data-dependent loop, no sync
+    x = torch.where(w < W_QUAD_MAX, torch.maximum(x_safe, x_quad - h_q / s_q), x_safe)
+    n_steps = KL_NEWTON_STEPS.get(log_p.dtype, 4) if steps is None else steps
+    for _ in range(n_steps):                       # fixed count: no data-dependent loop, no sync
         h, slope = h_and_slope(x)
-        x_new = x - h / slope
-        # Monotone from the left; the guard only absorbs round-off at convergence (h ≈ 0, slope ≈ 0).
-        x = torch.where(torch.isfinite(x_new), torch.minimum(x_new, log_p), x)
-    return torch.where(zero_p, torch.full_like(x, -math.inf), x)
+        # Monotone from the left. fmin keeps x below log p and maps a 0/0 at a degenerate root (δ below
+        # round-off of the band) to log p, i.e. r = 1, the right answer there. A root below the float range
+        # (δ/p overflows: tail tokens with large δ) sends x to -inf; it stays there (r̲ = 0) instead of letting
+        # the next step's inf - inf = NaN be read by fmin as the degenerate case (which gave r̲ > 1).
+        x = torch.where(x == -math.inf, x, torch.fmin(x - h / slope, log_p))
+    return x
 
 
 def _kl_bounds(log_p: torch.Tensor, delta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    tiny_log = math.log(torch.finfo(log_p.dtype).tiny)
     log_1mp = _log1mexp(log_p)
-    x_low = _kl_lower_log_root(log_p, log_1mp, delta)          # log q̲
-    x_mirror = _kl_lower_log_root(log_1mp, log_p, delta)       # log(1 - q̄): lower root for 1 - p
-    lower = torch.exp(x_low - log_p)
-    upper = torch.exp(_log1mexp(x_mirror) - log_p)             # q̄ / p
+    # Both roots in one stacked solve (half the kernel launches): the lower root for p, and, by the mirror
+    # identity kl(p‖q) = kl(1-p‖1-q), the lower root for 1-p, which is log(1 - q̄).
+    a = torch.stack((log_p, log_1mp)).clamp_min(tiny_log)
+    b = torch.stack((log_1mp, log_p)).clamp_min(tiny_log)
+    x = _kl_lower_log_root(a, b, delta)
+    lower = torch.exp(x[0] - log_p)                            # q̲ / p
+    upper = torch.exp(_log1mexp(x[1]) - log_p)                 # q̄ / p, with 1 - q̄ = e^{x'}
     return lower, upper
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Optional per-δ lookup table for the KL band (the authors suggest one; spec §4.2)
+# --------------------------------------------------------------------------------------------------------------
+
+#: Table spacing in z = logit p. Cubic interpolation through four nodes errs by ≲ 0.023 h⁴ max|V⁗|; V varies
+#: on a scale of 1 in z, so h = 1/64 gives ≲ 1e-9 (measured), below float32 round-off.
+KL_TABLE_H = 1.0 / 64.0
+#: Newton polish steps after the table estimate, by dtype: none in float32 (the table is at round-off), two in
+#: float64 (1e-9 → below 1e-16 by quadratic convergence).
+KL_TABLE_POLISH = {torch.float32: 0, torch.float64: 2}
+_KL_TABLES: dict[tuple[float, torch.dtype, str], tuple[torch.Tensor, int, int]] = {}
+
+
+def _kl_table(delta: float, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, int, int]:
+    r"""Cubic coefficients of :math:`V(z) = \log p + \log(-\log \underline r(p))` on a grid in :math:`z = \mathrm{logit}\,p`.
+
+    :math:`V` is smooth and bounded and tends to :math:`\log\delta` at both ends, with corrections
+    :math:`O(p/\delta)` and :math:`O((1-p)\log(1/(1-p))/\delta)`; the grid covers
+    :math:`|z| \le Z = \log(1/(\epsilon_{64}\delta)) + 8`, beyond which :math:`V` is flat to float64 round-off,
+    so clamping z to the grid is exact. By the mirror identity the upper end needs no table of its own:
+    :math:`\overline s(p) = \underline r(1-p)` with :math:`s = (1-q)/(1-p)`, so
+    :math:`\log(-\log \overline s) = V(-z) - \log(1-p)`. Nodes are solved with the float64 Newton solver above;
+    per cell the cubic through four neighbours (Lagrange) is stored in power form, ``[n_cells, 4]``.
+    Returns ``(coef, k_lo, n_cells)``: node ``k`` sits at ``z = (k_lo + k) h``.
+    """
+    key = (float(delta), dtype, str(device))
+    if key in _KL_TABLES:
+        return _KL_TABLES[key]
+    z_max = math.log(1.0 / (torch.finfo(torch.float64).eps * delta)) + 8.0
+    k_lo = -int(math.ceil(z_max / KL_TABLE_H))
+    n = 2 * (-k_lo) + 1
+    z = KL_TABLE_H * torch.arange(k_lo - 1, k_lo + n + 2, dtype=torch.float64)   # one guard node each side
+    log_p = -torch.nn.functional.softplus(-z)                                    # log σ(z)
+    log_1mp = -torch.nn.functional.softplus(z)                                   # log σ(-z)
+    x = _kl_lower_log_root(log_p, log_1mp, delta)                                # log q̲
+    v = log_p + torch.log(log_p - x)                                             # log p + log(-log r̲)
+    vm, v0, v1, v2 = v[:-3], v[1:-2], v[2:-1], v[3:]
+    coef = torch.stack((v0,
+                        -vm / 3 - v0 / 2 + v1 - v2 / 6,
+                        vm / 2 - v0 + v1 / 2,
+                        -vm / 6 + v0 / 2 - v1 / 2 + v2 / 6), dim=-1)             # [n + 1, 4]
+    entry = (coef.to(dtype=dtype, device=device).contiguous(), k_lo, n)
+    if len(_KL_TABLES) > 64:
+        _KL_TABLES.clear()
+    _KL_TABLES[key] = entry
+    return entry
+
+
+def _kl_bounds_table(log_p: torch.Tensor, delta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    coef, k_lo, n = _kl_table(delta, log_p.dtype, log_p.device)
+    log_1mp = _log1mexp(log_p)
+    # z/h for p and for 1-p (z → -z), floored on the absolute grid so t keeps the precision of z itself.
+    zh = torch.stack((log_p - log_1mp, log_1mp - log_p)).mul_(1.0 / KL_TABLE_H)
+    zh = zh.clamp_(float(k_lo), float(k_lo + n) - 1e-3)
+    base = torch.floor(zh)
+    t = zh - base
+    c = coef[base.long() - k_lo]                                                 # [2, ..., 4]
+    v = torch.addcmul(c[..., 2], c[..., 3], t)
+    v = torch.addcmul(c[..., 1], v, t)
+    v = torch.addcmul(c[..., 0], v, t)                                           # V(z), V(-z)
+    a = torch.stack((log_p, log_1mp))
+    # x = log q̲ = log p + log r̲ = log p - e^{V(z) - log p}; x' = log(1-q̄) = log(1-p) - e^{V(-z) - log(1-p)}.
+    x = a - torch.exp(v - a)
+    polish = KL_TABLE_POLISH.get(log_p.dtype, 2)
+    if polish:
+        finfo = torch.finfo(log_p.dtype)
+        tiny_log = math.log(finfo.tiny)
+        a_c = a.clamp_min(tiny_log)
+        b_c = torch.stack((log_1mp, log_p)).clamp_min(tiny_log)
+        x = _kl_lower_log_root(a_c, b_c, delta, steps=polish, x0=torch.fmin(x.clamp_min(0.5 * finfo.min), a_c))
+    return torch.exp(x[0] - log_p), torch.exp(_log1mexp(x[1]) - log_p)
 
 
 def _tv_bounds(log_p: torch.Tensor, delta: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -166,7 +248,7 @@ _SOLVERS = {"kl": _kl_bounds, "tv": _tv_bounds, "chi2": _chi2_bounds}
 @torch.no_grad()
 def band_bounds(old_log_prob: torch.Tensor, divergence: Divergence = "kl", delta: float = 0.05, *,
                 upper_bound_max: float | None = None, relax: tuple[float, float] | None = None,
-                validate: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+                method: str = "newton", validate: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     r"""Band clip interval ``(lower, upper)`` on the ratio ``π_θ/π_old`` for each token.
 
     Args:
@@ -178,6 +260,9 @@ def band_bounds(old_log_prob: torch.Tensor, divergence: Divergence = "kl", delta
             spec ambiguity 5). Must be ≥ 1 so the interval keeps 1.
         relax: optional ``(eps_low, eps_high)``: union with the clip-higher interval
             ``[1 - eps_low, 1 + eps_high]`` (the paper's "relax" ablation).
+        method: KL only: ``"newton"`` (default; the fixed-step solver, float64 round-off) or ``"table"`` (a per-δ
+            cubic lookup table in logit p, built once per δ/dtype/device and cached; at float32 round-off, and
+            polished by two Newton steps in float64). TV and χ² are closed forms either way.
         validate: check inputs (one host sync); leave on unless the caller has validated already.
 
     Returns:
@@ -193,8 +278,15 @@ def band_bounds(old_log_prob: torch.Tensor, divergence: Divergence = "kl", delta
     if upper_bound_max is not None and not (float(upper_bound_max) >= 1.0):
         raise ValueError(f"upper_bound_max must be ≥ 1 (the band contains r = 1), got {upper_bound_max!r}")
     if relax is not None:
-        if len(relax) != 2 or not all(0.0 <= float(e) for e in relax) or not float(relax[0]) <= 1.0:
+        try:
+            ok = len(relax) == 2 and all(0.0 <= float(e) for e in relax) and float(relax[0]) <= 1.0
+        except (TypeError, ValueError):          # not a pair of numbers (e.g. a bare float)
+            ok = False
+        if not ok:
             raise ValueError(f"relax must be (eps_low, eps_high) with 0 ≤ eps_low ≤ 1 and eps_high ≥ 0, got {relax!r}")
+
+    if method not in ("newton", "table"):
+        raise ValueError(f"method must be 'newton' or 'table', got {method!r}")
 
     out_dtype = old_log_prob.dtype
     work = old_log_prob if out_dtype in (torch.float32, torch.float64) else old_log_prob.float()
@@ -203,7 +295,8 @@ def band_bounds(old_log_prob: torch.Tensor, divergence: Divergence = "kl", delta
         lower = torch.ones_like(log_p)
         upper = torch.ones_like(log_p)
     else:
-        lower, upper = _SOLVERS[divergence](log_p, d)
+        solver = _kl_bounds_table if (divergence == "kl" and method == "table") else _SOLVERS[divergence]
+        lower, upper = solver(log_p, d)
     if relax is not None:
         lower = lower.clamp_max(1.0 - float(relax[0]))
         upper = upper.clamp_min(1.0 + float(relax[1]))

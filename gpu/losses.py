@@ -130,7 +130,9 @@ def agg_loss(loss_mat: torch.Tensor, loss_mask: torch.Tensor, loss_agg_mode: str
             loss = loss / (loss_mask.shape[-1] if loss_scale_factor is None else loss_scale_factor)
         return loss
     if loss_agg_mode == "seq-mean-token-mean":
-        seq_loss = masked.sum(-1) / (seq_len + 1e-8)           # verl's 1e-8 guard, kept for parity
+        # verl's 1e-8 guard, kept for parity and added to the mask's own sum as verl does: for a bool/int mask
+        # that sum is an integer tensor, "+ 1e-8" is evaluated in torch's default float32 and rounds away.
+        seq_loss = masked.sum(-1) / (loss_mask.sum(-1) + 1e-8)
         return (seq_loss * seq_valid).sum() / n_seq * dp_size
     raise ValueError(f"loss_agg_mode must be one of {AGG_MODES}, got {loss_agg_mode!r}")
 
@@ -147,7 +149,8 @@ def _agg_kwargs(config: Any) -> dict[str, Any]:
 
 def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     m = mask.to(values.dtype)
-    return (torch.where(mask.bool(), values, torch.zeros_like(values)) * m).sum() / (m.sum() + 1e-8)
+    # verl_F.masked_mean: the 1e-8 is added to the mask's own sum (see agg_loss), not to its float cast.
+    return (torch.where(mask.bool(), values, torch.zeros_like(values)) * m).sum() / (mask.sum() + 1e-8)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -269,8 +272,11 @@ def read_band_config(config: Any) -> dict[str, Any]:
         raise ValueError(f"band_delta (the trust-region radius δ) must be positive and finite, got {delta!r}")
     cap = hparam(config, "band_upper_bound_max", None, "upper_bound_max")
     relax = bool(hparam(config, "band_relax", False, "does_relax_high_p_bound"))
+    method = hparam(config, "band_method", "newton")
+    if method not in ("newton", "table"):
+        raise ValueError(f"band_method must be 'newton' or 'table', got {method!r}")
     return {"divergence": div, "delta": delta, "upper_bound_max": None if cap is None else float(cap),
-            "relax": relax}
+            "relax": relax, "method": method}
 
 
 @register_policy_loss("bandpo")
@@ -291,20 +297,24 @@ def bandpo_loss(old_log_prob: torch.Tensor, log_prob: torch.Tensor, advantages: 
     default "kl"), ``band_delta`` (δ > 0, default 0.05; alias ``band_radius_delta``),
     ``band_upper_bound_max`` (cap on the upper bound, default none = the theory's interval; the authors use
     10; alias ``upper_bound_max``), ``band_relax`` (union with ``[1-clip_ratio_low, 1+clip_ratio_high]``,
-    default False; alias ``does_relax_high_p_bound``), ``clip_ratio_c``.
+    default False; alias ``does_relax_high_p_bound``), ``band_method`` ("newton" | "table": the KL solver,
+    see :func:`fiberlab.gpu.band.band_bounds`; default "newton"), ``clip_ratio_c``.
     """
     validate_batch(old_log_prob, log_prob, advantages, response_mask, rollout_is_weights)
     band = read_band_config(config)
     c = _read_dual_clip(config)
     relax = _read_clip_eps(config) if band["relax"] else None
     lower, upper = band_bounds(old_log_prob.detach(), band["divergence"], band["delta"],
-                               upper_bound_max=band["upper_bound_max"], relax=relax, validate=False)
+                               upper_bound_max=band["upper_bound_max"], relax=relax, method=band["method"],
+                               validate=False)
     log_ratio = _log_ratio(log_prob, old_log_prob)
     ratio = torch.exp(log_ratio)
     loss_mat, ind = clipped_surrogate(ratio, advantages, lower, upper, c)
     extra_metrics = {
         "fiberlab/band_lower_mean": _masked_mean(lower, response_mask),
-        "fiberlab/band_upper_mean": _masked_mean(torch.nan_to_num(upper, posinf=torch.finfo(upper.dtype).max), response_mask),
+        # log of the upper bound: r̄ ≈ δ/p is astronomically large on tail tokens, its plain mean is meaningless.
+        "fiberlab/band_log_upper_mean": _masked_mean(torch.log(upper).clamp_max(torch.finfo(upper.dtype).max),
+                                                     response_mask),
         "fiberlab/clipfrac_high": _masked_mean(((ratio > upper) & (advantages > 0)).to(ratio.dtype), response_mask),
         "fiberlab/clipfrac_low": _masked_mean(((ratio < lower) & (advantages < 0)).to(ratio.dtype), response_mask),
     }
