@@ -13,6 +13,7 @@ metrics cost one host synchronisation each, and nothing returns NaN silently.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -76,23 +77,33 @@ def validate_batch(old_log_prob: torch.Tensor, log_prob: torch.Tensor, advantage
     if rollout_is_weights is not None and not rollout_is_weights.is_floating_point():
         raise ValueError(f"rollout_is_weights must be floating point, got {rollout_is_weights.dtype}")
 
+    # Finiteness through one reduction per tensor (a sum is non-finite iff some term is, barring overflow of
+    # values near the dtype's max); only on that rare path are the exact per-tensor checks run, to name the
+    # argument. The mask checks are skipped for bool masks, which are binary by construction.
     m = response_mask
-    flags = [
-        ~torch.isfinite(old_log_prob).all(),
-        ~torch.isfinite(log_prob).all(),
-        ~torch.isfinite(advantages).all(),
-        ((m != 0) & (m != 1)).any(),
-        (m != 0).sum() == 0,
-    ]
+    floats = [old_log_prob, log_prob, advantages] + ([rollout_is_weights] if rollout_is_weights is not None else [])
+    probes = [t.sum(dtype=torch.float64) for t in floats]
     if rollout_is_weights is not None:
-        flags.append(~torch.isfinite(rollout_is_weights).all() | (rollout_is_weights < 0).any())
-    bad = torch.stack(flags).tolist()
-    messages = ["old_log_prob contains NaN or inf", "log_prob contains NaN or inf",
-                "advantages contains NaN or inf", "response_mask must be binary (0/1 or bool)",
-                "response_mask is empty (no valid token)", "rollout_is_weights must be finite and ≥ 0"]
-    for is_bad, msg in zip(bad, messages):
-        if is_bad:
-            raise ValueError(msg)
+        probes.append((rollout_is_weights < 0).any().to(torch.float64))
+    if m.dtype != torch.bool:
+        probes.append(((m != 0) & (m != 1)).any().to(torch.float64))
+    probes.append((m != 0).any().to(torch.float64))
+    vals = torch.stack(probes).tolist()                    # the one host synchronisation
+    names = ["old_log_prob", "log_prob", "advantages", "rollout_is_weights"][:len(floats)]
+    for name, t, v in zip(names, floats, vals):
+        if not math.isfinite(v) and not bool(torch.isfinite(t).all()):
+            raise ValueError(f"{name} contains NaN or inf")
+    k = len(floats)
+    if rollout_is_weights is not None:
+        if vals[k]:
+            raise ValueError("rollout_is_weights must be ≥ 0")
+        k += 1
+    if m.dtype != torch.bool:
+        if vals[k]:
+            raise ValueError("response_mask must be binary (0/1 or bool)")
+        k += 1
+    if not vals[k]:
+        raise ValueError("response_mask is empty (no valid token)")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -115,7 +126,9 @@ def agg_loss(loss_mat: torch.Tensor, loss_mask: torch.Tensor, loss_agg_mode: str
     textbook formulas.
     """
     mask = loss_mask.to(loss_mat.dtype)
-    masked = torch.where(loss_mask.bool(), loss_mat, torch.zeros_like(loss_mat)) * mask
+    # verl masks with where() then multiplies, against NaN in padding; our inputs are validated finite and the
+    # ratio clamped, so the product alone gives the same sums (masked entries are ±0).
+    masked = loss_mat * mask
     if loss_agg_mode == "token-mean":
         n_tok = mask.sum() if batch_num_tokens is None else batch_num_tokens
         return masked.sum() / n_tok * dp_size
@@ -150,40 +163,75 @@ def _agg_kwargs(config: Any) -> dict[str, Any]:
 def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     m = mask.to(values.dtype)
     # verl_F.masked_mean: the 1e-8 is added to the mask's own sum (see agg_loss), not to its float cast.
-    return (torch.where(mask.bool(), values, torch.zeros_like(values)) * m).sum() / (mask.sum() + 1e-8)
+    return (values * m).sum() / (mask.sum() + 1e-8)
+
+
+def _masked_frac(indicator: torch.Tensor, mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Fraction of valid tokens where a bool indicator holds: an integer count over verl's guarded token count,
+    in the data's dtype (verl counts in float32 whatever the data; equal for float32 data)."""
+    count = (indicator & mask.bool()).sum().to(dtype)
+    return count / (mask.sum() + 1e-8)
 
 
 # --------------------------------------------------------------------------------------------------------------
 # The clipped surrogate shared by PPO and BandPO
 # --------------------------------------------------------------------------------------------------------------
 
-def clipped_surrogate(ratio: torch.Tensor, advantages: torch.Tensor, lower: torch.Tensor | float,
-                      upper: torch.Tensor | float, clip_ratio_c: float | None
-                      ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    r"""Per-token pessimistic clipped loss with optional dual clip (PPO; BandPO §2.1).
+class _ClippedSurrogate(torch.autograd.Function):
+    r"""Per-token pessimistic clipped loss with optional dual clip, as one autograd node (PPO; BandPO §2.1).
 
-    .. math:: L_1 = -A r,\quad L_2 = -A\,\mathrm{clip}(r, \ell, u),\quad L = \max(L_1, L_2)
+    .. math:: r = \exp(\mathrm{clamp}(\log\pi_\theta - \log\pi_{old}, -20, 20)),\quad
+              L_1 = -A r,\quad L_2 = -A\,\mathrm{clip}(r, \ell, u),\quad L = \max(L_1, L_2)
     .. math:: \text{dual clip (Ye et al. 2019), } A < 0:\ L \leftarrow \min(L, -cA)
 
-    Returns the loss matrix and boolean indicator tensors for the metrics.
+    The forward pass computes the value exactly as verl's ``vanilla`` does (same operations, same bits). The
+    backward pass is the gradient autograd would produce through those operations, written out:
+    :math:`\partial L/\partial \log\pi_\theta = (g \cdot (-A)\,s) \cdot r` with :math:`s = 1` where the unclipped
+    branch is active, 0 where clipped or dual-clipped, :math:`\tfrac12` at an exact tie of the dual floor
+    (torch's ``minimum`` splits a tie), and 0 outside the ±20 log-ratio clamp. One saved tensor pair and one
+    fused multiply in backward, instead of the graph of five max/min/where nodes.
     """
-    pg1 = -advantages * ratio
-    pg2 = -advantages * torch.clamp(ratio, min=lower, max=upper)
-    clipped = torch.maximum(pg1, pg2)
-    ind = {"clipped": pg2 > pg1}
-    if clip_ratio_c is None:
-        loss = clipped
-        ind["dual"] = torch.zeros_like(ind["clipped"])
-    else:
-        pg3 = -advantages * clip_ratio_c
-        neg = advantages < 0
-        loss = torch.where(neg, torch.minimum(pg3, clipped), clipped)
-        ind["dual"] = (clipped > pg3) & neg
-    return loss, ind
+
+    @staticmethod
+    def forward(ctx, log_prob, old_log_prob, advantages, lower, upper, clip_ratio_c):
+        diff = log_prob - old_log_prob
+        log_ratio = torch.clamp(diff, min=-LOG_RATIO_CLAMP, max=LOG_RATIO_CLAMP)
+        ratio = torch.exp(log_ratio)
+        neg_adv = -advantages
+        pg1 = neg_adv * ratio
+        pg2 = neg_adv * torch.clamp(ratio, min=lower, max=upper)
+        clipped = pg2 > pg1
+        loss = torch.maximum(pg1, pg2)
+        live = ~clipped
+        if clip_ratio_c is None:
+            dual = torch.zeros_like(clipped)
+            scale = live.to(ratio.dtype)
+        else:
+            pg3 = neg_adv * clip_ratio_c
+            neg = advantages < 0
+            dual = (loss > pg3) & neg
+            tie = (loss == pg3) & neg
+            loss = torch.where(neg, torch.minimum(pg3, loss), loss)
+            scale = (live & ~dual).to(ratio.dtype) * torch.where(tie, 0.5, 1.0).to(ratio.dtype)
+        inside = (diff >= -LOG_RATIO_CLAMP) & (diff <= LOG_RATIO_CLAMP)     # clamp passes its closed interval
+        ctx.save_for_backward(neg_adv * (scale * inside), ratio)
+        ctx.mark_non_differentiable(log_ratio, ratio, clipped, dual)
+        return loss, log_ratio, ratio, clipped, dual
+
+    @staticmethod
+    def backward(ctx, grad_loss, *unused):
+        coef, ratio = ctx.saved_tensors
+        return grad_loss * coef * ratio, None, None, None, None, None
 
 
-def _log_ratio(log_prob: torch.Tensor, old_log_prob: torch.Tensor) -> torch.Tensor:
-    return torch.clamp(log_prob - old_log_prob, min=-LOG_RATIO_CLAMP, max=LOG_RATIO_CLAMP)
+def clipped_surrogate(log_prob: torch.Tensor, old_log_prob: torch.Tensor, advantages: torch.Tensor,
+                      lower: torch.Tensor | float, upper: torch.Tensor | float, clip_ratio_c: float | None
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+    """``(loss_mat, log_ratio, ratio, indicators)``; see :class:`_ClippedSurrogate`. Gradient flows to
+    ``log_prob`` only (``old_log_prob``, ``advantages`` and the bounds are data)."""
+    loss, log_ratio, ratio, clipped, dual = _ClippedSurrogate.apply(
+        log_prob, old_log_prob.detach(), advantages.detach(), lower, upper, clip_ratio_c)
+    return loss, log_ratio, ratio, {"clipped": clipped, "dual": dual}
 
 
 def _read_dual_clip(config: Any) -> float | None:
@@ -216,11 +264,10 @@ def _finish(loss_mat: torch.Tensor, ind: dict[str, torch.Tensor], neg_log_ratio:
     if rollout_is_weights is not None:
         loss_mat = loss_mat * rollout_is_weights
     loss = agg_loss(loss_mat, response_mask, loss_agg_mode, **_agg_kwargs(config))
-    dtype = loss_mat.dtype
     named = {
-        "actor/pg_clipfrac": _masked_mean(ind["clipped"].to(dtype), response_mask),
+        "actor/pg_clipfrac": _masked_frac(ind["clipped"], response_mask, loss_mat.dtype),
         "actor/ppo_kl": _masked_mean(neg_log_ratio.detach(), response_mask),
-        "actor/pg_clipfrac_lower": _masked_mean(ind["dual"].to(dtype), response_mask),
+        "actor/pg_clipfrac_lower": _masked_frac(ind["dual"], response_mask, loss_mat.dtype),
     }
     named.update(extra_metrics or {})
     values = torch.stack([v.detach().to(torch.float64) for v in named.values()]).tolist()   # one sync
@@ -247,9 +294,8 @@ def ppo_loss(old_log_prob: torch.Tensor, log_prob: torch.Tensor, advantages: tor
     validate_batch(old_log_prob, log_prob, advantages, response_mask, rollout_is_weights)
     eps_low, eps_high = _read_clip_eps(config)
     c = _read_dual_clip(config)
-    log_ratio = _log_ratio(log_prob, old_log_prob)
-    ratio = torch.exp(log_ratio)
-    loss_mat, ind = clipped_surrogate(ratio, advantages, 1.0 - eps_low, 1.0 + eps_high, c)
+    loss_mat, log_ratio, ratio, ind = clipped_surrogate(log_prob, old_log_prob, advantages,
+                                                        1.0 - eps_low, 1.0 + eps_high, c)
     return _finish(loss_mat, ind, -log_ratio, response_mask, loss_agg_mode, config, rollout_is_weights)
 
 
@@ -307,16 +353,14 @@ def bandpo_loss(old_log_prob: torch.Tensor, log_prob: torch.Tensor, advantages: 
     lower, upper = band_bounds(old_log_prob.detach(), band["divergence"], band["delta"],
                                upper_bound_max=band["upper_bound_max"], relax=relax, method=band["method"],
                                validate=False)
-    log_ratio = _log_ratio(log_prob, old_log_prob)
-    ratio = torch.exp(log_ratio)
-    loss_mat, ind = clipped_surrogate(ratio, advantages, lower, upper, c)
+    loss_mat, log_ratio, ratio, ind = clipped_surrogate(log_prob, old_log_prob, advantages, lower, upper, c)
     extra_metrics = {
         "fiberlab/band_lower_mean": _masked_mean(lower, response_mask),
         # log of the upper bound: r̄ ≈ δ/p is astronomically large on tail tokens, its plain mean is meaningless.
         "fiberlab/band_log_upper_mean": _masked_mean(torch.log(upper).clamp_max(torch.finfo(upper.dtype).max),
                                                      response_mask),
-        "fiberlab/clipfrac_high": _masked_mean(((ratio > upper) & (advantages > 0)).to(ratio.dtype), response_mask),
-        "fiberlab/clipfrac_low": _masked_mean(((ratio < lower) & (advantages < 0)).to(ratio.dtype), response_mask),
+        "fiberlab/clipfrac_high": _masked_frac((ratio > upper) & (advantages > 0), response_mask, ratio.dtype),
+        "fiberlab/clipfrac_low": _masked_frac((ratio < lower) & (advantages < 0), response_mask, ratio.dtype),
     }
     return _finish(loss_mat, ind, -log_ratio, response_mask, loss_agg_mode, config, rollout_is_weights,
                    extra_metrics)
