@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -44,12 +45,13 @@ def _verify(args: argparse.Namespace, console: Console) -> int:
     for run in runs:
         v = verdict(run)
         layers = " ".join(f"{r.layer}{'' if r.status == 'pass' else '✗'}" for r in run.results)
-        table.add_row(run.claim.id, run.claim.paper, run.claim.source, layers, f"[{_STYLE[v]}]{v}[/]",
+        table.add_row(escape(run.claim.id), run.claim.paper, escape(run.claim.source), layers, f"[{_STYLE[v]}]{v}[/]",
                       fmt_err(run.max_error), f"{run.seconds:.2f}")
     console.print(table)
     failed = [r for run in runs for r in run.results if r.status != "pass"]
     for r in failed:
-        console.print(f"[red]✗ {r.claim_id} [{r.layer}] {r.name}: {r.status}[/red]\n{r.detail}")
+        console.print(f"[red]✗ {escape(r.claim_id)} \\[{r.layer}] {escape(r.name)}: {r.status}[/red]")
+        console.print(r.detail, markup=False)
     counts = {s: sum(1 for run in runs if verdict(run) == s) for s in ("verified", "conditional", "refuted", "FAILED")}
     console.print("  ".join(f"{k}: {v}" for k, v in counts.items()) + f"  checks: {n_checks}")
     if args.json:
@@ -99,7 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    console = Console()
+    # A pipe or CI log has no width; give the tables room instead of folding every cell.
+    console = Console(width=None if sys.stdout.isatty() else 150)
     return args.func(args, console)
 
 
