@@ -23,6 +23,17 @@ from fiberlab.report import fmt_err, run_claims, select_claims, verdict
 _STYLE = {"verified": "green", "conditional": "yellow", "refuted": "magenta", "FAILED": "bold red"}
 
 
+def worst_ratio(run) -> float | None:
+    """Largest max_error/tolerance over the claim's checks (errors are in different units per check; the ratio
+    to each check's own tolerance is comparable: ≤ 1 passes). Exact checks (tolerance 0, error 0) count as 0."""
+    ratios = []
+    for r in run.results:
+        if r.max_error is None or r.tolerance is None:
+            continue
+        ratios.append(0.0 if r.max_error == 0 else (r.max_error / r.tolerance if r.tolerance > 0 else float("inf")))
+    return max(ratios) if ratios else None
+
+
 def _verify(args: argparse.Namespace, console: Console) -> int:
     claims = select_claims(paper=args.paper, claim_ids=args.claim, layer=args.layer)
     if not claims:
@@ -39,14 +50,18 @@ def _verify(args: argparse.Namespace, console: Console) -> int:
         runs = run_claims(claims, layer=args.layer, on_check=tick)
 
     table = Table(title="fiberlab verify", show_lines=False)
-    for col, kw in [("claim", {}), ("paper", {}), ("source", {"overflow": "fold"}), ("layers", {}),
-                    ("status", {}), ("max error", {"justify": "right"}), ("time (s)", {"justify": "right"})]:
+    for col, kw in [("claim", {}), ("paper", {}), ("source", {"overflow": "fold"}), ("checks by layer", {}),
+                    ("status", {}), ("worst error/tol", {"justify": "right"}), ("time (s)", {"justify": "right"})]:
         table.add_column(col, **kw)
     for run in runs:
         v = verdict(run)
-        layers = " ".join(f"{r.layer}{'' if r.status == 'pass' else '✗'}" for r in run.results)
+        counts: dict[str, list[int]] = {}
+        for r in run.results:
+            ok_bad = counts.setdefault(r.layer, [0, 0])
+            ok_bad[0 if r.status == "pass" else 1] += 1
+        layers = " ".join(f"{k} {v[0]}" + (f" ✗{v[1]}" if v[1] else "") for k, v in counts.items())
         table.add_row(escape(run.claim.id), run.claim.paper, escape(run.claim.source), layers, f"[{_STYLE[v]}]{v}[/]",
-                      fmt_err(run.max_error), f"{run.seconds:.2f}")
+                      fmt_err(worst_ratio(run)), f"{run.seconds:.2f}")
     console.print(table)
     failed = [r for run in runs for r in run.results if r.status != "pass"]
     for r in failed:

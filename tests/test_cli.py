@@ -1,0 +1,77 @@
+"""The claim registry and the `fiberlab` command line: JSON shape, exit codes, filters, evidence semantics."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from fiberlab import cli, registry
+from fiberlab.registry import Check, Evidence, get_claim, run_check
+
+DESIGN_CHECK_KEYS = {"layer", "status", "max_error", "tolerance", "cases", "seconds", "detail"}
+DESIGN_CLAIM_KEYS = {"id", "paper", "source", "statement", "status", "checks"}
+
+
+def test_verify_json_has_the_design_shape(tmp_path):
+    out = tmp_path / "v.json"
+    assert cli.main(["verify", "--claim", "band.mirror", "--claim", "clip.bottleneck", "--json", str(out),
+                     "--no-progress"]) == 0
+    doc = json.loads(out.read_text())
+    assert [c["id"] for c in doc["claims"]] == ["band.mirror", "clip.bottleneck"]
+    for c in doc["claims"]:
+        assert DESIGN_CLAIM_KEYS <= set(c)
+        assert c["checks"] and all(DESIGN_CHECK_KEYS <= set(k) for k in c["checks"])
+        assert all(k["status"] == "pass" for k in c["checks"])
+
+
+def test_layer_and_paper_filters(tmp_path):
+    out = tmp_path / "v.json"
+    assert cli.main(["verify", "--paper", "bandpo", "--layer", "theory", "--claim", "band.*", "--json", str(out),
+                     "--no-progress"]) == 0
+    doc = json.loads(out.read_text())
+    assert doc["claims"] and all(c["id"].startswith("band.") for c in doc["claims"])
+    assert {k["layer"] for c in doc["claims"] for k in c["checks"]} == {"theory"}
+    assert cli.main(["verify", "--claim", "no.such.claim", "--no-progress"]) == 2
+
+
+def test_a_failing_check_makes_verify_exit_nonzero(monkeypatch, capsys):
+    c = get_claim("band.mirror")
+    failing = Check(c.id, "numerics", "deliberately_failing", lambda: Evidence.within(1.0, 0.5, 1, "forced"))
+    monkeypatch.setattr(c, "checks", c.checks + [failing])
+    assert cli.main(["verify", "--claim", "band.mirror", "--no-progress"]) == 1
+    assert "deliberately_failing" in capsys.readouterr().out
+
+
+def test_a_crashing_check_is_an_error_not_a_pass():
+    def boom() -> Evidence:
+        raise RuntimeError("boom")
+
+    res = run_check(Check("x", "theory", "boom", boom))
+    assert res.status == "error" and "RuntimeError: boom" in res.detail
+
+
+def test_nan_evidence_never_passes():
+    assert not Evidence.within(math.nan, 1.0, 1).passed
+    assert Evidence.within(0.5, 0.5, 1).passed and not Evidence.within(0.50001, 0.5, 1).passed
+
+
+def test_registry_rejects_bad_declarations():
+    with pytest.raises(ValueError, match="declared twice"):
+        registry.claim("band.mirror", paper="BandPO", source="x", statement="x")
+    with pytest.raises(ValueError, match="status"):
+        registry.claim("tmp.bad_status", paper="BandPO", source="x", statement="x", status="maybe")
+    with pytest.raises(ValueError, match="layer"):
+        get_claim("band.mirror").check("quantum")
+
+
+def test_every_claim_has_checks_and_refuted_or_conditional_ones_say_why():
+    for c in registry.all_claims():
+        assert c.checks, c.id
+        if c.status in ("refuted", "conditional"):
+            assert c.condition, c.id
+
+
+def test_claims_listing_runs():
+    assert cli.main(["claims", "--paper", "BandPO"]) == 0
