@@ -85,13 +85,16 @@ def _accuracy(old_log_prob: torch.Tensor) -> dict[str, dict[str, float]]:
                      ("kl_table", lambda x: band_bounds(x, "kl", BENCH_DELTA, method="table")),
                      ("kl_authors_bisection", lambda x: band_bounds_authors_bisection(x, "kl", BENCH_DELTA))):
         lo, up = (t.double().cpu().numpy() for t in fn(sample))
+        # Relative error where the true lower end is a normal number of the benchmark's dtype: below that it
+        # underflows in any solver (r̲ ≈ e^{-δ/p}), which is representation, not solver error.
+        normal = lo_ref >= torch.finfo(old_log_prob.dtype).tiny
         with np.errstate(divide="ignore", invalid="ignore"):
             rel_lo = np.where(lo == lo_ref, 0.0, np.abs(lo - lo_ref) / np.abs(lo_ref))
             rel_up = np.abs(up - up_ref) / up_ref
         out[name] = {"max_abs_lower": float(np.max(np.abs(lo - lo_ref))),
                      "max_abs_upper": float(np.max(np.abs(up - up_ref))),
-                     "max_rel_lower": float(np.max(rel_lo)), "max_rel_upper": float(np.max(rel_up)),
-                     "zeroed_lower": int(np.sum((lo == 0) & (lo_ref > 0)))}
+                     "max_rel_lower": float(np.max(rel_lo[normal])), "max_rel_upper": float(np.max(rel_up)),
+                     "zeroed_lower": int(np.sum((lo == 0) & normal))}
     return out
 
 
@@ -119,15 +122,15 @@ def bench_band(n_tokens: int, repeats: int, device: torch.device) -> dict[str, A
     for div in ("kl", "tv", "chi2"):
         t[f"bandpo_{div}_fwd_bwd"] = median_time(fwd_bwd(bandpo_loss, {"band_divergence": div, "band_delta": d}),
                                                  repeats, device)
-    t["bandpo_kl_table_fwd_bwd"] = median_time(
-        fwd_bwd(bandpo_loss, {"band_divergence": "kl", "band_delta": d, "band_method": "table"}), repeats, device)
+    t["bandpo_kl_newton_fwd_bwd"] = median_time(
+        fwd_bwd(bandpo_loss, {"band_divergence": "kl", "band_delta": d, "band_method": "newton"}), repeats, device)
     ratios = {
         "kl_newton / tv": t["kl_newton"] / t["tv"],
         "kl_table / tv": t["kl_table"] / t["tv"],
         "authors_bisection / kl_newton": t["kl_authors_bisection"] / t["kl_newton"],
         "authors_bisection / kl_table": t["kl_authors_bisection"] / t["kl_table"],
-        "bandpo_kl / ppo (fwd+bwd)": t["bandpo_kl_fwd_bwd"] / t["ppo_fwd_bwd"],
-        "bandpo_kl_table / ppo (fwd+bwd)": t["bandpo_kl_table_fwd_bwd"] / t["ppo_fwd_bwd"],
+        "bandpo_kl (table, default) / ppo (fwd+bwd)": t["bandpo_kl_fwd_bwd"] / t["ppo_fwd_bwd"],
+        "bandpo_kl (newton) / ppo (fwd+bwd)": t["bandpo_kl_newton_fwd_bwd"] / t["ppo_fwd_bwd"],
         "bandpo_tv / ppo (fwd+bwd)": t["bandpo_tv_fwd_bwd"] / t["ppo_fwd_bwd"],
         "bandpo_chi2 / ppo (fwd+bwd)": t["bandpo_chi2_fwd_bwd"] / t["ppo_fwd_bwd"],
     }
@@ -141,8 +144,9 @@ def bench_band(n_tokens: int, repeats: int, device: torch.device) -> dict[str, A
             "kl_table / tv <= 3": ratios["kl_table / tv"] <= 3.0,
             "authors_bisection / kl_newton >= 5": ratios["authors_bisection / kl_newton"] >= 5.0,
             "authors_bisection / kl_table >= 5": ratios["authors_bisection / kl_table"] >= 5.0,
-            "bandpo_kl / ppo <= 1.5": ratios["bandpo_kl / ppo (fwd+bwd)"] <= 1.5,
-            "bandpo_kl_table / ppo <= 1.5": ratios["bandpo_kl_table / ppo (fwd+bwd)"] <= 1.5,
+            "bandpo_kl (table, default) / ppo <= 1.5": ratios["bandpo_kl (table, default) / ppo (fwd+bwd)"] <= 1.5,
+            "bandpo_kl (newton) / ppo <= 1.5": ratios["bandpo_kl (newton) / ppo (fwd+bwd)"] <= 1.5,
+            "bandpo_tv / ppo <= 1.5": ratios["bandpo_tv / ppo (fwd+bwd)"] <= 1.5,
         },
     }
 

@@ -209,7 +209,8 @@ def _kl_bounds_table(log_p: torch.Tensor, delta: float) -> tuple[torch.Tensor, t
     zh = zh.clamp_(float(k_lo), float(k_lo + n) - 1e-3)
     base = torch.floor(zh)
     t = zh - base
-    c = coef[base.long() - k_lo]                                                 # [2, ..., 4]
+    idx = (base - k_lo).to(torch.int32)
+    c = coef.index_select(0, idx.flatten()).view(*idx.shape, 4)                  # [2, ..., 4]
     v = torch.addcmul(c[..., 2], c[..., 3], t)
     v = torch.addcmul(c[..., 1], v, t)
     v = torch.addcmul(c[..., 0], v, t)                                           # V(z), V(-z)

@@ -318,7 +318,9 @@ def read_band_config(config: Any) -> dict[str, Any]:
         raise ValueError(f"band_delta (the trust-region radius δ) must be positive and finite, got {delta!r}")
     cap = hparam(config, "band_upper_bound_max", None, "upper_bound_max")
     relax = bool(hparam(config, "band_relax", False, "does_relax_high_p_bound"))
-    method = hparam(config, "band_method", "newton")
+    # The loss defaults to the lookup table: same accuracy class as the Newton solver (float32 round-off in
+    # float32, polished to float64 round-off in float64; see `fiberlab bench band`) at a fraction of the cost.
+    method = hparam(config, "band_method", "table")
     if method not in ("newton", "table"):
         raise ValueError(f"band_method must be 'newton' or 'table', got {method!r}")
     return {"divergence": div, "delta": delta, "upper_bound_max": None if cap is None else float(cap),
@@ -343,8 +345,8 @@ def bandpo_loss(old_log_prob: torch.Tensor, log_prob: torch.Tensor, advantages: 
     default "kl"), ``band_delta`` (δ > 0, default 0.05; alias ``band_radius_delta``),
     ``band_upper_bound_max`` (cap on the upper bound, default none = the theory's interval; the authors use
     10; alias ``upper_bound_max``), ``band_relax`` (union with ``[1-clip_ratio_low, 1+clip_ratio_high]``,
-    default False; alias ``does_relax_high_p_bound``), ``band_method`` ("newton" | "table": the KL solver,
-    see :func:`fiberlab.gpu.band.band_bounds`; default "newton"), ``clip_ratio_c``.
+    default False; alias ``does_relax_high_p_bound``), ``band_method`` ("table" | "newton": the KL solver,
+    see :func:`fiberlab.gpu.band.band_bounds`; default "table"), ``clip_ratio_c``.
     """
     validate_batch(old_log_prob, log_prob, advantages, response_mask, rollout_is_weights)
     band = read_band_config(config)

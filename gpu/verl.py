@@ -38,7 +38,7 @@ class FiberlabPolicyLossConfig(PolicyLossConfig):
     band_delta: float = 0.05
     band_upper_bound_max: Optional[float] = None
     band_relax: bool = False
-    band_method: str = "newton"
+    band_method: str = "table"
 
 
 def register(names: list[str] | None = None, *, overwrite: bool = False) -> list[str]:

@@ -25,8 +25,9 @@ chi2_closed_form = claim(
 kl_bounds = claim(
     "band.kl_bounds", paper="BandPO", source="BandPO §3 (KL band)",
     statement="For KL(π_old‖π_θ), the band ends are the two roots of "
-              "-p log r + (1-p) log((1-p)/(1-rp)) = δ in (0, 1) and (1, 1/p); they have no elementary "
-              "closed form and are computed by root finding.")
+              "-p log r + (1-p) log((1-p)/(1-rp)) = δ in (0, 1) and (1, 1/p), one on each side of 1; as functions "
+              "of p they have no elementary closed form (at p = 1/2 they do: 1 ± √(1 - e^{-2δ})) and are computed "
+              "by root finding.")
 
 saturation = claim(
     "band.saturation", paper="BandPO", source="BandPO Prop. 3",
