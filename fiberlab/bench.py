@@ -1,7 +1,7 @@
 """``fiberlab bench band``: the cost of the Band bounds and of the BandPO loss, as ratios measured in one run.
 
-Every figure is the median of ``--repeats`` timings of the same call on the same tensors, after one warm-up
-call (which also builds the KL lookup table for ``method="table"``). The targets of the foundation issue:
+Every figure is the median of ``--repeats`` timings of the same call on the same tensors, measured
+round-robin after one warm-up call of each (which also builds the KL lookup table). The targets of the foundation issue:
 
 * Band-KL bounds at most 3× the TV closed form, and at least 5× cheaper than the BandPO authors' 50-step
   bisection (tol 1e-6, reimplemented in ``fiberlab.gpu.band.band_bounds_authors_bisection``) at equal or
@@ -38,18 +38,6 @@ ACCURACY_SAMPLE = 2000
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def median_time(fn: Callable[[], Any], repeats: int, device: torch.device) -> float:
-    fn()
-    _sync(device)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def bench_tensors(n_tokens: int, device: torch.device, dtype: torch.dtype = torch.float32,
@@ -98,18 +86,30 @@ def _accuracy(old_log_prob: torch.Tensor) -> dict[str, dict[str, float]]:
     return out
 
 
+def interleaved_medians(calls: dict[str, Callable[[], Any]], repeats: int, device: torch.device,
+                        slow: frozenset[str] = frozenset()) -> dict[str, float]:
+    """Median time of each call, measured round-robin (every repetition times every call in turn), so that a
+    drift of the machine's speed during the run affects every figure alike and the ratios stay comparable.
+    Calls in ``slow`` are timed on every third repetition only."""
+    for fn in calls.values():
+        fn()                                       # warm-up: allocations, the KL table
+    _sync(device)
+    times: dict[str, list[float]] = {k: [] for k in calls}
+    for rep in range(repeats):
+        for name, fn in calls.items():
+            if name in slow and rep % 3:
+                continue
+            t0 = time.perf_counter()
+            fn()
+            _sync(device)
+            times[name].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
 def bench_band(n_tokens: int, repeats: int, device: torch.device) -> dict[str, Any]:
     x = bench_tensors(n_tokens, device)
     old = x["old_log_prob"]
     d = BENCH_DELTA
-    t = {
-        "tv": median_time(lambda: band_bounds(old, "tv", d), repeats, device),
-        "chi2": median_time(lambda: band_bounds(old, "chi2", d), repeats, device),
-        "kl_newton": median_time(lambda: band_bounds(old, "kl", d), repeats, device),
-        "kl_table": median_time(lambda: band_bounds(old, "kl", d, method="table"), repeats, device),
-        "kl_authors_bisection": median_time(lambda: band_bounds_authors_bisection(old, "kl", d),
-                                            max(1, min(repeats, 3)), device),
-    }
 
     def fwd_bwd(loss_fn: Callable, config: dict[str, Any]) -> Callable[[], None]:
         def run() -> None:
@@ -118,12 +118,20 @@ def bench_band(n_tokens: int, repeats: int, device: torch.device) -> dict[str, A
             loss.backward()
         return run
 
-    t["ppo_fwd_bwd"] = median_time(fwd_bwd(ppo_loss, {}), repeats, device)
-    for div in ("kl", "tv", "chi2"):
-        t[f"bandpo_{div}_fwd_bwd"] = median_time(fwd_bwd(bandpo_loss, {"band_divergence": div, "band_delta": d}),
-                                                 repeats, device)
-    t["bandpo_kl_newton_fwd_bwd"] = median_time(
-        fwd_bwd(bandpo_loss, {"band_divergence": "kl", "band_delta": d, "band_method": "newton"}), repeats, device)
+    calls = {
+        "tv": lambda: band_bounds(old, "tv", d),
+        "chi2": lambda: band_bounds(old, "chi2", d),
+        "kl_newton": lambda: band_bounds(old, "kl", d),
+        "kl_table": lambda: band_bounds(old, "kl", d, method="table"),
+        "kl_authors_bisection": lambda: band_bounds_authors_bisection(old, "kl", d),
+        "ppo_fwd_bwd": fwd_bwd(ppo_loss, {}),
+        "bandpo_kl_fwd_bwd": fwd_bwd(bandpo_loss, {"band_divergence": "kl", "band_delta": d}),
+        "bandpo_kl_newton_fwd_bwd": fwd_bwd(bandpo_loss, {"band_divergence": "kl", "band_delta": d,
+                                                          "band_method": "newton"}),
+        "bandpo_tv_fwd_bwd": fwd_bwd(bandpo_loss, {"band_divergence": "tv", "band_delta": d}),
+        "bandpo_chi2_fwd_bwd": fwd_bwd(bandpo_loss, {"band_divergence": "chi2", "band_delta": d}),
+    }
+    t = interleaved_medians(calls, repeats, device, slow=frozenset({"kl_authors_bisection"}))
     ratios = {
         "kl_newton / tv": t["kl_newton"] / t["tv"],
         "kl_table / tv": t["kl_table"] / t["tv"],

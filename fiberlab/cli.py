@@ -108,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="run a benchmark")
     b.add_argument("target", choices=["band"])
     b.add_argument("--tokens", type=int, default=1 << 20, help="tokens per tensor (default 2^20)")
-    b.add_argument("--repeats", type=int, default=7, help="repetitions; the median is reported")
+    b.add_argument("--repeats", type=int, default=15, help="repetitions (round-robin); the median is reported")
     b.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
     b.set_defaults(func=_bench)
     return ap
