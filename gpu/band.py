@@ -335,21 +335,17 @@ def band_bounds_authors_bisection(old_log_prob: torch.Tensor, divergence: Diverg
     upper_sat = g(inv_p) <= d
     lower_sat = g(torch.zeros_like(p)) <= d
 
-    lo, hi = torch.ones_like(p), inv_p.clone()
-    for _ in range(max_iter):
-        mid = 0.5 * (lo + hi)
-        below = g(mid) < d
-        lo, hi = torch.where(below, mid, lo), torch.where(below, hi, mid)
-        if (hi - lo).max().item() <= tol:
-            break
-    upper = torch.where(upper_sat, inv_p, 0.5 * (lo + hi))
+    def bisect(lo: torch.Tensor, hi: torch.Tensor, increasing: bool) -> torch.Tensor:
+        # Keep the half whose end still straddles δ; stop on the global width test, read on the host.
+        for _ in range(max_iter):
+            mid = 0.5 * (lo + hi)
+            below = g(mid) < d
+            move_lo = below if increasing else ~below
+            lo, hi = torch.where(move_lo, mid, lo), torch.where(move_lo, hi, mid)
+            if (hi - lo).max().item() <= tol:
+                break
+        return 0.5 * (lo + hi)
 
-    lo, hi = torch.zeros_like(p), torch.ones_like(p)
-    for _ in range(max_iter):
-        mid = 0.5 * (lo + hi)
-        below = g(mid) < d
-        lo, hi = torch.where(below, lo, mid), torch.where(below, mid, hi)
-        if (hi - lo).max().item() <= tol:
-            break
-    lower = torch.where(lower_sat, torch.zeros_like(p), 0.5 * (lo + hi))
+    upper = torch.where(upper_sat, inv_p, bisect(torch.ones_like(p), inv_p.clone(), increasing=True))
+    lower = torch.where(lower_sat, torch.zeros_like(p), bisect(torch.zeros_like(p), torch.ones_like(p), increasing=False))
     return lower, upper
