@@ -107,3 +107,47 @@ def show_claims(*claim_ids: str, layer: str | None = None) -> EvidenceTable:
 def select_claims(paper: str | None = None, claim_ids: Iterable[str] | None = None,
                   layer: str | None = None) -> list[Claim]:
     return select(paper=paper, claim_ids=claim_ids, layer=layer)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Book display: the registry's record of a claim, and which claims a page has shown
+# --------------------------------------------------------------------------------------------------------------
+
+_SHOWN: set[str] = set()
+
+
+class ClaimCard:
+    """A claim's record (id, paper and source, status, statement, condition) as an HTML table."""
+
+    def __init__(self, claim: Claim):
+        self.claim = claim
+
+    def rows(self) -> list[tuple[str, str]]:
+        c = self.claim
+        return [("claim", c.id), ("paper / source", f"{c.paper}, {c.source}"), ("status", c.status),
+                ("statement", c.statement)] + ([("condition", c.condition)] if c.condition else [])
+
+    def _repr_html_(self) -> str:
+        body = "".join(f"<tr><th style='text-align:left'>{k}</th><td>{html.escape(v)}</td></tr>"
+                       for k, v in self.rows())
+        return f"<table class='fiberlab-claim'>{body}</table>"
+
+    def __repr__(self) -> str:
+        return "\n".join(f"{k}: {v}" for k, v in self.rows())
+
+
+def claim_card(claim_id: str) -> ClaimCard:
+    """Display a claim's card in a notebook (and return it); records the claim as shown on this page."""
+    card = ClaimCard(get_claim(claim_id))
+    _SHOWN.add(claim_id)
+    try:
+        from IPython.display import display
+    except ImportError:  # outside a notebook: the caller prints the returned card
+        return card
+    display(card)
+    return card
+
+
+def shown_claims() -> set[str]:
+    """Ids passed to :func:`claim_card` in this process (one book page runs in one kernel)."""
+    return set(_SHOWN)
