@@ -235,3 +235,214 @@ def forward_projection_loglinear(features, target, solver="CLARABEL"):
 def log_partition(rewards, tau, p_t):
     """``log Ẑ = log Σ P_t e^{R/τ}`` (stable)."""
     return float(logsumexp(np.asarray(rewards) / tau, b=p_t))
+
+
+# ---------------------------------------------------------------------------------------------
+# lpo.entropy_redundant (LPO App. C.7)
+# ---------------------------------------------------------------------------------------------
+def entropy(p):
+    """Shannon entropy ``H(p) = -Σ p log p`` with ``0 log 0 = 0``."""
+    p = np.asarray(p, float)
+    m = p > 0
+    return float(-np.sum(p[m] * np.log(p[m])))
+
+
+def entropy_bonus_objective(w, rewards, tau, gamma):
+    """``J_γ(w) = Σ w R - τ KL(w‖1/K) + γ H(w)``: the on-policy listwise objective (Eq. 7 with ``P_t = 1/K``) plus an
+    entropy bonus (App. C.7)."""
+    R = np.asarray(rewards, float)
+    return float(np.dot(w, R) - _tau(tau) * kl(w, np.full(R.size, 1.0 / R.size)) + float(gamma) * entropy(w))
+
+
+def entropy_bonus_target(rewards, tau, gamma):
+    """Closed form of the maximiser of :func:`entropy_bonus_objective`: ``softmax(R/(τ+γ))`` (App. C.7)."""
+    R = _vec(rewards, "rewards")
+    tau = _tau(tau)
+    if not np.isfinite(gamma) or gamma < 0:
+        raise ValueError(f"gamma must be non-negative and finite, got {gamma}")
+    return softmax(R / (tau + gamma))
+
+
+def entropy_bonus_target_cvx(rewards, tau, gamma, solver="CLARABEL"):
+    """The oracle: ``max_w Σ wR - τ Σ rel_entr(w, 1/K) + γ Σ entr(w)`` over the simplex (cvxpy). Returns ``(w, value)``."""
+    R = _vec(rewards, "rewards")
+    tau = _tau(tau)
+    if not np.isfinite(gamma) or gamma < 0:
+        raise ValueError(f"gamma must be non-negative and finite, got {gamma}")
+    K = R.size
+    w = cp.Variable(K)
+    obj = R @ w - tau * cp.sum(cp.rel_entr(w, np.full(K, 1.0 / K))) + gamma * cp.sum(cp.entr(w))
+    prob = cp.Problem(cp.Maximize(obj), [w >= 0, cp.sum(w) == 1])
+    prob.solve(solver=solver)
+    if prob.status not in ("optimal", "optimal_inaccurate"):
+        raise RuntimeError(f"cvxpy returned {prob.status}")
+    return np.clip(w.value, 0.0, None), float(prob.value)
+
+
+# ---------------------------------------------------------------------------------------------
+# lpo.mode_coverage (LPO Cor. 2)
+# ---------------------------------------------------------------------------------------------
+def _unit(x, name):
+    x = float(x)
+    if not np.isfinite(x) or not (0.0 < x < 1.0):
+        raise ValueError(f"{name} must lie in (0, 1), got {x}")
+    return x
+
+
+def _divergence_budget(D):
+    D = float(D)
+    if not np.isfinite(D) or D < 0:
+        raise ValueError(f"D must be non-negative and finite, got {D}")
+    return D
+
+
+def mode_coverage_bound(alpha, D):
+    """Cor. 2's lower bound ``α exp(-D/α - 1)`` on ``P_k`` when ``w*_k ≥ α`` and ``KL(w*‖P) ≤ D``."""
+    alpha, D = _unit(alpha, "alpha"), _divergence_budget(D)
+    return float(alpha * np.exp(-D / alpha - 1.0))
+
+
+def mode_coverage_binary_bound(x, D):
+    """The sharper intermediate bound of the proof, ``f(x) = x e^{-D/x} (1-x)^{(1-x)/x}``."""
+    x, D = _unit(x, "x"), _divergence_budget(D)
+    return float(x * np.exp(-D / x + (1 - x) / x * np.log1p(-x)))
+
+
+def binary_kl(x, p):
+    """``x log(x/p) + (1-x) log((1-x)/(1-p))``: KL between Bernoulli(x) and Bernoulli(p)."""
+    return float(x * np.log(x / p) + (1 - x) * (np.log1p(-x) - np.log1p(-p)))
+
+
+def min_mass_exact(x, D):
+    """``min P_k`` over the simplex subject to ``KL(w*‖P) ≤ D`` with ``w*_k = x``: by data processing onto ``{k}``,
+    ``KL(w*‖P) ≥ kl(x‖P_k)`` with equality when ``P_{-k} ∝ w*_{-k}``, so the minimum is the root ``p < x`` of
+    ``kl(x‖p) = D`` (bisection with brentq; 0 never attains it since ``kl(x‖0⁺) = ∞``)."""
+    from scipy.optimize import brentq
+    x, D = _unit(x, "x"), _divergence_budget(D)
+    if D == 0:
+        return x
+    lo = x * np.exp(-D / x - 1.0) * 1e-3        # below Cor. 2's bound: kl(x‖lo) > D there
+    return float(brentq(lambda p: binary_kl(x, p) - D, lo, x, xtol=1e-300, rtol=4 * np.finfo(float).eps))
+
+
+def min_mass_cvx(target, k, D, solver="CLARABEL"):
+    """The adversary, as a convex program: ``min P_k`` s.t. ``Σ rel_entr(w*, P) ≤ D``, ``P`` on the simplex (cvxpy).
+    Returns ``(min P_k, P)``."""
+    w = _simplex(target, "target")
+    D = _divergence_budget(D)
+    if not 0 <= int(k) < w.size:
+        raise ValueError(f"k must index the target (0..{w.size - 1}), got {k}")
+    P = cp.Variable(w.size)
+    prob = cp.Problem(cp.Minimize(P[int(k)]), [cp.sum(cp.rel_entr(w, P)) <= D, cp.sum(P) == 1, P >= 0])
+    prob.solve(solver=solver)
+    if prob.status not in ("optimal", "optimal_inaccurate"):
+        raise RuntimeError(f"cvxpy returned {prob.status}")
+    return float(prob.value), np.clip(P.value, 0.0, None)
+
+
+# ---------------------------------------------------------------------------------------------
+# lpo.full_space (LPO Prop. 2)
+# ---------------------------------------------------------------------------------------------
+def gibbs_iteration(pi0, rewards, tau, steps):
+    """Iterate ``π_{t+1} ∝ π_t e^{R/τ}`` exactly over a finite response set, in log space (each step renormalised by
+    logsumexp, so no mass underflows to a spurious 0). Returns ``log π_t`` for ``t = 0..steps`` as rows."""
+    p0 = _simplex(pi0, "pi0")
+    if np.any(p0 <= 0):
+        raise ValueError("pi0 must be positive everywhere (Prop. 2's assumption)")
+    R = _vec(rewards, "rewards")
+    if R.shape != p0.shape:
+        raise ValueError(f"rewards must have the shape of pi0 {p0.shape}, got {R.shape}")
+    tau = _tau(tau)
+    if int(steps) < 0:
+        raise ValueError(f"steps must be non-negative, got {steps}")
+    out = np.empty((int(steps) + 1, p0.size))
+    out[0] = np.log(p0)
+    for t in range(int(steps)):
+        x = out[t] + R / tau
+        out[t + 1] = x - logsumexp(x)
+    return out
+
+
+def gibbs_closed_form(pi0, rewards, tau, t):
+    """Prop. 2's closed form ``log π_t = log softmax(log π_0 + tR/τ)``."""
+    return log_softmax(np.log(np.asarray(pi0, float)) + t * np.asarray(rewards, float) / _tau(tau))
+
+
+def suboptimality(log_pi, rewards):
+    """``max R - E_π[R] = Σ_{y ∉ argmax} π(y)(max R - R(y))``, summed term by term (no cancellation)."""
+    R = np.asarray(rewards, float)
+    return float(np.sum(np.exp(log_pi) * (R.max() - R)))
+
+
+# ---------------------------------------------------------------------------------------------
+# lpo.k2_bce (LPO App. C.5)
+# ---------------------------------------------------------------------------------------------
+def listwise_forward_ce(s, target):
+    """``-Σ_k w*_k log softmax(s)_k``: the forward-KL loss of Eq. 10 up to the constant ``H(w*)``."""
+    s = _vec(s, "s")
+    w = _simplex(target, "target")
+    if w.shape != s.shape:
+        raise ValueError(f"target must have the shape of s {s.shape}, got {w.shape}")
+    return float(-np.dot(w, log_softmax(s)))
+
+
+def k2_soft_bce(s_w, s_l, tau):
+    """App. C.5's soft-label BCE ``-σ(1/τ) log σ(s_w - s_l) - σ(-1/τ) log σ(s_l - s_w)`` (winner reward 1, loser 0)."""
+    from scipy.special import expit, log_expit
+    tau = _tau(tau)
+    s_w, s_l = float(s_w), float(s_l)
+    if not (np.isfinite(s_w) and np.isfinite(s_l)):
+        raise ValueError("s_w and s_l must be finite")
+    return float(-expit(1 / tau) * log_expit(s_w - s_l) - expit(-1 / tau) * log_expit(s_l - s_w))
+
+
+# ---------------------------------------------------------------------------------------------
+# lpo.off_policy_gap (LPO App. B.2, Eq. 29)
+# ---------------------------------------------------------------------------------------------
+def off_policy_coefficients(s, advantages):
+    """Ascent-sign coefficients of ``∇_θ log π_θ(y_k|x)`` off-policy (App. B.2): ``c^PG_k = r_k A_k/K`` with
+    ``r_k = e^{s_k}`` (unclipped IS-weighted PG) and ``c^revKL_k = -P_k(d_k - d̄)``, ``d = s - A`` (minus Eq. 11's
+    descent coefficient toward ``softmax(A)``). Returns ``(c_pg, c_rev)``."""
+    s, A = _vec(s, "s"), _vec(advantages, "advantages")
+    if A.shape != s.shape:
+        raise ValueError(f"advantages must have the shape of s {s.shape}, got {A.shape}")
+    return np.exp(s) * A / s.size, -reverse_coefficients(s, A)
+
+
+def off_policy_first_order(s, advantages):
+    """The spec's first-order gap ``Δ_k ≈ (1/K)[(s_k - s̄) + s̄ A_k + (1/K) Σ_m s_m A_m]`` (valid for ``Σ A = 0``)."""
+    s, A = _vec(s, "s"), _vec(advantages, "advantages")
+    K = s.size
+    sbar = s.mean()
+    return ((s - sbar) + sbar * A + np.dot(s, A) / K) / K
+
+
+def drift(s):
+    """``δ̄ = max_k |r_k - 1|`` with ``r_k = e^{s_k}`` (``expm1`` keeps small drifts exact)."""
+    return float(np.max(np.abs(np.expm1(_vec(s, "s")))))
+
+
+# ---------------------------------------------------------------------------------------------
+# lpo.pointwise_target (ambiguity A9)
+# ---------------------------------------------------------------------------------------------
+def pointwise_target_c4(rewards, tau, behaviour_probs):
+    """App. C.4's pointwise target as printed: ``w_k ∝ π_b(y_k) e^{R_k/τ}`` on the sampled group."""
+    R = _vec(rewards, "rewards")
+    b = _vec(behaviour_probs, "behaviour_probs")
+    if b.shape != R.shape or np.any(b <= 0):
+        raise ValueError(f"behaviour_probs must be positive with the shape of rewards {R.shape}")
+    return softmax(R / _tau(tau) + np.log(b))
+
+
+def pointwise_coefficients(target):
+    """``c^point = ∂L_point/∂s = -w*`` for ``L_point = -Σ w*_k log π_θ(y_k|x)`` (App. C.4): independent of π_θ."""
+    return -_simplex(target, "target")
+
+
+def snis_measure(samples, weights, n_responses):
+    """The group's weighted empirical measure ``Σ_k w_k δ_{y_k}`` aggregated over a finite response set."""
+    y = np.asarray(samples, int)
+    w = _vec(weights, "weights")
+    if y.shape != w.shape:
+        raise ValueError(f"weights must have the shape of samples {y.shape}, got {w.shape}")
+    return np.bincount(y, weights=w, minlength=int(n_responses))

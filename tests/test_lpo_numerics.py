@@ -160,3 +160,189 @@ def test_equal_lengths_do_not_reproduce_the_counterexample(monkeypatch):
     orig = C.length_normalisation_gap
     monkeypatch.setattr(C, "length_normalisation_gap", lambda seed_offset=11, lengths=None: orig(seed_offset, [9] * 4))
     assert registry.run_check(_numerics_check("lpo.length_normalisation")).status == "fail"
+
+
+# ---------------------------------------------------------------------------------------------
+# Claims added later: lpo.entropy_redundant, ...
+# ---------------------------------------------------------------------------------------------
+def test_entropy_bonus_target_api():
+    R = np.array([1.0, 0.0, 0.4])
+    np.testing.assert_allclose(N.entropy_bonus_target(R, 0.5, 0.0), N.listwise_target(R, 0.5), atol=ROUNDOFF)
+    np.testing.assert_allclose(N.entropy_bonus_target(R, 0.5, 1.5), N.listwise_target(R, 2.0), atol=ROUNDOFF)
+    w, val = N.entropy_bonus_target_cvx(R, 0.5, 1.5)
+    np.testing.assert_allclose(w, N.listwise_target(R, 2.0), atol=CVX_POINT_TOL)
+    assert N.entropy(np.ones(4) / 4) == pytest.approx(np.log(4))
+
+
+@pytest.mark.parametrize("call, arg", [
+    (lambda: N.entropy_bonus_target([1.0, 0.0], 1.0, -0.1), "gamma"),
+    (lambda: N.entropy_bonus_target([1.0, 0.0], -1.0, 0.1), "tau"),
+    (lambda: N.entropy_bonus_target_cvx([1.0, 0.0], 1.0, np.inf), "gamma"),
+])
+def test_entropy_bad_arguments(call, arg):
+    with pytest.raises(ValueError, match=arg):
+        call()
+
+
+def test_entropy_bonus_ignored_fails(monkeypatch):
+    """A target that ignores γ (softmax(R/τ)) disagrees with the cvxpy maximiser: the check must fail."""
+    monkeypatch.setattr(N, "entropy_bonus_target", lambda R, tau, gamma: N.listwise_target(R, tau))
+    assert registry.run_check(_numerics_check("lpo.entropy_redundant")).status == "fail"
+
+
+def test_entropy_bonus_gamma_times_tau_fails(monkeypatch):
+    monkeypatch.setattr(N, "entropy_bonus_target", lambda R, tau, gamma: N.listwise_target(R, tau * (1 + gamma)))
+    assert registry.run_check(_numerics_check("lpo.entropy_redundant")).status == "fail"
+
+
+def test_mode_coverage_api():
+    a, D = 0.3, 0.1
+    m = N.min_mass_exact(a, D)
+    assert N.binary_kl(a, m) == pytest.approx(D, rel=1e-10)
+    assert N.mode_coverage_bound(a, D) < N.mode_coverage_binary_bound(a, D) <= m < a
+    m_cvx, P = N.min_mass_cvx(np.array([0.3, 0.5, 0.2]), 0, D)
+    assert m_cvx == pytest.approx(m, rel=1e-5) and N.kl(np.array([0.3, 0.5, 0.2]), P) <= D + 1e-7
+    assert N.min_mass_exact(a, 0.0) == a
+
+
+def test_mode_coverage_without_minus_one_is_violated():
+    """α e^{-D/α} (the bound without Cor. 2's -1) is beaten by the adversary at small D: a counterexample."""
+    assert N.min_mass_exact(0.3, 0.01) < 0.3 * np.exp(-0.01 / 0.3)
+
+
+def test_mode_coverage_check_fails_with_a_wrong_bound(monkeypatch):
+    monkeypatch.setattr(N, "mode_coverage_bound", lambda a, D: float(a * np.exp(-D / a)))
+    assert registry.run_check(_numerics_check("lpo.mode_coverage")).status == "fail"
+
+
+@pytest.mark.parametrize("call, arg", [
+    (lambda: N.mode_coverage_bound(1.0, 0.1), "alpha"),
+    (lambda: N.mode_coverage_bound(0.5, -0.1), "D"),
+    (lambda: N.min_mass_exact(0.0, 0.1), "x"),
+    (lambda: N.min_mass_cvx([0.5, 0.5], 2, 0.1), "k"),
+    (lambda: N.min_mass_cvx([0.5, 0.6], 0, 0.1), "target"),
+])
+def test_mode_coverage_bad_arguments(call, arg):
+    with pytest.raises(ValueError, match=arg):
+        call()
+
+
+def test_full_space_api():
+    p0, R = np.array([0.7, 0.2, 0.1]), np.array([0.0, 1.0, 0.5])
+    lp = N.gibbs_iteration(p0, R, 0.5, 30)
+    assert lp.shape == (31, 3)
+    np.testing.assert_allclose(lp[30], N.gibbs_closed_form(p0, R, 0.5, 30), atol=1e-12)
+    E = np.exp(lp) @ R
+    assert np.all(np.diff(E) >= 0) and N.suboptimality(lp[30], R) < 1e-12 < N.suboptimality(lp[0], R)
+
+
+def test_full_space_check_fails_with_the_wrong_sign(monkeypatch):
+    """π_{t+1} ∝ π_t e^{-R/τ} moves mass to the worst response: closed form, monotonicity and rate all fail."""
+    orig = N.gibbs_iteration
+    monkeypatch.setattr(N, "gibbs_iteration", lambda p0, R, tau, steps: orig(p0, -np.asarray(R), tau, steps))
+    assert registry.run_check(_numerics_check("lpo.full_space")).status == "fail"
+
+
+@pytest.mark.parametrize("call, arg", [
+    (lambda: N.gibbs_iteration([1.0, 0.0], [1.0, 0.0], 1.0, 3), "pi0"),
+    (lambda: N.gibbs_iteration([0.5, 0.5], [1.0], 1.0, 3), "rewards"),
+    (lambda: N.gibbs_iteration([0.5, 0.5], [1.0, 0.0], 1.0, -1), "steps"),
+    (lambda: N.gibbs_iteration([0.5, 0.5], [1.0, 0.0], 0.0, 1), "tau"),
+])
+def test_full_space_bad_arguments(call, arg):
+    with pytest.raises(ValueError, match=arg):
+        call()
+
+
+def test_k2_bce_api():
+    from scipy.special import expit, log_expit
+    w = N.listwise_target(np.array([1.0, 0.0]), 0.5)
+    assert w[0] == pytest.approx(expit(2.0), abs=ROUNDOFF)
+    s = np.array([0.4, -0.2])
+    assert N.listwise_forward_ce(s, w) == pytest.approx(N.k2_soft_bce(0.4, -0.2, 0.5), abs=ROUNDOFF)
+    assert N.k2_soft_bce(0.4, -0.2, 1e-3) == pytest.approx(-log_expit(0.6), abs=ROUNDOFF)
+
+
+def test_k2_bce_swapped_labels_fail(monkeypatch):
+    from scipy.special import expit, log_expit
+    monkeypatch.setattr(N, "k2_soft_bce", lambda sw, sl, tau: float(-expit(-1 / tau) * log_expit(sw - sl)
+                                                                    - expit(1 / tau) * log_expit(sl - sw)))
+    assert registry.run_check(_numerics_check("lpo.k2_bce")).status == "fail"
+
+
+@pytest.mark.parametrize("call, arg", [
+    (lambda: N.k2_soft_bce(0.0, np.nan, 1.0), "s_w and s_l"),
+    (lambda: N.k2_soft_bce(0.0, 1.0, 0.0), "tau"),
+    (lambda: N.listwise_forward_ce([0.0, 1.0], [1.0]), "target"),
+])
+def test_k2_bad_arguments(call, arg):
+    with pytest.raises(ValueError, match=arg):
+        call()
+
+
+def test_off_policy_api():
+    A = np.array([1.0, -0.5, -0.5])
+    c_pg, c_rev = N.off_policy_coefficients(np.zeros(3), A)
+    np.testing.assert_allclose(c_pg, A / 3, atol=ROUNDOFF)
+    np.testing.assert_allclose(c_rev, A / 3, atol=ROUNDOFF)
+    s = np.array([1e-4, -2e-4, 5e-5])
+    c_pg, c_rev = N.off_policy_coefficients(s, A)
+    assert np.max(np.abs(c_pg - c_rev - N.off_policy_first_order(s, A))) < 1e-7
+    assert N.drift(np.log1p(np.array([0.1, -0.2]))) == pytest.approx(0.2)
+
+
+def test_off_policy_uncentred_advantages_break_the_bound():
+    """Without ΣA = 0 the gap is Ā/K at δ̄ → 0, so the measured C explodes past the proved constant."""
+    C_unc, _, _ = C.off_policy_constants(n_cases=40, centre=False)
+    assert C_unc > C.C_PROVEN
+
+
+def test_off_policy_descent_sign_fails(monkeypatch):
+    orig = N.off_policy_coefficients
+    monkeypatch.setattr(N, "off_policy_coefficients", lambda s, A: (orig(s, A)[0], -orig(s, A)[1]))
+    assert registry.run_check(_numerics_check("lpo.off_policy_gap")).status == "fail"
+
+
+def test_off_policy_wrong_first_order_fails(monkeypatch):
+    """Flipping the sign of the s̄A_k term leaves a first-order residual: the residual slope drops from 2 to 1."""
+    def wrong(s, A):
+        s, A = np.asarray(s), np.asarray(A)
+        K = s.size
+        return ((s - s.mean()) - s.mean() * A + np.dot(s, A) / K) / K
+    monkeypatch.setattr(N, "off_policy_first_order", wrong)
+    assert registry.run_check(_numerics_check("lpo.off_policy_gap")).status == "fail"
+
+
+@pytest.mark.parametrize("call, arg", [
+    (lambda: N.off_policy_coefficients([0.0, 1.0], [1.0]), "advantages"),
+    (lambda: N.drift([]), "s"),
+])
+def test_off_policy_bad_arguments(call, arg):
+    with pytest.raises(ValueError, match=arg):
+        call()
+
+
+def test_pointwise_api():
+    R, b = np.array([1.0, 0.0]), np.array([0.8, 0.2])
+    assert N.pointwise_target_c4(R, 1.0, b)[0] == pytest.approx(4 * np.e / (1 + 4 * np.e), abs=ROUNDOFF)
+    assert N.pointwise_target_c4(R, 1.0, np.array([0.3, 0.3]))[0] == pytest.approx(N.listwise_target(R, 1.0)[0])
+    w = N.listwise_target(R, 1.0)
+    assert N.pointwise_coefficients(w).sum() == pytest.approx(-1.0, abs=ROUNDOFF)
+    np.testing.assert_allclose(N.snis_measure([0, 2, 0], [0.2, 0.5, 0.3], 3), [0.5, 0.0, 0.5])
+
+
+def test_pointwise_with_eq8_target_does_not_reproduce(monkeypatch):
+    """If C.4's target had no π_b factor (i.e. equal to Eq. 8's) the counterexample would not reproduce."""
+    monkeypatch.setattr(N, "pointwise_target_c4", lambda R, tau, b: N.listwise_target(R, tau))
+    assert registry.run_check(_numerics_check("lpo.pointwise_target")).status == "fail"
+
+
+@pytest.mark.parametrize("call, arg", [
+    (lambda: N.pointwise_target_c4([1.0, 0.0], 1.0, [0.5, 0.0]), "behaviour_probs"),
+    (lambda: N.pointwise_target_c4([1.0, 0.0], 1.0, [0.5]), "behaviour_probs"),
+    (lambda: N.pointwise_coefficients([0.5, 0.6]), "target"),
+    (lambda: N.snis_measure([0, 1], [0.5], 2), "weights"),
+])
+def test_pointwise_bad_arguments(call, arg):
+    with pytest.raises(ValueError, match=arg):
+        call()

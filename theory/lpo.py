@@ -274,3 +274,260 @@ def length_normalised_net_coefficient():
     A = [a, -a]
     net = A[0] / (2 * L1) + A[1] / (2 * L2)
     return sp.simplify(net), a * (L2 - L1) / (2 * L1 * L2), sum(A) / 2, (L1, L2, a)
+
+
+# ---------------------------------------------------------------------------------------------
+# lpo.entropy_redundant (LPO App. C.7)
+# ---------------------------------------------------------------------------------------------
+gamma = sp.Symbol("gamma", positive=True)  # entropy-bonus coefficient γ > 0
+
+
+def max_ent_form(K):
+    """``-D_KL(P‖softmax(φ)) - [Σ_k P_k φ_k + H(P) - log Z_φ]`` with ``P = softmax(s)``, ``Z_φ = Σ e^{φ}``,
+    ``H(P) = -Σ P log P`` (LPO App. C.7: the reverse-KL objective carries an implicit entropy bonus). Must be 0."""
+    s, phi = vec("s", K), vec("phi", K)
+    P, lP = softmax(s), log_softmax(s)
+    H = -sum(P[k] * lP[k] for k in range(K))
+    rhs = sum(P[k] * phi[k] for k in range(K)) + H - sp.log(sum(sp.exp(v) for v in phi))
+    return {"-KL(P||w*) - (sum P phi + H(P) - log Z)": -kl_logits(s, phi) - rhs}
+
+
+def entropy_bonus_target(K):
+    """Lagrange conditions of ``J_γ(w) = Σ w R - τ KL(w‖1/K) + γ H(w)`` on ``Σ w = 1`` (the on-policy listwise objective
+    with an entropy bonus, App. C.7). Stationarity ``∂J_γ/∂w_k = λ`` is solved by SymPy for each ``w_k`` (one root,
+    ``w_k ∝ e^{R_k/(τ+γ)}``); the candidate ``softmax(R/(τ+γ))`` is then substituted and ``∂J_γ/∂w_k - ∂J_γ/∂w_1``
+    must vanish (a common multiplier λ). Returns ``identities``, ``n_solutions`` (roots per coordinate, must be 1),
+    ``ratio_identities`` (``w_k/w_1`` of the solved stationary point minus ``e^{(R_k - R_1)/(τ+γ)}``) and
+    ``hessian_eigs`` (``-(τ+γ)/w_k``, all negative: strictly concave, so the stationary point is the maximiser)."""
+    w = sp.symbols(f"w1:{K + 1}", positive=True)
+    R = vec("R", K)
+    lam = sp.Symbol("lambda", real=True)
+    J = (sum(w[k] * R[k] for k in range(K)) - tau * sum(w[k] * sp.log(K * w[k]) for k in range(K))
+         - gamma * sum(w[k] * sp.log(w[k]) for k in range(K)))
+    grad = [sp.diff(J, v) for v in w]
+    roots = [sp.solve(sp.Eq(grad[k], lam), w[k]) for k in range(K)]
+    n = max(len(r) for r in roots)
+    if any(len(r) != 1 for r in roots):
+        return {"identities": {}, "ratio_identities": {}, "n_solutions": n, "hessian_eigs": []}
+    ratio = {f"w_{k + 1}/w_1 - e^((R_{k + 1}-R_1)/(tau+gamma))":
+             sp.simplify(sp.expand(roots[k][0] / roots[0][0])) - sp.exp((R[k] - R[0]) / (tau + gamma))
+             for k in range(1, K)}
+    cand = softmax([r / (tau + gamma) for r in R])
+    at = dict(zip(w, cand))
+    # log of a positive quotient of exponentials: expand_log(force=True) is exact here (all arguments are > 0)
+    ids = {f"dJ/dw_{k + 1} - dJ/dw_1 at softmax(R/(tau+gamma))":
+           sp.expand(sp.expand_log((grad[k] - grad[0]).subs(at), force=True)) for k in range(1, K)}
+    eigs = list(sp.hessian(J, w).eigenvals().keys())
+    return {"identities": ids, "ratio_identities": ratio, "n_solutions": 1, "hessian_eigs": eigs}
+
+
+# ---------------------------------------------------------------------------------------------
+# lpo.mode_coverage (LPO Cor. 2)
+# ---------------------------------------------------------------------------------------------
+def mode_coverage():
+    """The steps of Cor. 2, derived. ``x = w*_k ∈ (0, 1)``, ``p = P_k``, ``D ≥ 0``.
+
+    * Data processing onto the event ``{k}`` gives ``D ≥ x log(x/p) + (1-x) log((1-x)/(1-p))``; dropping
+      ``(1-x) log(1/(1-p)) ≥ 0`` leaves ``D ≥ x log(x/p) + (1-x) log(1-x)``. Solving the equality for ``p`` (SymPy)
+      gives the bound ``p ≥ f(x) = x e^{-D/x} (1-x)^{(1-x)/x}`` (the solution is unique; ``x log(x/p)`` decreases in p).
+    * ``d/dx log f = (D - log(1-x))/x²``; with ``x = 1 - e^{-v}`` (``v > 0``) it is ``(D + v)/x² > 0``: f increases,
+      so ``w*_k ≥ α`` gives ``f(w*_k) ≥ f(α)``.
+    * ``(1-α)^{(1-α)/α} > e^{-1}``: with ``α = 1 - e^{-v}``, ``log`` of it is ``-v/(e^v - 1)`` and
+      ``-v/(e^v - 1) > -1 ⇔ q(v) = e^v - 1 - v > 0``, true since ``q(0) = 0`` and ``q' = e^v - 1 > 0``; the constant
+      ``e^{-1}`` is sharp (the limit as ``α → 0⁺``).
+
+    Returns ``(identities, facts)``: expressions that must be 0 and booleans that must be True."""
+    x, p = sp.symbols("x p", positive=True)
+    D = sp.Symbol("D", nonnegative=True)
+    v = sp.Symbol("v", positive=True)
+    f = x * sp.exp(-D / x) * (1 - x) ** ((1 - x) / x)
+    sols = sp.solve(sp.Eq(x * sp.log(x / p) + (1 - x) * sp.log(1 - x), D), p)
+    ids, facts = {}, {"one solution of the binary bound for p": len(sols) == 1}
+    if len(sols) == 1:
+        # x = 1/(1+u), u > 0 parametrises x ∈ (0, 1) with 1 - x = u/(1+u) > 0, so SymPy picks the real branches
+        u = sp.Symbol("u", positive=True)
+        ids["solved p - f(x)"] = sp.simplify((sols[0] - f).subs(x, 1 / (1 + u)))
+    dlogf = sp.diff(sp.expand_log(sp.log(f), force=True), x)
+    ids["d log f/dx - (D - log(1-x))/x^2"] = dlogf - (D - sp.log(1 - x)) / x ** 2
+    num = (D - sp.log(1 - x)).subs(x, 1 - sp.exp(-v))
+    ids["(D - log(1-x)) at x = 1 - e^-v minus (D + v)"] = sp.simplify(num - (D + v))
+    facts["D + v > 0 (so d log f/dx > 0)"] = (D + v).is_positive is True
+    a = sp.Symbol("alpha", positive=True)
+    g_log = ((1 - a) / a * sp.log(1 - a)).subs(a, 1 - sp.exp(-v))
+    ids["log (1-a)^((1-a)/a) at a = 1 - e^-v plus v/(e^v - 1)"] = sp.simplify(g_log + v / (sp.exp(v) - 1))
+    q = sp.exp(v) - 1 - v
+    facts["q(0) = 0"] = sp.simplify(q.subs(v, 0)) == 0
+    t = sp.Symbol("t", real=True)
+    ids["q'(v) - ∫_0^v e^t dt"] = sp.diff(q, v) - sp.integrate(sp.exp(t), (t, 0, v))
+    facts["q'(v) > 0: the integrand e^t is positive on (0, v)"] = sp.exp(t).is_positive is True
+    ids["lim_{a->0+} (1-a)^((1-a)/a) - e^-1"] = sp.limit((1 - a) ** ((1 - a) / a), a, 0, "+") - sp.exp(-1)
+    return ids, facts
+
+
+# ---------------------------------------------------------------------------------------------
+# lpo.full_space (LPO Prop. 2)
+# ---------------------------------------------------------------------------------------------
+def full_space_iteration(M):
+    """Prop. 2 on ``M`` responses, ``π_0 = softmax(l)`` (so ``π_0 > 0``), real ``R``, step ``t ≥ 0``:
+
+    * induction step: ``π_t e^{R/τ}/Σ π_t e^{R/τ} - softmax(l + (t+1)R/τ)`` with ``π_t = softmax(l + tR/τ)`` (base
+      case ``t = 0`` is ``π_0`` itself);
+    * monotonicity: ``d/dt E_{π_t}[R] - Var_{π_t}(R)/τ`` (so ``E_{t+1} - E_t = ∫_t^{t+1} Var/τ ≥ 0``);
+    * convergence: with ``R_1`` the unique maximum (``R_k = R_1 - a_k``, ``a_k > 0``), ``lim_{t→∞} π_{t,1} = 1`` and
+      ``lim π_{t,k} = 0`` (hence ``E_{π_t}[R] → R_1 = max R`` for bounded R).
+
+    Returns ``(identities, limits)``: ``name -> expression (must be 0)`` and ``name -> (limit, expected)``."""
+    l, R = vec("l", M), vec("R", M)
+    t = sp.Symbol("t", nonnegative=True)
+    pi_t = softmax([l[k] + t * R[k] / tau for k in range(M)])
+    z = sum(pi_t[k] * sp.exp(R[k] / tau) for k in range(M))
+    pi_next = softmax([l[k] + (t + 1) * R[k] / tau for k in range(M)])
+    ids = {f"step_{k + 1} - pi_(t+1),{k + 1}": pi_t[k] * sp.exp(R[k] / tau) / z - pi_next[k] for k in range(M)}
+    ids.update({f"pi_0,{k + 1} - softmax(l)_{k + 1}": pi_t[k].subs(t, 0) - softmax(l)[k] for k in range(M)})
+    E = sum(pi_t[k] * R[k] for k in range(M))
+    var = sum(pi_t[k] * (R[k] - E) ** 2 for k in range(M))
+    ids["dE/dt - Var/tau"] = sp.diff(E, t) - var / tau
+    r1 = sp.Symbol("R1", real=True)
+    gaps = sp.symbols(f"a2:{M + 1}", positive=True)
+    Rg = [r1] + [r1 - g for g in gaps]
+    # π_{t,k} with numerator and denominator divided by e^{t R_1/τ} (exact; each exponent ≤ 0)
+    num = [sp.exp(l[k] + t * (Rg[k] - r1) / tau) for k in range(M)]
+    den = sum(num)
+    lims = {f"t->oo pi_t,{k + 1}": (sp.limit(num[k] / den, t, sp.oo), 1 if k == 0 else 0) for k in range(M)}
+    return ids, lims
+
+
+# ---------------------------------------------------------------------------------------------
+# lpo.k2_bce (LPO App. C.5)
+# ---------------------------------------------------------------------------------------------
+def _log_sigmoid(x):
+    return -sp.log(1 + sp.exp(-x))
+
+
+def k2_soft_bce():
+    """``K = 2``, on-policy (``s_t = 0``), ``R = (1, 0)`` so ``φ = (1/τ, 0)``. ``L_fwd = D_KL(w*‖P_θ)`` is taken in its
+    cross-entropy form ``CE = -Σ w*_k log P_{θ,k}`` (Eq. 10 minus the constant ``H(w*)``; same gradient). Entries (→ 0):
+
+    * ``w*_w - σ(1/τ)``;
+    * ``D_KL(w*‖P) - (CE - H(w*))``;
+    * ``CE - BCE`` with ``BCE = -σ(1/τ) log σ(s_w - s_l) - σ(-1/τ) log σ(s_l - s_w)``, shown by both partial derivatives
+      vanishing and the value at ``s = 0`` being 0 (a function of two reals with zero gradient is constant);
+    * ``BCE + log σ(Δ) - σ(-1/τ) Δ`` (``Δ = s_w - s_l``; same method in Δ): the distance to the hard preference
+      ``-log σ(Δ)`` is exactly ``σ(-1/τ) Δ``;
+    * limits ``σ(1/τ) → 1``, ``σ(-1/τ) → 0`` as ``τ → 0⁺`` (returned as ``name -> (limit, expected)``).
+
+    Returns ``(identities, limits)``."""
+    sw, sl, Dl = sp.symbols("s_w s_l Delta", real=True)
+    s, phi = [sw, sl], [1 / tau, sp.Integer(0)]
+    w = softmax(phi)
+    lP = log_softmax(s)
+    sig = lambda x: 1 / (1 + sp.exp(-x))  # noqa: E731
+    ce = -sum(w[k] * lP[k] for k in range(2))
+    H = -sum(w[k] * log_softmax(phi)[k] for k in range(2))
+    bce = -sig(1 / tau) * _log_sigmoid(sw - sl) - sig(-1 / tau) * _log_sigmoid(sl - sw)
+    d = ce - bce
+    ids = {"w*_w - sigma(1/tau)": w[0] - sig(1 / tau),
+           "KL(w*||P) - (CE - H(w*))": kl_logits(phi, s) - (ce - H),
+           "d(CE - BCE)/ds_w": sp.diff(d, sw), "d(CE - BCE)/ds_l": sp.diff(d, sl),
+           "(CE - BCE) at s = 0": d.subs({sw: 0, sl: 0})}
+    bce_d = -sig(1 / tau) * _log_sigmoid(Dl) - sig(-1 / tau) * _log_sigmoid(-Dl)
+    gap = bce_d + _log_sigmoid(Dl) - sig(-1 / tau) * Dl
+    ids["d/dDelta [BCE + log sigma(Delta) - sigma(-1/tau) Delta]"] = sp.diff(gap, Dl)
+    ids["[BCE + log sigma(Delta) - sigma(-1/tau) Delta] at Delta = 0"] = gap.subs(Dl, 0)
+    lims = {"tau->0 sigma(1/tau)": (sp.limit(sig(1 / tau), tau, 0, "+"), 1),
+            "tau->0 sigma(-1/tau)": (sp.limit(sig(-1 / tau), tau, 0, "+"), 0)}
+    return ids, lims
+
+
+# ---------------------------------------------------------------------------------------------
+# lpo.off_policy_gap (LPO App. B.2, Eq. 29)
+# ---------------------------------------------------------------------------------------------
+def off_policy_expansion(K):
+    """Sign convention (ascent): both coefficients multiply ``∇_θ log π_θ(y_k|x)`` in an *ascent* direction,
+    ``c^PG_k = r_k A_k/K`` (unclipped IS-weighted PG, ``r_k = e^{s_k}``) and ``c^revKL_k = -P_k(d_k - d̄)`` (minus the
+    descent coefficient of Eq. 11), ``d = s - A`` (target ``softmax(A)``), ``Σ A = 0``. With ``s = ε u``:
+
+    * ``Δ_k(0)`` (must be 0: the two agree on-policy);
+    * ``dΔ_k/dε(0) - (1/K)[(u_k - ū) + ū A_k + (1/K) Σ_m u_m A_m]`` (the spec's first-order Δ, divided by ε);
+    * ``dc^revKL_k/dε(0) - (1/K)[u_k A_k - ū A_k - (1/K) Σ u_m A_m - (u_k - ū)]`` (Eq. 29's three groups) and
+      ``c^revKL_k(0) - A_k/K``, ``dc^PG_k/dε(0) - u_k A_k/K``.
+
+    Also returns ``uncentred``: ``Δ_1(0)`` for a general ``A`` (equal to ``Ā/K``), showing ``Σ A = 0`` is needed.
+    Returns ``(identities, uncentred, Abar_over_K)``."""
+    e = sp.Symbol("varepsilon", real=True)
+    u = vec("u", K)
+    A = vec("A", K)
+    Az = A[:-1] + [-sum(A[:-1])]                              # Σ A = 0
+
+    def coeffs(Av):
+        s = [e * v for v in u]
+        P = softmax(s)
+        d = [s[k] - Av[k] for k in range(K)]
+        dbar = sum(P[j] * d[j] for j in range(K))
+        c_pg = [sp.exp(s[k]) * Av[k] / K for k in range(K)]
+        c_rev = [-P[k] * (d[k] - dbar) for k in range(K)]
+        return c_pg, c_rev
+    c_pg, c_rev = coeffs(Az)
+    ubar = sum(u) / K
+    uA = sum(u[m] * Az[m] for m in range(K))
+    ids = {}
+    for k in range(K):
+        delta = c_pg[k] - c_rev[k]
+        ids[f"Delta_{k + 1}(0)"] = delta.subs(e, 0)
+        ids[f"dDelta_{k + 1}/de(0) - first order"] = (sp.diff(delta, e).subs(e, 0)
+                                                      - ((u[k] - ubar) + ubar * Az[k] + uA / K) / K)
+        ids[f"c_revKL_{k + 1}(0) - A_{k + 1}/K"] = c_rev[k].subs(e, 0) - Az[k] / K
+        ids[f"dc_revKL_{k + 1}/de(0) - Eq. 29"] = (sp.diff(c_rev[k], e).subs(e, 0)
+                                                   - (u[k] * Az[k] - ubar * Az[k] - uA / K - (u[k] - ubar)) / K)
+        ids[f"dc_PG_{k + 1}/de(0) - u A/K"] = sp.diff(c_pg[k], e).subs(e, 0) - u[k] * Az[k] / K
+    g_pg, g_rev = coeffs(A)
+    return ids, sp.simplify((g_pg[0] - g_rev[0]).subs(e, 0)), sum(A) / K ** 2    # Ā/K = ΣA/K²
+
+
+# ---------------------------------------------------------------------------------------------
+# lpo.pointwise_target (ambiguity A9; App. C.4 vs Eq. 8)
+# ---------------------------------------------------------------------------------------------
+def pointwise_target(K):
+    """App. C.4's pointwise target ``w^C4_k ∝ π_b(y_k) e^{R_k/τ}`` against Eq. 8's on-policy ``w* = softmax(R/τ)``
+    (``b_k = π_b(y_k) > 0``), and the pointwise coefficient ``c^point = ∂L_point/∂s`` with
+    ``L_point = -Σ w*_k log π_θ(y_k|x)`` and ``log π_θ(y_k|x) = s_k + log π_b(y_k|x)`` (π_b frozen).
+
+    Returns ``(identities, facts, counterexample)``:
+
+    * identities: ``(w^C4_1/w*_1)/(w^C4_2/w*_2) - b_1/b_2`` (the two agree iff π_b is equal on the group);
+      ``c^point_k + w*_k``; ``Σ c^point + 1``; ``c^fwd`` at ``P = w*`` (0, self-correcting); the SNIS limit over a
+      finite response space, ``b g/Σ b g`` with Eq. 8's weight ``g = e^{R/τ}``, minus the KL-regularised target
+      ``b e^{R/τ}/Σ b e^{R/τ}``; and with C.4's weight ``g = b e^{R/τ}`` minus ``b² e^{R/τ}/Σ b² e^{R/τ}``;
+    * facts: the C.4 target differs from w* at ``b = (4/5, 1/5)``, ``R = (1, 0)``, ``τ = 1`` (for K > 2 the other
+      responses share 1/5 and have reward 0); ``c^point`` at
+      ``P = w*`` is not 0 (it never self-corrects);
+    * counterexample: that instance's two targets, exact."""
+    R, s = vec("R", K), vec("s", K)
+    b = sp.symbols(f"b1:{K + 1}", positive=True)
+    w = softmax([r / tau for r in R])
+    zc4 = sum(b[j] * sp.exp(R[j] / tau) for j in range(K))
+    wc4 = [b[k] * sp.exp(R[k] / tau) / zc4 for k in range(K)]
+    ids = {"(wC4_1/w_1)/(wC4_2/w_2) - b1/b2": (wc4[0] / w[0]) / (wc4[1] / w[1]) - b[0] / b[1]}
+    L_point = -sum(w[k] * (s[k] + sp.log(b[k])) for k in range(K))
+    c_point = [sp.diff(L_point, v) for v in s]
+    ids.update({f"c_point_{k + 1} + w*_{k + 1}": c_point[k] + w[k] for k in range(K)})
+    ids["sum c_point + 1"] = sum(c_point) + 1
+    L_fwd = kl_logits([r / tau for r in R], s)
+    at_target = {s[k]: R[k] / tau for k in range(K)}
+    ids.update({f"c_fwd_{k + 1} at P = w*": sp.diff(L_fwd, s[k]).subs(at_target) for k in range(K)})
+    g8 = [sp.exp(R[k] / tau) for k in range(K)]
+    gc4 = [b[k] * sp.exp(R[k] / tau) for k in range(K)]
+    snis = lambda g: [b[k] * g[k] / sum(b[j] * g[j] for j in range(K)) for k in range(K)]  # noqa: E731
+    ids.update({f"SNIS(Eq. 8)_{k + 1} - b e^(R/tau)/Z": snis(g8)[k] - b[k] * sp.exp(R[k] / tau) / zc4 for k in range(K)})
+    z2 = sum(b[j] ** 2 * sp.exp(R[j] / tau) for j in range(K))
+    ids.update({f"SNIS(C.4)_{k + 1} - b^2 e^(R/tau)/Z2": snis(gc4)[k] - b[k] ** 2 * sp.exp(R[k] / tau) / z2
+                for k in range(K)})
+    # π_b(y_1) = 4/5 and the other responses share 1/5 (distinct responses: Σ π_b(y_k) ≤ 1); K = 2 gives (4/5, 1/5)
+    inst = {b[0]: sp.Rational(4, 5), R[0]: 1, tau: 1,
+            **{b[k]: sp.Rational(1, 5 * (K - 1)) for k in range(1, K)}, **{R[k]: 0 for k in range(1, K)}}
+    wc4_i, w_i = sp.simplify(wc4[0].subs(inst)), sp.simplify(w[0].subs(inst))
+    facts = {"C.4 target ≠ Eq. 8 target at b = (4/5, 1/5 shared), R = (1, 0, ...), τ = 1":
+             sp.simplify(wc4_i - w_i) != 0,
+             "c_point at P = w* is not 0": all(sp.simplify(c_point[k].subs(at_target) + w[k]) == 0 for k in range(K))
+             and sp.simplify(c_point[0].subs(at_target)) != 0}
+    return ids, facts, {"b": [inst[v] for v in b], "wC4_1": wc4_i, "w*_1": w_i}

@@ -55,3 +55,40 @@ length_normalisation = claim(
     condition="Only with summed sequence log-probs (no per-sequence 1/|y_k|) or equal lengths; with Eq. 2's "
               "1/|y_k| weights and unequal lengths the on-policy PG is neither equal nor parallel to "
               "-∇ D_KL(P_θ‖softmax(A)) and its coefficients A_k/(K|y_k|) no longer sum to zero.")
+
+entropy_redundant = claim(
+    "lpo.entropy_redundant", paper="LPO", source="LPO App. C.7",
+    statement="-D_KL(P_θ‖w*) = Σ_k P_{θ,k} φ_k + H(P_θ) - log Z_φ (an implicit entropy bonus), and adding γH to the "
+              "on-policy listwise objective gives the target softmax(R/(τ+γ)): an entropy bonus is redundant with τ.")
+
+mode_coverage = claim(
+    "lpo.mode_coverage", paper="LPO", source="LPO Cor. 2",
+    statement="If w*_k ≥ α and D_KL(w*‖P_θ) ≤ D, then P_{θ,k} > α exp(-D/α - 1) (forward KL keeps mass on every "
+              "mode of the target).")
+
+full_space = claim(
+    "lpo.full_space", paper="LPO", source="LPO Prop. 2",
+    statement="With π_0(y) > 0 everywhere and bounded R, π_{t+1} ∝ π_t e^{R/τ} gives π_t ∝ π_0 e^{tR/τ} and "
+              "E_{π_t}[R] → max_y R(y) (monotonically).")
+
+k2_bce = claim(
+    "lpo.k2_bce", paper="LPO", source="LPO App. C.5",
+    statement="K = 2 on-policy with R_w = 1, R_l = 0: w*_w = σ(1/τ) and L_fwd = -σ(1/τ) log σ(s_w - s_l) - "
+              "σ(-1/τ) log σ(s_l - s_w), a soft-label BCE (up to the constant H(w*)); the hard preference -log σ(s_w - s_l) "
+              "is recovered as τ → 0.")
+
+off_policy_gap = claim(
+    "lpo.off_policy_gap", paper="LPO", source="LPO App. B.2 (Eq. 29)",
+    statement="For zero-mean A and drift δ̄ = max_k |r_k - 1| < 1/2, Δ_k = c^PG_k - c^revKL_k = (1/K)[(s_k - s̄) + "
+              "s̄ A_k + (1/K) Σ_m s_m A_m] + O(δ̄²) and |Δ_k| ≤ C δ̄(1 + ‖A‖∞)/K for a universal constant C.")
+
+pointwise_target = claim(
+    "lpo.pointwise_target", paper="LPO", source="LPO App. C.4 vs Eq. 8 (spec ambiguity A9)",
+    status="conditional",
+    statement="The pointwise (MPO/AWR) target is ∝ π_b(y_k) e^{R_k/τ}, and the pointwise coefficient c^point = -w* "
+              "sums to -1 (a net pull) and never self-corrects.",
+    condition="The π_b(y) factor is right only for the full-space density (K → ∞: π_b(y) e^{R(y)/τ}/Z) or when π_b is "
+              "equal on the group's responses. As weights on a group sampled from π_b (SNIS, Eq. 8) the target is "
+              "softmax(R/τ + s_t) with no π_b factor; with the factor the group weights converge to ∝ π_b² e^{R/τ}. "
+              "Counterexample: π_b(y) = (0.8, 0.2), R = (1, 0), τ = 1 gives w_1 = 4e/(1+4e) ≈ 0.916 instead of "
+              "e/(1+e) ≈ 0.731. The c^point statements hold with w* from Eq. 8.")

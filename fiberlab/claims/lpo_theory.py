@@ -121,3 +121,102 @@ def _length_weights_break_zero_sum() -> Evidence:
     return _symbolic(ids, facts, detail="with 1/|y_k| weights the PG coefficients sum to A_1(|y_2|-|y_1|)/(2|y_1||y_2|) "
                                         "≠ 0 (zero-sum lost; the counterexample of the condition), 0 for equal lengths "
                                         "and for summed log-probs")
+
+
+# ---------------------------------------------------------------------------------------------
+# Claims added after the first nine (App. C.7, Cor. 2, Prop. 2, App. C.5, App. B.2, A9)
+# ---------------------------------------------------------------------------------------------
+from fiberlab.claims.lpo import entropy_redundant  # noqa: E402
+
+
+@entropy_redundant.check("theory")
+def _max_ent_form_and_entropy_target() -> Evidence:
+    """-KL(P‖softmax(φ)) = Σ Pφ + H(P) - log Z_φ (K = 3); Lagrange conditions of Σ wR - τKL(w‖1/K) + γH(w)."""
+    out = T.entropy_bonus_target(3)
+    ids = dict(T.max_ent_form(3))
+    ids.update(out["identities"])
+    ids.update(out["ratio_identities"])
+    facts = {"one stationary root per coordinate": out["n_solutions"] == 1,
+             "Hessian eigenvalues all negative for w > 0": bool(out["hessian_eigs"]) and
+             all(sp.ask(sp.Q.negative(e)) is True for e in out["hessian_eigs"])}
+    return _symbolic(ids, facts, detail="-D_KL(P‖w*) = Σ P φ + H(P) - log Z_φ for symbolic s, φ (K = 3); stationarity "
+                                        "∂J_γ/∂w_k = λ has one root per k with w_k/w_1 = e^{(R_k-R_1)/(τ+γ)}, and "
+                                        "softmax(R/(τ+γ)) satisfies it with a common λ; Hessian eigenvalues "
+                                        f"{out['hessian_eigs']} < 0 (strictly concave: the unique maximiser)")
+
+
+from fiberlab.claims.lpo import mode_coverage  # noqa: E402
+
+
+@mode_coverage.check("theory")
+def _binary_bound_monotone_and_constant() -> Evidence:
+    """Binary data-processing bound solved for P_k, d log f/dx = (D - log(1-x))/x² > 0, (1-α)^{(1-α)/α} > e^{-1}."""
+    ids, facts = T.mode_coverage()
+    return _symbolic(ids, facts, detail="D ≥ x log(x/p) + (1-x) log(1-x) solved for p gives f(x) = x e^{-D/x}(1-x)^{(1-x)/x}; "
+                                        "d log f/dx = (D - log(1-x))/x² = (D + v)/x² > 0 (x = 1 - e^{-v}); "
+                                        "log (1-α)^{(1-α)/α} = -v/(e^v - 1) > -1 ⇔ e^v - 1 - v > 0 (0 at v = 0, "
+                                        "derivative ∫_0^v e^t dt > 0); lim_{α→0⁺} (1-α)^{(1-α)/α} = e^{-1} (sharp)")
+
+
+from fiberlab.claims.lpo import full_space  # noqa: E402
+
+
+@full_space.check("theory")
+def _gibbs_iteration_induction() -> Evidence:
+    """Induction step and base case of π_t ∝ π_0 e^{tR/τ}, dE/dt = Var/τ, and π_t → e_argmax (M = 3)."""
+    ids, lims = T.full_space_iteration(3)
+    ids.update(_limits(lims))
+    return _symbolic(ids, detail="π_t e^{R/τ}/Σ = softmax(log π_0 + (t+1)R/τ) given π_t = softmax(log π_0 + tR/τ), "
+                                 "and π_0 at t = 0 (induction); d/dt E_{π_t}[R] = Var_{π_t}(R)/τ ≥ 0 (monotone: E_{t+1} "
+                                 "- E_t = ∫ Var/τ); π_{t,1} → 1 for the unique maximiser R_1 (M = 3), so E → max R")
+
+
+from fiberlab.claims.lpo import k2_bce  # noqa: E402
+
+
+@k2_bce.check("theory")
+def _k2_reduction() -> Evidence:
+    """w*_w = σ(1/τ), KL = CE - H(w*), CE = soft BCE, BCE - hard = σ(-1/τ)Δ, σ(±1/τ) → 1, 0 as τ → 0⁺."""
+    ids, lims = T.k2_soft_bce()
+    ids.update(_limits(lims))
+    return _symbolic(ids, detail="K = 2, φ = (1/τ, 0): w*_w = σ(1/τ); D_KL(w*‖P) = CE - H(w*); CE - soft BCE has zero "
+                                 "gradient in (s_w, s_l) and is 0 at s = 0; soft BCE + log σ(Δ) = σ(-1/τ) Δ exactly; "
+                                 "σ(1/τ) → 1 and σ(-1/τ) → 0 as τ → 0⁺ (hard preference -log σ(Δ))")
+
+
+from fiberlab.claims.lpo import off_policy_gap  # noqa: E402
+
+
+@off_policy_gap.check("theory")
+def _off_policy_first_order() -> Evidence:
+    """Ascent convention c^PG = rA/K, c^revKL = -P(d - d̄); s = εu, ΣA = 0 (K = 3): Δ(0) = 0, Δ'(0) = spec, Eq. 29."""
+    ids, uncentred, abar_k = T.off_policy_expansion(3)
+    facts = {"without ΣA = 0 the gap at s = 0 is Ā/K (so the condition is needed)":
+             sp.simplify(uncentred - abar_k) == 0 and sp.simplify(abar_k) != 0}
+    return _symbolic(ids, facts, detail="ascent signs c^PG_k = r_k A_k/K, c^revKL_k = -P_k(d_k - d̄), d = s - A, s = εu, "
+                                        "ΣA = 0 (K = 3): Δ_k = 0 at ε = 0 and dΔ_k/dε = (1/K)[(u_k - ū) + ū A_k + "
+                                        "(1/K)Σ u_m A_m] — the spec's first-order Δ, signs as printed; Eq. 29's "
+                                        "split of c^revKL (A/K + sA/K - s̄A/K - ΣsA/K² - (s - s̄)/K) and c^PG ≈ A/K + sA/K "
+                                        "confirmed; with ΣA ≠ 0, Δ(0) = Ā/K ≠ 0")
+
+
+from fiberlab.claims.lpo import pointwise_target  # noqa: E402
+
+
+@pointwise_target.check("theory")
+def _pointwise_target_vs_eq8() -> Evidence:
+    """C.4 vs Eq. 8 ratio = π_b ratio; c^point = -w*, Σ = -1, ≠ 0 at P = w*; SNIS limits (K = 3)."""
+    ids, facts, _ = T.pointwise_target(3)
+    ids2, facts2, ce = T.pointwise_target(2)                      # the K = 2 counterexample of the condition
+    ids.update({f"{k} (K=2)": v for k, v in ids2.items()})
+    facts.update({f"{k} (K=2)": v for k, v in facts2.items()})
+    ev = _symbolic(ids, facts, detail="(w^C4_1/w*_1)/(w^C4_2/w*_2) = π_b(y_1)/π_b(y_2): the C.4 target equals Eq. 8's "
+                                      "only when π_b is equal on the group; SNIS with Eq. 8's weights → π_b e^{R/τ}/Z "
+                                      "(the KL-regularised target), with C.4's → π_b² e^{R/τ}/Z₂; c^point = -w*, "
+                                      "Σ c^point = -1, c^point(P = w*) = -w* ≠ 0 while c^fwd(P = w*) = 0 (K = 2, 3); "
+                                      f"counterexample π_b = (4/5, 1/5), R = (1, 0), τ = 1: w^C4_1 = {ce['wC4_1']} vs "
+                                      f"w*_1 = {ce['w*_1']}")
+    if ev.passed:
+        ev.counterexample = {"pi_b": [0.8, 0.2], "R": [1, 0], "tau": 1, "wC4_1": float(ce["wC4_1"]),
+                             "w_eq8_1": float(ce["w*_1"])}
+    return ev
