@@ -143,7 +143,7 @@ def _saturation_thresholds_by_solve() -> Evidence:
 # ---------------------------------------------------------------------------------------------
 @limits.check("theory")
 def _limits_by_sympy() -> Evidence:
-    ids, facts = {}, {}
+    ids = {}
     for div in T.DIVERGENCES:
         one = T.limit_p_to_1(div)
         zero = T.limit_p_to_0(div)
