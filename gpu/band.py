@@ -114,12 +114,18 @@ def _kl_lower_log_root(log_p: torch.Tensor, log_1mp: torch.Tensor, delta: float,
         slope = odds * t / (1.0 + t_s)             # h'(x) = (q - p)/(1 - q) = (p/(1-p)) (r-1)/s < 0
         return h, slope
 
-    if x0 is not None:
-        x = x0
-        for _ in range(steps or 0):
+    def newton(x: torch.Tensor, n_steps: int) -> torch.Tensor:
+        for _ in range(n_steps):                   # fixed count: no data-dependent loop, no sync
             h, slope = h_and_slope(x)
-            x = torch.where(x == -math.inf, x, torch.fmin(x - h / slope, log_p))   # see below
+            # Monotone from the left. fmin keeps x below log p and maps a 0/0 at a degenerate root (δ below
+            # round-off of the band) to log p, i.e. r = 1, the right answer there. A root below the float range
+            # (δ/p overflows: tail tokens with large δ) sends x to -inf; it stays there (r̲ = 0) instead of
+            # letting the next step's inf - inf = NaN be read by fmin as the degenerate case (r̲ > 1).
+            x = torch.where(x == -math.inf, x, torch.fmin(x - h / slope, log_p))
         return x
+
+    if x0 is not None:
+        return newton(x0, steps or 0)
     # Start 1: -log(1-q) ≥ 0 gives h(x) ≥ p(log p - x) + (1-p)log(1-p) - δ, zero at x_safe ⇒ h(x_safe) ≥ 0.
     x_safe = (log_p + (omp * log_1mp - delta) / p).clamp_min(0.5 * finfo.min)
     # Start 2: one Newton step from the quadratic guess q = p(1 - w), w = √(2δ(1-p)/p), written in logs so a
@@ -129,24 +135,22 @@ def _kl_lower_log_root(log_p: torch.Tensor, log_1mp: torch.Tensor, delta: float,
     x_quad = log_p + torch.log1p(-w.clamp_max(W_QUAD_MAX))
     h_q, s_q = h_and_slope(x_quad)
     x = torch.where(w < W_QUAD_MAX, torch.maximum(x_safe, x_quad - h_q / s_q), x_safe)
-    n_steps = KL_NEWTON_STEPS.get(log_p.dtype, 4) if steps is None else steps
-    for _ in range(n_steps):                       # fixed count: no data-dependent loop, no sync
-        h, slope = h_and_slope(x)
-        # Monotone from the left. fmin keeps x below log p and maps a 0/0 at a degenerate root (δ below
-        # round-off of the band) to log p, i.e. r = 1, the right answer there. A root below the float range
-        # (δ/p overflows: tail tokens with large δ) sends x to -inf; it stays there (r̲ = 0) instead of letting
-        # the next step's inf - inf = NaN be read by fmin as the degenerate case (which gave r̲ > 1).
-        x = torch.where(x == -math.inf, x, torch.fmin(x - h / slope, log_p))
-    return x
+    return newton(x, KL_NEWTON_STEPS.get(log_p.dtype, 4) if steps is None else steps)
+
+
+def _mirrored_pairs(log_p: torch.Tensor, log_1mp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(log p, log(1-p))`` stacked with its mirror ``(log(1-p), log p)``, clamped at ``log(tiny)``.
+
+    Both roots are solved in one stacked call (half the kernel launches): the lower root for p and, by the
+    mirror identity kl(p‖q) = kl(1-p‖1-q), the lower root for 1-p, which is log(1 - q̄).
+    """
+    tiny_log = math.log(torch.finfo(log_p.dtype).tiny)
+    return (torch.stack((log_p, log_1mp)).clamp_min(tiny_log), torch.stack((log_1mp, log_p)).clamp_min(tiny_log))
 
 
 def _kl_bounds(log_p: torch.Tensor, delta: float) -> tuple[torch.Tensor, torch.Tensor]:
-    tiny_log = math.log(torch.finfo(log_p.dtype).tiny)
     log_1mp = _log1mexp(log_p)
-    # Both roots in one stacked solve (half the kernel launches): the lower root for p, and, by the mirror
-    # identity kl(p‖q) = kl(1-p‖1-q), the lower root for 1-p, which is log(1 - q̄).
-    a = torch.stack((log_p, log_1mp)).clamp_min(tiny_log)
-    b = torch.stack((log_1mp, log_p)).clamp_min(tiny_log)
+    a, b = _mirrored_pairs(log_p, log_1mp)
     x = _kl_lower_log_root(a, b, delta)
     lower = torch.exp(x[0] - log_p)                            # q̲ / p
     upper = torch.exp(_log1mexp(x[1]) - log_p)                 # q̄ / p, with 1 - q̄ = e^{x'}
@@ -220,9 +224,7 @@ def _kl_bounds_table(log_p: torch.Tensor, delta: float) -> tuple[torch.Tensor, t
     polish = KL_TABLE_POLISH.get(log_p.dtype, 2)
     if polish:
         finfo = torch.finfo(log_p.dtype)
-        tiny_log = math.log(finfo.tiny)
-        a_c = a.clamp_min(tiny_log)
-        b_c = torch.stack((log_1mp, log_p)).clamp_min(tiny_log)
+        a_c, b_c = _mirrored_pairs(log_p, log_1mp)
         x = _kl_lower_log_root(a_c, b_c, delta, steps=polish, x0=torch.fmin(x.clamp_min(0.5 * finfo.min), a_c))
     return torch.exp(x[0] - log_p), torch.exp(_log1mexp(x[1]) - log_p)
 
