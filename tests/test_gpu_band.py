@@ -24,7 +24,6 @@ log p = -20.7, δ = 4.6e-10, against a tolerance of 1.4e-14).
 from __future__ import annotations
 
 import functools
-import inspect
 import math
 
 import mpmath as mp
@@ -223,7 +222,6 @@ def test_grid_matches_mpmath_reference(divergence):
             _assert_close_to_reference(float(lp), divergence, float(delta), lo[i].item(), up[i].item())
 
 
-@pytest.mark.skipif("method" not in inspect.signature(band_bounds).parameters, reason="no KL solver choice")
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("delta", [1e-6, 0.05, 2.0])
 def test_kl_table_method_matches_mpmath_reference(dtype, delta):
@@ -532,9 +530,7 @@ def test_authors_clamp_artefact_exists():
 
 def test_numerics_reference_agrees_with_this_reference():
     numerics_band = pytest.importorskip("fiberlab.numerics.band")
-    band_bounds_mp = getattr(numerics_band, "band_bounds_mp", None)
-    if band_bounds_mp is None:
-        pytest.skip("fiberlab.numerics.band.band_bounds_mp not available")
+    band_bounds_mp = numerics_band.band_bounds_mp
     for lp in (-1e-15, -1e-6, -0.3, -math.log(2.0), -4.0, -60.0, -700.0):
         for delta in (1e-10, 1e-3, 0.05, 2.0, 20.0):
             for div in DIVERGENCES:

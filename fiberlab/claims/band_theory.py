@@ -12,21 +12,9 @@ import sympy as sp
 
 from fiberlab.claims.band import (authors_bisection, bottleneck, chi2_closed_form, kl_bounds, limits, mirror,
                                   monotone, reduction, saturation, small_delta, tv_closed_form)
+from fiberlab.claims._symbolic import symbolic_evidence as _symbolic
 from fiberlab.registry import Evidence
 from fiberlab.theory import band as T
-
-
-def _symbolic(identities: dict, facts: dict | None = None, detail: str = "") -> Evidence:
-    """Evidence for a set of identities (``name -> expression that must be 0``) and facts (``name -> bool``)."""
-    facts = facts or {}
-    bad = [f"{k} = {sp.sstr(v)}" for k, v in identities.items() if sp.simplify(v) != 0]
-    bad += [f"{k} is not established" for k, v in facts.items() if v is not True]
-    cases = len(identities) + len(facts)
-    if bad:
-        return Evidence(passed=False, max_error=float("nan"), tolerance=0.0, cases=cases,
-                        detail="not proved: " + "; ".join(bad))
-    return Evidence(passed=True, max_error=0.0, tolerance=0.0, cases=cases,
-                    detail=detail or f"{cases} identities/facts proved by simplification")
 
 
 # ---------------------------------------------------------------------------------------------

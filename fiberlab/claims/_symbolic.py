@@ -1,0 +1,23 @@
+"""Evidence for symbolic (theory-layer) checks, shared by every paper's theory checks."""
+
+from __future__ import annotations
+
+import sympy as sp
+
+from fiberlab.registry import Evidence
+
+
+def symbolic_evidence(identities: dict, facts: dict | None = None, detail: str = "") -> Evidence:
+    """Evidence for identities (``name -> expression that must simplify to 0``) and facts (``name -> bool``).
+
+    Exact: max_error 0 and tolerance 0 when everything is proved; otherwise a failure naming what was not.
+    """
+    facts = facts or {}
+    bad = [f"{k} = {sp.sstr(v)}" for k, v in identities.items() if sp.simplify(v) != 0]
+    bad += [f"{k} is not established" for k, v in facts.items() if v is not True]
+    cases = len(identities) + len(facts)
+    if bad:
+        return Evidence(passed=False, max_error=float("nan"), tolerance=0.0, cases=cases,
+                        detail="not proved: " + "; ".join(bad[:6]) + (f" (+{len(bad) - 6} more)" if len(bad) > 6 else ""))
+    return Evidence(passed=True, max_error=0.0, tolerance=0.0, cases=cases,
+                    detail=detail or f"{cases} identities/facts proved by simplification")
