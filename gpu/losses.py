@@ -366,3 +366,7 @@ def bandpo_loss(old_log_prob: torch.Tensor, log_prob: torch.Tensor, advantages: 
     }
     return _finish(loss_mat, ind, -log_ratio, response_mask, loss_agg_mode, config, rollout_is_weights,
                    extra_metrics)
+
+
+# Objectives defined in their own modules register themselves on import.
+import fiberlab.gpu.lpo  # noqa: E402,F401  (lpo, lpo_pointwise)

@@ -1,0 +1,450 @@
+r"""LPO: listwise policy optimisation (arXiv 2605.06139 v2), as verl policy losses ``lpo`` and ``lpo_pointwise``.
+
+One group = the K responses :math:`y_1..y_K` to one prompt. With token log-ratios
+:math:`\delta_{k,i} = \log\pi_\theta(y_{k,i}|\cdot) - \log\pi_b(y_{k,i}|\cdot)`:
+
+* listwise logits (Eq. 4), summed over tokens (spec A1): :math:`s_k = \sum_i \delta_{k,i}`, :math:`P_\theta=\mathrm{softmax}(s)`;
+* target (Thm. 1, Eq. 8): :math:`w^* = \mathrm{softmax}(\phi)`, :math:`\phi_k = (R_k-\mu_G)/\tau + s_{t,k}` with the
+  anchor's :math:`s_{t,k} = \log\pi_t(y_k)/\pi_b(y_k)` (0 without an anchor, the paper's setting, A5);
+* projection coefficients :math:`c_k = \partial D/\partial s_k` (App. C.6):
+  :math:`c_k = g_k - P_k\sum_j g_j` with :math:`g_k = P_k\,\partial D/\partial P_k` (any additive constant in
+  :math:`\partial D/\partial P` cancels). ``fwd``: :math:`D_{KL}(w^*\|P)`, :math:`c = P - w^*` (Eq. 10);
+  ``rev``: :math:`D_{KL}(P\|w^*)`, :math:`c = P(d-\bar d)`, :math:`d = s - \phi` (Eq. 11);
+  ``js``, ``hellinger``, ``chi2`` (Pearson :math:`\chi^2(P\|w^*)`) or any callable ``g(log_P, log_w)``.
+
+The coefficients are constants (no gradient); the surrogate whose gradient is Algorithm 1's step is
+
+.. math:: L = \frac{1}{N_{seq}}\sum_{k} \sum_i (-\psi_k)\,\delta_{k,i},\qquad \psi_k = -K_G\,c_k
+
+(``loss_agg_mode="seq-mean-token-sum"``). :math:`\psi` is the *listwise advantage*: on-policy LPO_rev has
+:math:`\psi = (R-\mu_G)/\tau`, exactly the paired PG advantage (Prop. 1), and LPO_fwd has
+:math:`\psi = K w^* - 1`. The factor :math:`K_G` makes the mean over sequences a mean over prompts of the sum
+over the group, so with groups of equal size ``seq-mean-token-sum`` gives Algorithm 1's
+:math:`\frac1B\sum_x\sum_k c_k\nabla\log\pi_\theta(y_k|x)` exactly. ``token-mean`` and
+``seq-mean-token-sum-norm`` divide by a batch-wide constant instead (Dr.GRPO style) and keep
+:math:`\sum_k c_k = 0` in parameter space; ``seq-mean-token-mean`` weights each response by :math:`1/|y_k|` and
+breaks it (spec A1; claim ``lpo.length_normalisation``).
+
+Token clipping (App. D.3, spec A2), ``lpo_token_clip``: ``"none"`` (default: the exact Algorithm-1 gradient),
+``"clamp"`` (the paper's literal reading: :math:`\delta` clamped to :math:`[\log(1-\epsilon_-),\log(1+\epsilon_+)]`
+then weighted, which blocks the gradient outside the band in *both* directions), ``"ppo"`` (PPO's min form with
+:math:`\psi` as the advantage, which blocks only in the direction the advantage favours; its gradient at
+:math:`r=1` is Algorithm 1's). :math:`P_\theta` and :math:`c` always use the unclipped :math:`s` (A2's other
+question; the clip cannot bound :math:`s` anyway).
+
+Whole groups (spec A3). :math:`P_\theta` needs every member's :math:`s_k` under the current parameters. The group
+aggregates (size, reward mean and spread, the two log-partitions, :math:`\sum_j g_j`) are per-segment sums and
+maxima (:mod:`fiberlab.gpu.segments`): with ``process_group`` set they are all-reduced across data-parallel ranks,
+so a group split across ranks gives the single-process loss and gradient. Micro-batches of one rank: compute
+:func:`listwise_state` once on the mini-batch's sequence log-ratios (no gradient; the parameters do not move
+between micro-batches) and pass it as ``lpo_state`` to each micro-batch's loss.
+
+Temperature rules (``lpo_tau``, LPO §1.4; the paper copies τ from the paired baseline, never tunes it):
+``"grpo"`` :math:`\sigma_G+\epsilon` (Bessel-corrected by default, as verl's GRPO, so that
+:math:`(R-\mu_G)/\tau` *is* verl's GRPO advantage; ``lpo_tau_std_unbiased=False`` gives the population σ, A4),
+``"drgrpo"`` 1, ``"rloo"`` :math:`(K-1)/K`, ``"maxrl"`` :math:`\mu_G+\epsilon`, a positive number, or
+``"advantages"``: :math:`\phi_k` = the sequence's advantage as computed upstream (verl's ``advantages`` tensor,
+constant over a response). Since softmax ignores a per-group shift, ``"advantages"`` with verl's GRPO advantages
+is the ``"grpo"`` target, and so on for each estimator: the pairing of the paper needs no rewards in the loss.
+
+Group membership: ``group_ids`` (``[B]`` integer tensor or labels such as verl's ``uid``); without it,
+``lpo_group_size`` = n makes rows ``[jn, (j+1)n)`` a group (verl lays out ``rollout.n`` responses contiguously;
+keep ``trainer.balance_batch=False``, ``shuffle=False`` and mini/micro-batch sizes multiples of n so that verl
+never splits a group). Across ranks or with a shared ``lpo_state`` the ids must be non-negative integers that
+mean the same group everywhere.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from fiberlab.gpu.advantages import _group_tensor
+from fiberlab.gpu.config import hparam
+from fiberlab.gpu.losses import (_finish, _read_clip_eps, clipped_surrogate, register_policy_loss, validate_batch)
+from fiberlab.gpu.segments import (dense_segments, reducer_for, segment_logsumexp, segment_max,
+                                   segment_sum)
+
+# --------------------------------------------------------------------------------------------------------------
+# Divergences: g_k = P_k ∂D/∂P_k (up to P_k × constant), from log P and log w*, in forms that cannot overflow
+# where the coefficient itself is finite.
+# --------------------------------------------------------------------------------------------------------------
+
+GFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+LOG2 = math.log(2.0)
+
+
+def _g_fwd(log_p: torch.Tensor, log_w: torch.Tensor) -> torch.Tensor:
+    # D = KL(w*‖P) = Σ w log(w/P): ∂D/∂P_k = -w_k/P_k  →  g = -w (Σ g = -1, so c = P - w*, Eq. 10)
+    return -torch.exp(log_w)
+
+
+def _g_rev(log_p: torch.Tensor, log_w: torch.Tensor) -> torch.Tensor:
+    # D = KL(P‖w*): ∂D/∂P_k = log(P_k/w_k) + 1  →  g = P log(P/w) (the +1 cancels; Eq. 14)
+    return torch.exp(log_p) * (log_p - log_w)
+
+
+def _g_js(log_p: torch.Tensor, log_w: torch.Tensor) -> torch.Tensor:
+    # D = JS(P, w*) = ½KL(P‖M) + ½KL(w*‖M), M = (P + w*)/2: ∂D/∂P_k = ½ log(2P_k/(P_k + w_k))
+    #   = ½(log 2 + ℓ - softplus(ℓ)) with ℓ = log(P/w): bounded in ℓ → -∞ and ℓ → ∞.
+    lr = log_p - log_w
+    return 0.5 * torch.exp(log_p) * (LOG2 + lr - F.softplus(lr))
+
+
+def _g_hellinger(log_p: torch.Tensor, log_w: torch.Tensor) -> torch.Tensor:
+    # D = Σ (√P - √w)²: ∂D/∂P_k = 1 - √(w_k/P_k)  →  g = P - √(P w)
+    return torch.exp(log_p) - torch.exp(0.5 * (log_p + log_w))
+
+
+def _g_chi2(log_p: torch.Tensor, log_w: torch.Tensor) -> torch.Tensor:
+    # D = Pearson χ²(P‖w*) = Σ (P - w)²/w: ∂D/∂P_k = 2(P_k/w_k - 1)  →  g = 2(P²/w - P). Unbounded as w_k → 0:
+    # the coefficient itself grows like P²/w (finite until exp overflows).
+    return 2.0 * (torch.exp(2.0 * log_p - log_w) - torch.exp(log_p))
+
+
+LPO_DIVERGENCES: dict[str, GFn] = {"fwd": _g_fwd, "rev": _g_rev, "js": _g_js, "hellinger": _g_hellinger,
+                                   "chi2": _g_chi2}
+TAU_RULES = ("grpo", "drgrpo", "rloo", "maxrl", "advantages")
+TOKEN_CLIPS = ("none", "clamp", "ppo")
+#: ε added to σ_G and μ_G (verl's GRPO ε): keeps zero-variance and all-zero groups finite (w* = P_t there).
+TAU_EPS = 1e-6
+#: "advantages" must be constant along each response: relative spread allowed (verl writes one scalar per row).
+ADV_CONST_RTOL = 1e-6
+
+
+def _resolve_divergence(divergence: Any) -> tuple[str, GFn | None]:
+    if callable(divergence):
+        return getattr(divergence, "__name__", "callable"), divergence
+    if divergence == "pointwise":
+        return "pointwise", None
+    if divergence not in LPO_DIVERGENCES:
+        raise ValueError(f"lpo_divergence must be one of {sorted(LPO_DIVERGENCES)} or a callable g(log_P, log_w), "
+                         f"got {divergence!r}")
+    return divergence, LPO_DIVERGENCES[divergence]
+
+
+def _resolve_tau(tau: Any) -> str | float:
+    if isinstance(tau, str):
+        if tau not in TAU_RULES:
+            try:
+                tau = float(tau)
+            except ValueError:
+                raise ValueError(f"lpo_tau must be one of {TAU_RULES} or a positive number, got {tau!r}") from None
+        else:
+            return tau
+    if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not (0.0 < float(tau) < math.inf):
+        raise ValueError(f"lpo_tau must be one of {TAU_RULES} or a positive finite number, got {tau!r}")
+    return float(tau)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Group state: everything segment-wide the coefficients need
+# --------------------------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class ListwiseState:
+    """Per-group aggregates ``[G]`` (indexed by group id) from which any piece of a group gets its coefficients.
+
+    ``count`` K_G; ``pivot`` and ``mean`` of the rewards (μ_G = pivot + mean(R - pivot): exact zeros for a
+    constant group); ``tau``; the log-partitions ``lse_s`` of P_θ and ``lse_phi`` of w*; ``g_sum`` = Σ_j g_j.
+    ``tau_rule`` and ``divergence`` record how it was built, and ``dense`` whether the ids were local codes
+    (such a state cannot be shared with another piece of the batch).
+    """
+
+    num_groups: int
+    count: torch.Tensor
+    pivot: torch.Tensor
+    mean: torch.Tensor
+    tau: torch.Tensor
+    lse_s: torch.Tensor
+    lse_phi: torch.Tensor
+    g_sum: torch.Tensor
+    tau_rule: str | float
+    divergence: str
+    dense: bool
+
+
+def _phi(state: ListwiseState, seg: torch.Tensor, rewards: torch.Tensor | None, adv_seq: torch.Tensor | None,
+         s_t: torch.Tensor | None) -> torch.Tensor:
+    """Target logits φ_k = (R_k - μ_G)/τ_G + s_t,k (Thm. 1), or the upstream advantage + s_t,k."""
+    if state.tau_rule == "advantages":
+        phi = adv_seq
+    else:
+        centred = (rewards - state.pivot[seg]) - (state.mean - state.pivot)[seg]
+        phi = centred / state.tau[seg]
+    return phi if s_t is None else phi + s_t
+
+
+def _coefficients(state: ListwiseState, seg: torch.Tensor, s: torch.Tensor, phi: torch.Tensor,
+                  g_fn: GFn | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(c, log P, log w*) per sequence from the group state: c = g - P Σ_j g_j (App. C.6), or -w* (pointwise)."""
+    log_p = s - state.lse_s[seg]
+    log_w = phi - state.lse_phi[seg]
+    if g_fn is None:                                  # pointwise ablation (App. C.4): c = -w*, no self-correction
+        return -torch.exp(log_w), log_p, log_w
+    if g_fn is _g_fwd:                                # Σ g = -Σ w* = -1 exactly: c = P - w* (Eq. 10)
+        return torch.exp(log_p) - torch.exp(log_w), log_p, log_w
+    g = g_fn(log_p, log_w)
+    return g - torch.exp(log_p) * state.g_sum[seg], log_p, log_w
+
+
+@torch.no_grad()
+def listwise_state(seq_log_ratio: torch.Tensor, group_ids: Any, *, rewards: torch.Tensor | None = None,
+                   seq_advantages: torch.Tensor | None = None, anchor_log_ratio: torch.Tensor | None = None,
+                   tau: Any = "grpo", divergence: Any = "fwd", tau_eps: float = TAU_EPS,
+                   std_unbiased: bool = True, process_group: Any = None, num_groups: int | None = None,
+                   _dense: bool | None = None) -> ListwiseState:
+    r"""The group aggregates of LPO for sequences with listwise logits ``seq_log_ratio`` (``[B]``, s_k).
+
+    ``group_ids``: ``[B]`` ids. ``rewards`` (``[B]``) for the τ rules, or ``seq_advantages`` for
+    ``tau="advantages"``; ``anchor_log_ratio`` s_t (``[B]``) or ``None``. With ``process_group`` the pieces
+    on every rank of the group are combined (call it on every rank); ids must then be non-negative integers,
+    and ``num_groups`` (default: the largest id + 1, one host synchronisation) sizes the buffers.
+    Build it on a whole mini-batch and pass it as ``lpo_state`` to the loss of each of its micro-batches.
+    """
+    tau_rule = _resolve_tau(tau)
+    div_name, g_fn = _resolve_divergence(divergence)
+    reducer = reducer_for(process_group)
+    s = seq_log_ratio.detach()
+    b = s.shape[0]
+    ids = _group_tensor(group_ids, b, s.device)
+    dense = (not reducer.distributed and num_groups is None) if _dense is None else _dense
+    if dense:
+        seg, G = dense_segments(ids), b
+    else:
+        if num_groups is None:
+            num_groups = int(reducer.max_scalar(ids.max()).item()) + 1
+        seg, G = ids, int(num_groups)
+        if (ids < 0).any() or (ids >= G).any():
+            raise ValueError(f"group_ids must be integers in [0, {G}) when groups are shared across pieces "
+                             f"(process_group or num_groups given)")
+    dt = s.dtype
+    count = reducer.sum(segment_sum(torch.ones(b, dtype=dt, device=s.device), seg, G))
+    zeros = torch.zeros(G, dtype=dt, device=s.device)
+    pivot, mean, tau_g = zeros, zeros, torch.ones(G, dtype=dt, device=s.device)
+    if tau_rule != "advantages":
+        r = rewards.detach().to(dt)
+        pivot = reducer.max(segment_max(r, seg, G))
+        pivot = torch.where(torch.isfinite(pivot), pivot, zeros)
+        mean = pivot + reducer.sum(segment_sum(r - pivot[seg], seg, G)) / count.clamp_min(1)
+        if tau_rule == "grpo":
+            centred = (r - pivot[seg]) - (mean - pivot)[seg]
+            ss = reducer.sum(segment_sum(centred * centred, seg, G))
+            denom = (count - 1) if std_unbiased else count
+            tau_g = torch.sqrt(ss / denom.clamp_min(1)) + tau_eps
+        elif tau_rule == "drgrpo":
+            tau_g = torch.ones(G, dtype=dt, device=s.device)
+        elif tau_rule == "rloo":
+            tau_g = (count - 1) / count.clamp_min(1)
+        elif tau_rule == "maxrl":
+            tau_g = mean + tau_eps
+        else:
+            tau_g = torch.full((G,), float(tau_rule), dtype=dt, device=s.device)
+    state = ListwiseState(G, count, pivot, mean, tau_g, zeros, zeros, zeros, tau_rule, div_name, dense)
+    phi = _phi(state, seg, None if tau_rule == "advantages" else rewards.detach().to(dt),
+               None if seq_advantages is None else seq_advantages.detach().to(dt),
+               None if anchor_log_ratio is None else anchor_log_ratio.detach().to(dt))
+    state.lse_s = segment_logsumexp(s, seg, G, reducer)
+    state.lse_phi = segment_logsumexp(phi, seg, G, reducer)
+    if g_fn is not None and g_fn is not _g_fwd:
+        log_p = s - state.lse_s[seg]
+        log_w = phi - state.lse_phi[seg]
+        state.g_sum = reducer.sum(segment_sum(g_fn(log_p, log_w), seg, G))
+    return state
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The losses
+# --------------------------------------------------------------------------------------------------------------
+
+def _read_lpo_config(config: Any, pointwise: bool, have_rewards: bool) -> dict[str, Any]:
+    tau = hparam(config, "lpo_tau", None)
+    if tau is None:
+        tau = "grpo" if have_rewards else "advantages"
+    div = "pointwise" if pointwise else hparam(config, "lpo_divergence", "fwd")
+    clip = hparam(config, "lpo_token_clip", "none")
+    if clip not in TOKEN_CLIPS:
+        raise ValueError(f"lpo_token_clip must be one of {TOKEN_CLIPS}, got {clip!r}")
+    eps = hparam(config, "lpo_tau_eps", TAU_EPS)
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not (0.0 < eps < math.inf):
+        raise ValueError(f"lpo_tau_eps must be a positive finite number, got {eps!r}")
+    gsize = hparam(config, "lpo_group_size", None)
+    if gsize is not None and (isinstance(gsize, bool) or not isinstance(gsize, int) or gsize < 1):
+        raise ValueError(f"lpo_group_size must be a positive integer, got {gsize!r}")
+    return {"tau": _resolve_tau(tau), "divergence": div, "token_clip": clip, "tau_eps": float(eps),
+            "std_unbiased": bool(hparam(config, "lpo_tau_std_unbiased", True)), "group_size": gsize}
+
+
+def _check_seq_tensor(name: str, t: Any, b: int, device: torch.device) -> torch.Tensor:
+    if not isinstance(t, torch.Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor of shape [{b}], got {type(t).__name__}")
+    if t.dim() != 1 or t.shape[0] != b:
+        raise ValueError(f"{name} must have shape [{b}] (one value per sequence), got {tuple(t.shape)}")
+    if not t.is_floating_point():
+        raise ValueError(f"{name} must be floating point, got {t.dtype}")
+    return t.to(device)
+
+
+def _lpo(old_log_prob, log_prob, advantages, response_mask, loss_agg_mode, config, rollout_is_weights, extra,
+         pointwise):
+    if advantages is None:
+        advantages = torch.zeros_like(log_prob)
+    validate_batch(old_log_prob, log_prob, advantages, response_mask, rollout_is_weights)
+    unknown = set(extra) - {"rewards", "group_ids", "anchor_log_prob", "process_group", "lpo_state"}
+    if unknown:
+        raise ValueError(f"unexpected keyword argument(s) for lpo: {sorted(unknown)}")
+    rewards = extra.get("rewards")
+    cfg = _read_lpo_config(config, pointwise, rewards is not None)
+    b, dev, dt = log_prob.shape[0], log_prob.device, log_prob.dtype
+    m = response_mask.to(dt)
+
+    group_ids = extra.get("group_ids")
+    if group_ids is None:
+        n = cfg["group_size"]
+        if n is None:
+            raise ValueError("group_ids is required (or set lpo_group_size for contiguous groups of n rows)")
+        if b % n:
+            raise ValueError(f"lpo_group_size={n} does not divide the batch of {b} sequences")
+        group_ids = torch.arange(b, device=dev) // n
+    ids = _group_tensor(group_ids, b, dev)
+
+    probes: list[torch.Tensor] = []
+    checks: list[str] = []
+    if cfg["tau"] == "advantages":
+        if rewards is not None:
+            raise ValueError("rewards given but lpo_tau='advantages' takes the target from advantages")
+        first = torch.argmax(response_mask.to(torch.int8), dim=-1)       # first valid token of each row
+        adv_seq = advantages.gather(1, first[:, None]).squeeze(1)
+        spread = ((advantages - adv_seq[:, None]).abs() * m).amax()
+        probes.append((spread > ADV_CONST_RTOL * (1.0 + adv_seq.abs().max())).to(torch.float64))
+        checks.append("advantages must be constant over each response's tokens for lpo_tau='advantages' "
+                      "(a per-sequence advantage, as verl's outcome estimators give)")
+        r = None
+    else:
+        if rewards is None:
+            raise ValueError(f"rewards is required for lpo_tau={cfg['tau']!r} (or use lpo_tau='advantages')")
+        r = _check_seq_tensor("rewards", rewards, b, dev).detach()
+        adv_seq = None
+        probes.append((~torch.isfinite(r)).any().to(torch.float64))
+        checks.append("rewards contains NaN or inf")
+        if cfg["tau"] == "maxrl":
+            probes.append((r < 0).any().to(torch.float64))
+            checks.append("rewards must be ≥ 0 for lpo_tau='maxrl' (τ = μ_G must be positive)")
+    anchor = extra.get("anchor_log_prob")
+    s_t = None
+    if anchor is not None:
+        if not isinstance(anchor, torch.Tensor) or anchor.shape != log_prob.shape:
+            raise ValueError(f"anchor_log_prob must be a tensor of shape {tuple(log_prob.shape)}")
+        probes.append((~torch.isfinite(anchor)).any().to(torch.float64))
+        checks.append("anchor_log_prob contains NaN or inf")
+        s_t = ((anchor.detach() - old_log_prob.detach()) * m).sum(-1)          # s_t = log π_t/π_b (Thm. 1)
+
+    log_ratio = (log_prob - old_log_prob.detach()) * m                        # δ_{k,i}, masked
+    s = log_ratio.detach().sum(-1)                                            # listwise logits (Eq. 4)
+    state = extra.get("lpo_state")
+    with torch.no_grad():
+        if state is None:
+            state = listwise_state(s, ids, rewards=r, seq_advantages=adv_seq, anchor_log_ratio=s_t,
+                                   tau=cfg["tau"], divergence=cfg["divergence"], tau_eps=cfg["tau_eps"],
+                                   std_unbiased=cfg["std_unbiased"], process_group=extra.get("process_group"))
+            seg = dense_segments(ids) if state.dense else ids
+        else:
+            if not isinstance(state, ListwiseState):
+                raise ValueError(f"lpo_state must be a ListwiseState, got {type(state).__name__}")
+            if state.dense:
+                raise ValueError("lpo_state was built with local group codes; build it with num_groups= (or a "
+                                 "process_group) to share it between micro-batches")
+            if state.tau_rule != cfg["tau"] or state.divergence != _resolve_divergence(cfg["divergence"])[0]:
+                raise ValueError(f"lpo_state was built for tau={state.tau_rule!r}, divergence={state.divergence!r}; "
+                                 f"the loss is configured with tau={cfg['tau']!r}, divergence={cfg['divergence']!r}")
+            seg = ids
+            probes.append(((ids < 0) | (ids >= state.num_groups)).any().to(torch.float64))
+            checks.append(f"group_ids must lie in [0, {state.num_groups}) (lpo_state's groups)")
+        if cfg["tau"] in ("grpo", "rloo") and (cfg["tau"] == "rloo" or cfg["std_unbiased"]):
+            probes.append((state.count[seg] < 2).any().to(torch.float64))
+            checks.append(f"group_ids leaves a group with a single sequence; lpo_tau={cfg['tau']!r} needs at "
+                          f"least two per group")
+        _, g_fn = _resolve_divergence(cfg["divergence"])
+        phi = _phi(state, seg, r.to(dt) if r is not None else None, adv_seq, s_t)
+        c, log_p, log_w = _coefficients(state, seg, s, phi, g_fn)
+        k_g = state.count[seg]
+        psi = -k_g * c                                                        # listwise advantage ψ = -K c
+    if probes:
+        flags = torch.stack(probes).tolist()                                   # one host synchronisation
+        for flag, msg in zip(flags, checks):
+            if flag:
+                raise ValueError(msg)
+
+    psi_t = psi[:, None].to(dt)
+    clip = cfg["token_clip"]
+    if clip == "ppo":
+        eps_low, eps_high = _read_clip_eps(config)
+        loss_mat, lr_raw, ratio, ind = clipped_surrogate(log_prob, old_log_prob, psi_t.expand_as(log_prob),
+                                                         1.0 - eps_low, 1.0 + eps_high, None)
+        neg_kl = -lr_raw
+    else:
+        if clip == "clamp":
+            eps_low, eps_high = _read_clip_eps(config)
+            lo, hi = math.log(max(1.0 - eps_low, 1e-300)), math.log1p(eps_high)
+            surrogate = torch.clamp(log_ratio, lo, hi)        # gradient 0 outside [lo, hi], both directions (A2)
+            clipped = (log_ratio < lo) | (log_ratio > hi)
+        else:
+            surrogate, clipped = log_ratio, torch.zeros_like(response_mask, dtype=torch.bool)
+        loss_mat = -psi_t * surrogate
+        ind = {"clipped": clipped, "dual": torch.zeros_like(clipped)}
+        neg_kl = -log_ratio
+
+    # Group-level diagnostics as averages over groups: Σ_i term_i / Σ_i 1/K_G(i) (exact when groups are whole).
+    with torch.no_grad():
+        p, w = torch.exp(log_p), torch.exp(log_w)
+        inv_k = 1.0 / k_g
+        n_groups = inv_k.sum()
+        xlogy = lambda x, lx, ly: torch.where(x > 0, x * (lx - ly), torch.zeros_like(x))  # noqa: E731
+        extra_metrics = {
+            "lpo/kl_fwd": xlogy(w, log_w, log_p).sum() / n_groups,
+            "lpo/kl_rev": xlogy(p, log_p, log_w).sum() / n_groups,
+            "lpo/tv": 0.5 * (p - w).abs().sum() / n_groups,
+            "lpo/coef_absmax": c.abs().max(),
+            "lpo/psi_absmax": psi.abs().max(),
+            "lpo/tau_mean": (state.tau[seg] * inv_k).sum() / n_groups,
+            "lpo/target_entropy": -xlogy(w, log_w, torch.zeros_like(log_w)).sum() / n_groups,
+        }
+    return _finish(loss_mat, ind, neg_kl, response_mask, loss_agg_mode, config, rollout_is_weights, extra_metrics)
+
+
+@register_policy_loss("lpo")
+def lpo_loss(old_log_prob: torch.Tensor, log_prob: torch.Tensor, advantages: torch.Tensor | None,
+             response_mask: torch.Tensor, loss_agg_mode: str = "seq-mean-token-sum", config: Any = None,
+             rollout_is_weights: torch.Tensor | None = None, **extra: Any) -> tuple[torch.Tensor, dict[str, float]]:
+    r"""LPO (module docstring): project the group's listwise distribution onto the Gibbs target.
+
+    Extras: ``rewards`` ``[B]``, ``group_ids`` ``[B]``, ``anchor_log_prob`` ``[B, T]`` (π_t; default π_b),
+    ``process_group`` (split groups across ranks), ``lpo_state`` (from :func:`listwise_state`, for micro-batches).
+    Config: ``lpo_divergence`` ("fwd" | "rev" | "js" | "hellinger" | "chi2" | callable; default "fwd"),
+    ``lpo_tau`` ("grpo" | "drgrpo" | "rloo" | "maxrl" | "advantages" | number; default "grpo" with rewards,
+    "advantages" without), ``lpo_tau_eps`` (1e-6), ``lpo_tau_std_unbiased`` (True), ``lpo_token_clip``
+    ("none" | "clamp" | "ppo"; default "none"; ε from ``clip_ratio_low``/``clip_ratio_high``),
+    ``lpo_group_size`` (contiguous groups when ``group_ids`` is absent).
+    """
+    return _lpo(old_log_prob, log_prob, advantages, response_mask, loss_agg_mode, config, rollout_is_weights,
+                extra, pointwise=False)
+
+
+@register_policy_loss("lpo_pointwise")
+def lpo_pointwise_loss(old_log_prob: torch.Tensor, log_prob: torch.Tensor, advantages: torch.Tensor | None,
+                       response_mask: torch.Tensor, loss_agg_mode: str = "seq-mean-token-sum", config: Any = None,
+                       rollout_is_weights: torch.Tensor | None = None, **extra: Any
+                       ) -> tuple[torch.Tensor, dict[str, float]]:
+    r"""The pointwise ablation (App. C.4, §5.4.1): :math:`L = -\sum_k w^*_k \log\pi_\theta(y_k|x)`, i.e.
+    :math:`c_k = -w^*_k`: one-sided (:math:`\sum_k c_k = -1`), independent of :math:`\pi_\theta`, so it never
+    self-corrects. Same extras and config as :func:`lpo_loss` (``lpo_divergence`` is ignored); the target is
+    Eq. 8's (spec A9: C.4's extra :math:`\pi_b(y_k)` factor is not used) and log-probs are summed over tokens.
+    """
+    return _lpo(old_log_prob, log_prob, advantages, response_mask, loss_agg_mode, config, rollout_is_weights,
+                extra, pointwise=True)
+
