@@ -1,4 +1,7 @@
-"""``fiberlab bench band``: the cost of the Band bounds and of the BandPO loss, as ratios measured in one run.
+"""``fiberlab bench band|lpo``: the cost of the objectives, as ratios measured in one run.
+
+``band``: the Band bounds and the BandPO loss. ``lpo``: the LPO losses against ``ppo`` (target: ``lpo``
+forward+backward at most 1.2× ``ppo`` on 2^20 tokens in 2^10 sequences, groups of 8).
 
 Every figure is the median of ``--repeats`` timings of the same call on the same tensors, measured
 round-robin after one warm-up call of each (which also builds the KL lookup table). The targets of the foundation issue:
@@ -27,7 +30,7 @@ from rich.console import Console
 from rich.table import Table
 
 from fiberlab.gpu.band import band_bounds, band_bounds_authors_bisection
-from fiberlab.gpu.losses import bandpo_loss, ppo_loss
+from fiberlab.gpu.losses import bandpo_loss, get_policy_loss, ppo_loss
 
 #: Band radius of the benchmark: the authors' δ for all three divergences.
 BENCH_DELTA = 0.05
@@ -159,8 +162,58 @@ def bench_band(n_tokens: int, repeats: int, device: torch.device) -> dict[str, A
     }
 
 
-def render(result: dict[str, Any], console: Console) -> None:
-    t = Table(title=f"fiberlab bench band — {result['tokens']:,} tokens {result['dtype']} on {result['device']} "
+#: LPO benchmark: K responses per prompt (the paper's K = 8).
+LPO_GROUP = 8
+
+
+def bench_lpo(n_tokens: int, repeats: int, device: torch.device) -> dict[str, Any]:
+    """``lpo`` (each divergence, token clip, τ from verl's advantages) and ``lpo_pointwise`` against ``ppo``,
+    forward+backward, on the same ``[n_tokens/1024, 1024]`` tensors with one binary reward per sequence and
+    groups of :data:`LPO_GROUP` consecutive rows, ``seq-mean-token-sum`` aggregation for all."""
+    x = bench_tensors(n_tokens, device)
+    old, mask = x["old_log_prob"], x["response_mask"]
+    b = old.shape[0]
+    g = torch.Generator().manual_seed(1)
+    rewards = (torch.rand(b, generator=g) < 0.5).to(device=device, dtype=old.dtype)
+    group_ids = torch.arange(b, device=device) // LPO_GROUP
+    from fiberlab.gpu.advantages import get_advantage
+    grpo_adv = (get_advantage("grpo")(rewards, group_ids)[:, None] * mask).contiguous()
+
+    def fwd_bwd(name: str, config: dict[str, Any], advantages: torch.Tensor, **extra: Any) -> Callable[[], None]:
+        fn = get_policy_loss(name)
+
+        def run() -> None:
+            lp = x["log_prob"].detach().requires_grad_(True)
+            loss, _ = fn(old, lp, advantages, mask, "seq-mean-token-sum", config, **extra)
+            loss.backward()
+        return run
+
+    kw = {"rewards": rewards, "group_ids": group_ids}
+    calls = {
+        "ppo_fwd_bwd": fwd_bwd("ppo", {}, grpo_adv),
+        "lpo_fwd_fwd_bwd": fwd_bwd("lpo", {"lpo_divergence": "fwd"}, grpo_adv, **kw),
+        "lpo_rev_fwd_bwd": fwd_bwd("lpo", {"lpo_divergence": "rev"}, grpo_adv, **kw),
+        "lpo_js_fwd_bwd": fwd_bwd("lpo", {"lpo_divergence": "js"}, grpo_adv, **kw),
+        "lpo_fwd_clamp_fwd_bwd": fwd_bwd("lpo", {"lpo_divergence": "fwd", "lpo_token_clip": "clamp"}, grpo_adv, **kw),
+        "lpo_fwd_ppo_clip_fwd_bwd": fwd_bwd("lpo", {"lpo_divergence": "fwd", "lpo_token_clip": "ppo"}, grpo_adv, **kw),
+        "lpo_fwd_from_advantages_fwd_bwd": fwd_bwd("lpo", {"lpo_group_size": LPO_GROUP}, grpo_adv),
+        "lpo_pointwise_fwd_bwd": fwd_bwd("lpo_pointwise", {}, grpo_adv, **kw),
+    }
+    t = interleaved_medians(calls, repeats, device)
+    ratios = {f"{k[:-len('_fwd_bwd')]} / ppo (fwd+bwd)": v / t["ppo_fwd_bwd"] for k, v in t.items()
+              if k != "ppo_fwd_bwd"}
+    return {
+        "tokens": old.numel(), "shape": list(old.shape), "dtype": str(old.dtype), "device": str(device),
+        "threads": torch.get_num_threads(), "repeats": repeats, "group_size": LPO_GROUP,
+        "machine": f"{platform.machine()} {platform.processor() or ''}".strip(), "torch": torch.__version__,
+        "seconds": t, "ratios": ratios,
+        "targets": {"lpo_fwd / ppo <= 1.2": ratios["lpo_fwd / ppo (fwd+bwd)"] <= 1.2,
+                    "lpo_rev / ppo <= 1.2": ratios["lpo_rev / ppo (fwd+bwd)"] <= 1.2},
+    }
+
+
+def render(result: dict[str, Any], console: Console, name: str = "band") -> None:
+    t = Table(title=f"fiberlab bench {name} — {result['tokens']:,} tokens {result['dtype']} on {result['device']} "
                     f"({result['threads']} threads), median of {result['repeats']}")
     t.add_column("call")
     t.add_column("ms", justify="right")
@@ -173,6 +226,13 @@ def render(result: dict[str, Any], console: Console) -> None:
     for k, v in result["ratios"].items():
         r.add_row(k, f"{v:.2f}")
     console.print(r)
+    if "accuracy" in result:
+        _render_accuracy(result, console)
+    for k, ok in result["targets"].items():
+        console.print(f"{'[green]met[/green]' if ok else '[red]missed[/red]'}  {k}")
+
+
+def _render_accuracy(result: dict[str, Any], console: Console) -> None:
     a = Table(title=f"KL accuracy vs 50-digit mpmath ({ACCURACY_SAMPLE} sampled tokens, {result['dtype']})")
     for col in ("solver", "max abs lower", "max abs upper", "max rel lower", "max rel upper", "lower zeroed"):
         a.add_column(col, justify="right" if col != "solver" else "left")
@@ -180,16 +240,15 @@ def render(result: dict[str, Any], console: Console) -> None:
         a.add_row(k, f"{v['max_abs_lower']:.1e}", f"{v['max_abs_upper']:.1e}", f"{v['max_rel_lower']:.1e}",
                   f"{v['max_rel_upper']:.1e}", str(v["zeroed_lower"]))
     console.print(a)
-    for k, ok in result["targets"].items():
-        console.print(f"{'[green]met[/green]' if ok else '[red]missed[/red]'}  {k}")
 
 
 def main(args: argparse.Namespace, console: Console) -> int:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if args.tokens < 1 or not math.isfinite(args.tokens):
         raise ValueError(f"--tokens must be positive, got {args.tokens}")
-    result = bench_band(args.tokens, args.repeats, device)
-    render(result, console)
+    run = {"band": bench_band, "lpo": bench_lpo}[args.target]
+    result = run(args.tokens, args.repeats, device)
+    render(result, console, args.target)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(result, indent=2))

@@ -29,3 +29,18 @@ def test_bench_cli_writes_json(tmp_path):
     assert cli.main(["bench", "band", "--tokens", "2048", "--repeats", "1", "--json", str(out)]) == 0
     doc = json.loads(out.read_text())
     assert doc["tokens"] == 2048 and "ratios" in doc and "targets" in doc
+
+
+def test_bench_lpo_reports_every_figure():
+    from fiberlab.bench import bench_lpo
+    r = bench_lpo(8 * 1024 * 2, 1, torch.device("cpu"))
+    assert r["shape"] == [16, 1024] and r["group_size"] == 8
+    assert {"ppo_fwd_bwd", "lpo_fwd_fwd_bwd", "lpo_rev_fwd_bwd", "lpo_pointwise_fwd_bwd"} <= set(r["seconds"])
+    assert all(v > 0 for v in r["seconds"].values())
+    assert set(r["targets"]) == {"lpo_fwd / ppo <= 1.2", "lpo_rev / ppo <= 1.2"}
+
+
+def test_bench_lpo_cli(tmp_path):
+    out = tmp_path / "l.json"
+    assert cli.main(["bench", "lpo", "--tokens", "16384", "--repeats", "1", "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["group_size"] == 8
