@@ -1,4 +1,4 @@
-"""Put fiberlab's objectives into verl 0.9.1, the engine users scale on.
+r"""Put fiberlab's objectives into verl 0.9.1, the engine users scale on.
 
 Two lines in a verl run (every Ray worker registers the losses at start-up through Ray's
 ``worker_process_setup_hook``, so the actor processes find them by name)::
@@ -12,6 +12,22 @@ objective-specific keys travel in :class:`FiberlabPolicyLossConfig`, a subclass 
 
     actor_rollout_ref.actor.policy_loss._target_=fiberlab.gpu.verl.FiberlabPolicyLossConfig
     +actor_rollout_ref.actor.policy_loss.band_delta=0.05
+
+LPO in verl. verl's actor hands a policy loss only the token tensors, not the prompt ids or rewards, so the LPO
+objectives take the group from ``lpo_group_size`` (= ``rollout.n``: verl lays a prompt's responses out on
+consecutive rows) and the target from verl's advantages (``lpo_tau`` unset: :math:`w^*=\mathrm{softmax}(A)`,
+which for every outcome estimator is the paired τ rule, since softmax ignores the group's baseline)::
+
+    actor_rollout_ref.actor.policy_loss.loss_mode=lpo
+    actor_rollout_ref.actor.policy_loss._target_=fiberlab.gpu.verl.FiberlabPolicyLossConfig
+    +actor_rollout_ref.actor.policy_loss.lpo_divergence=fwd
+    +actor_rollout_ref.actor.policy_loss.lpo_group_size=8          # = actor_rollout_ref.rollout.n
+    actor_rollout_ref.actor.loss_agg_mode=seq-mean-token-sum
+    trainer.balance_batch=False                                    # keep each group's rows together
+    actor_rollout_ref.actor.shuffle=False
+
+with mini- and micro-batch sizes multiples of ``rollout.n`` so that no group is split (for split groups, see
+:func:`fiberlab.gpu.lpo.listwise_state` and the ``process_group`` extra).
 
 This module imports verl; the rest of :mod:`fiberlab.gpu` does not need it.
 """
@@ -39,6 +55,12 @@ class FiberlabPolicyLossConfig(PolicyLossConfig):
     band_upper_bound_max: Optional[float] = None
     band_relax: bool = False
     band_method: str = "table"
+    lpo_divergence: str = "fwd"
+    lpo_tau: Optional[str] = None
+    lpo_tau_eps: float = 1e-6
+    lpo_tau_std_unbiased: bool = True
+    lpo_token_clip: str = "none"
+    lpo_group_size: Optional[int] = None
 
 
 def register(names: list[str] | None = None, *, overwrite: bool = False) -> list[str]:

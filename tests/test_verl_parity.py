@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given
@@ -278,3 +279,46 @@ def test_register_never_silently_replaces_a_verl_loss(monkeypatch):
 def test_register_unknown_name():
     with pytest.raises(ValueError, match="names"):
         fverl.register(["no_such_objective"])
+
+
+# --------------------------------------------------------------------------------------------------------------
+# lpo through verl's registry and config (verl passes no group ids or rewards: contiguous groups + advantages)
+# --------------------------------------------------------------------------------------------------------------
+
+@functools.lru_cache(maxsize=None)
+def lpo_config(divergence: str, n: int):
+    return fverl.actor_config({"loss_mode": "lpo", "lpo_divergence": divergence, "lpo_group_size": n},
+                              rollout_n=n)
+
+
+@pytest.mark.parametrize("divergence", ["fwd", "rev"])
+@pytest.mark.parametrize("mode", ["seq-mean-token-sum", "token-mean"])
+def test_lpo_via_verl_registry_uses_verl_grpo_advantages_as_the_paired_target(divergence, mode):
+    """In a verl run the loss sees verl's GRPO advantages; its target softmax(A) is LPO's τ = σ_G rule."""
+    from fiberlab.gpu.lpo import lpo_loss
+
+    fverl.register()
+    fn = core_algos.get_policy_loss_fn("lpo")
+    assert fn is lpo_loss and core_algos.get_policy_loss_fn("fiberlab_lpo") is lpo_loss
+    n, groups, t = 4, 3, 5
+    g = torch.Generator().manual_seed(3)
+    b = n * groups
+    old = -3 * torch.rand(b, t, generator=g, dtype=torch.float64)
+    lp = (old + 0.3 * torch.randn(b, t, generator=g, dtype=torch.float64)).requires_grad_()
+    mask = torch.arange(t)[None, :] < torch.randint(1, t + 1, (b,), generator=g)[:, None]
+    rewards = (torch.rand(b, generator=g) < 0.5).to(torch.float64)
+    uid = np.array([f"prompt-{i // n}" for i in range(b)], dtype=object)
+    adv, _ = core_algos.compute_grpo_outcome_advantage(rewards[:, None] * torch.eye(t, dtype=torch.float64)[-1],
+                                                       torch.ones(b, t), uid)
+    adv = adv[:, :1].expand(b, t) * mask                                  # verl's layout: one scalar per row
+    cfg = lpo_config(divergence, n)
+    assert (cfg.policy_loss.lpo_divergence, cfg.policy_loss.lpo_group_size) == (divergence, n)
+    via_verl, _ = fn(old_log_prob=old, log_prob=lp, advantages=adv, response_mask=mask, loss_agg_mode=mode,
+                     config=cfg, rollout_is_weights=None)
+    (g_verl,) = torch.autograd.grad(via_verl, lp)
+    direct, _ = lpo_loss(old, lp, None, mask, mode, {"lpo_divergence": divergence}, rewards=rewards,
+                         group_ids=uid)
+    (g_direct,) = torch.autograd.grad(direct, lp)
+    # verl's GRPO advantage vs ours: same formula, summation order differs (≲ 1e-15 on φ, relative)
+    assert float((g_verl - g_direct).abs().max()) <= 1e-12 * max(1.0, float(g_direct.abs().max()))
+    assert float(g_direct.abs().max()) > 1e-3
