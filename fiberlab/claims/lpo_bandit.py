@@ -13,7 +13,7 @@ The setting, and why it is representative of the paper's (spec §5.1, §4.4):
 * ``M = 16`` arms: three correct arms (reward 1) with unequal initial mass, two arms with the Countdown-style format
   reward 0.1 (a tempting wrong mode), eleven wrong arms (reward 0). The *moderate* start gives the correct arms
   ``π = (0.027, 0.013, 0.007)``, so a group of 8 contains a success about 30% of the time: a prompt the base model
-  sometimes solves, the regime RLVR training works in. The *hard* start (``π ≈ (0.007, 0.004, 0.002)``, about 9%
+  sometimes solves, the regime RLVR training works in. The *hard* start (``π ≈ (0.006, 0.004, 0.002)``, about 9%
   of groups with a success) is used where the outcome depends on difficulty.
 * Adam (``lr = 0.05``, β = (0.9, 0.999), state kept across iterations) as in the paper's LLM training, for 150
   iterations; plain SGD (``lr = 0.5``) is the robustness setting, and where a conclusion changes with it the claim is
@@ -43,33 +43,35 @@ fwd_coverage = claim(
     status="conditional",
     statement="On a bandit with several correct arms, LPO_fwd keeps mass on every correct arm and wins pass@k "
               "against its paired PG (K = 8, E = 2).",
-    condition="pass@8 (area under the training curve) is won for all three τ pairs, and LPO_fwd keeps 3-20x more "
-              "mass than PG on the weakest correct arm with Adam. 'Keeps' is relative, not absolute: the weakest "
-              "correct arm still ends below its initial mass with the GRPO and Dr.GRPO pairs. With plain SGD, the "
-              "Dr.GRPO pair (τ = 1) and a hard start the coverage ordering reverses: LPO_fwd wins pass@k by "
-              "concentrating on one correct arm and ends with less mass than PG on the weakest one. In a one-prompt "
-              "bandit pass@k only measures total correct mass.")
+    condition="Relative, not absolute. With Adam (K = 8, E = 2, moderate start) LPO_fwd wins pass@8 (mean over the "
+              "training curve) for all three τ pairs and keeps 8-17x more mass than PG on the weakest correct arm, "
+              "but that arm still ends below its initial mass (at 53-85% of it) for every pair: no method keeps "
+              "every correct arm. With plain SGD, the Dr.GRPO pair (τ = 1) and a hard start the coverage ordering "
+              "reverses: LPO_fwd still wins pass@8 but ends with less mass than PG on the weakest correct arm. In a "
+              "one-prompt bandit pass@k only measures total correct mass, so its win is not a diversity effect.")
 
 small_k = claim(
     "lpo.bandit_small_k", paper="LPO", source="LPO Fig. 7",
     status="conditional",
     statement="LPO's gain over its paired PG is largest at small group size K (K ∈ {2, 4, 8, 16}).",
-    condition="Holds at a fixed number of iterations on the moderate start (a success in ~30% of groups of 8): the "
-              "pass@8 gain of LPO_fwd and LPO_rev is larger at K ∈ {2, 4} than at K = 16 for all three τ pairs. "
-              "On the hard start (~9% of groups of 8 contain a success) it reverses: the gain is larger at "
-              "K ∈ {8, 16} than at K ∈ {2, 4}. The gain peaks where the paired PG is still learning, which depends "
+    condition="Holds on the moderate start (a success in ~30% of groups of 8), at a fixed number of iterations: "
+              "LPO_fwd's pass@8 gain over PG falls from ≈ +0.12 at K = 2 to ≈ +0.01 at K = 16 for all three τ "
+              "pairs. On the hard start (~9% of groups of 8 contain a success) it reverses: the gain is ≈ +0.02-0.05 "
+              "at K = 2 and +0.4-0.5 at K = 8. The gain peaks where the paired PG is still learning, which depends "
               "on K and on the prompt's difficulty together, not on K alone.")
 
 pointwise_unstable = claim(
     "lpo.bandit_pointwise_unstable", paper="LPO", source="LPO §5.4.1 / Fig. 6",
     status="conditional",
     statement="The pointwise projection c = -w* (App. C.4) is unstable: a net pull Σ_k c_k = -1, gradient norms "
-              "that do not settle, and collapsing performance.",
-    condition="The net pull (Σc = -1 on every step) and the non-settling gradient norm (2-10x PG's late in "
-              "training, because an all-equal group still gets the update -(1/K)Σ e_y + π, fine-tuning on the "
-              "policy's own samples) hold for every τ pair. Performance collapses only with Dr.GRPO's diffuse "
-              "τ = 1 target. With GRPO's σ_G or MaxRL's μ_G temperatures the pointwise ablation matches its PG "
-              "pair on pass@8 within the confidence interval (Adam, K = 8, E = 2, moderate start).")
+              "that do not settle, and performance that collapses against the listwise projection with the same "
+              "target.",
+    condition="The net pull (Σc = -1 on every step), the larger late gradient norm (all-equal groups still get "
+              "the update -(1/K)Σ e_y + π, fine-tuning on the policy's own samples) and a pass@8 deficit against "
+              "LPO_fwd hold for every τ pair (Adam, K = 8, E = 2, moderate start). A collapse below the PG baseline "
+              "itself (about -0.2 pass@8) happens only with Dr.GRPO's diffuse τ = 1 target; with GRPO's σ_G or "
+              "MaxRL's μ_G the pointwise ablation trails PG by ≈ 0.01, and with plain SGD it can beat PG. No run "
+              "rises and then falls: the damage is slower learning, not a breakdown.")
 
 # ---------------------------------------------------------------------------------------------
 # The experimental design
@@ -205,7 +207,7 @@ def _bandit_fwd_coverage_and_pass_at_k() -> Evidence:
     # Reverse case: SGD, Dr.GRPO pair, hard start.
     rev = fwd_vs_pg("hard", "sgd", ("dr_grpo",))["dr_grpo"]
     positives = [v["d_pass"] for v in main.values()] + [v["d_weakest"] for v in main.values()]
-    negatives = [main["grpo"]["fwd_weakest"], main["dr_grpo"]["fwd_weakest"], rev["d_weakest"]]
+    negatives = [v["fwd_weakest"] for v in main.values()] + [rev["d_weakest"]]
     worst = _sided(positives, negatives)
     rows = "; ".join(f"{f}: Δpass@8 {fmt(v['d_pass'])}, Δlog10 weakest {fmt(v['d_weakest'])}, LPO_fwd weakest "
                      f"log10(π_T/π_0) {fmt(v['fwd_weakest'])}" for f, v in main.items())
@@ -256,30 +258,37 @@ def _bandit_gain_vs_group_size() -> Evidence:
 # ---------------------------------------------------------------------------------------------
 # lpo.bandit_pointwise_unstable (§5.4.1 / Fig. 6)
 # ---------------------------------------------------------------------------------------------
-def pointwise_vs_pg(start="moderate", optimizer="adam"):
-    """Per τ pair: max |Σc + 1| over every step, paired log10 late-gradient-norm ratio and pass@8 difference."""
+def pointwise_vs_listwise(start="moderate", optimizer="adam"):
+    """Per τ pair: max |Σc + 1| over every step; paired log10 ratio of late gradient norms (pointwise / LPO_fwd and
+    pointwise / PG); paired pass@8 differences pointwise - LPO_fwd and pointwise - PG; peak-to-final drop of E_π[R]."""
     out = {}
     for fam in TAU_FAMILIES:
         cfg = bandit_config(start, fam, optimizer)
-        q, p = run("pointwise", cfg), run("pg", cfg)
+        q, f, p = run("pointwise", cfg), run("lpo_fwd", cfg), run("pg", cfg)
         out[fam] = {"net_pull": float(np.abs(q.coef_sum + 1.0).max()),
-                    "log_gn_ratio": np.log10(late_grad_norm(q) / late_grad_norm(p)),
-                    "d_pass": pass_auc(q) - pass_auc(p)}
+                    "log_gn_fwd": np.log10(late_grad_norm(q) / late_grad_norm(f)),
+                    "log_gn_pg": np.log10(late_grad_norm(q) / late_grad_norm(p)),
+                    "d_pass_fwd": pass_auc(q) - pass_auc(f),
+                    "d_pass_pg": pass_auc(q) - pass_auc(p),
+                    "drop": q.expected_reward.max(1) - q.expected_reward[:, -1]}
     return out
 
 
 @pointwise_unstable.check("numerics")
 def _bandit_pointwise_instability() -> Evidence:
-    res = pointwise_vs_pg()
+    res = pointwise_vs_listwise()
     pull = max(v["net_pull"] for v in res.values())
-    # Net pull and the larger late gradient norm for every pair; collapse (pass@8 below PG) with Dr.GRPO's τ = 1;
-    # no significant collapse with GRPO's σ_G and MaxRL's μ_G (their interval reaches 0 or above).
-    worst = _sided([v["log_gn_ratio"] for v in res.values()], [res["dr_grpo"]["d_pass"]])
-    no_collapse = min(interval(res[f]["d_pass"])[2] for f in ("grpo", "maxrl"))
-    ok = pull <= SUM_TOL and worst <= 0.0 and no_collapse >= 0.0
-    rows = "; ".join(f"{f}: log10 late ‖g‖ ratio {fmt(v['log_gn_ratio'])}, Δpass@8 {fmt(v['d_pass'])}"
-                     for f, v in res.items())
-    return Evidence(passed=ok, max_error=max(worst, -no_collapse), tolerance=0.0, cases=3 * 2 * N_SEEDS,
-                    detail=f"pointwise - PG, Adam, K = 8, E = 2, moderate start, {N_SEEDS} seeds (95% CI): {rows}. "
+    dr = res["dr_grpo"]["d_pass_pg"]
+    # For every pair: larger late gradient norm than LPO_fwd and PG, pass@8 below LPO_fwd. Dr.GRPO (τ = 1): below PG
+    # too; GRPO and MaxRL: significantly less damaged (relative to PG) than Dr.GRPO.
+    positives = ([v["log_gn_fwd"] for v in res.values()] + [v["log_gn_pg"] for v in res.values()]
+                 + [res[f]["d_pass_pg"] - dr for f in ("grpo", "maxrl")])
+    negatives = [v["d_pass_fwd"] for v in res.values()] + [dr]
+    worst = _sided(positives, negatives)
+    rows = "; ".join(f"{f}: log10 late ‖g‖ vs LPO_fwd {fmt(v['log_gn_fwd'])}, vs PG {fmt(v['log_gn_pg'])}, Δpass@8 vs "
+                     f"LPO_fwd {fmt(v['d_pass_fwd'])}, vs PG {fmt(v['d_pass_pg'])}, peak-to-final E_π[R] drop "
+                     f"{float(v['drop'].mean()):.3f}" for f, v in res.items())
+    return Evidence(passed=pull <= SUM_TOL and worst <= 0.0, max_error=worst, tolerance=0.0, cases=3 * 3 * N_SEEDS,
+                    detail=f"pointwise, Adam, K = 8, E = 2, moderate start, {N_SEEDS} seeds (95% CI): {rows}. "
                            f"max |Σc + 1| = {pull:.1e} (tol {SUM_TOL:g}). max_error = largest CI bound on the wrong "
-                           "side of 0 (GRPO/MaxRL: the upper bound of Δpass@8 must reach 0)")
+                           "side of 0")
