@@ -80,8 +80,10 @@ SUMMARIES: dict[str, Callable[[list[dict[str, Any]]], float]] = {
     "final_pass@1": lambda h: _tail(h, "pass@1", 0.34),
     "final_pass@k": lambda h: _tail(h, [k for k in h[-1] if k.startswith("pass@") and k != "pass@1"][0], 0.34),
     "ratio_stability": lambda h: -_tail(h, "ratio_mean_abs_dev", 0.5),
-    "grad_norm_flatness": lambda h: -float(np.log(_tail(h, "grad_norm") / max(np.mean([r["grad_norm"] for r in h[:5]]),
-                                                                              1e-12))),
+    # log growth of the gradient norm from the first five iterations to the last quarter (1e-12 guards a zero
+    # gradient, e.g. a policy that already solves every prompt)
+    "grad_norm_flatness": lambda h: -float(np.log((_tail(h, "grad_norm") + 1e-12)
+                                                  / (np.mean([r["grad_norm"] for r in h[:5]]) + 1e-12))),
     "final_length": lambda h: _tail(h, "response_length"),
     "neg_final_length": lambda h: -_tail(h, "response_length"),
 }
