@@ -1,7 +1,8 @@
 """``fiberlab bench band|lpo``: the cost of the objectives, as ratios measured in one run.
 
 ``band``: the Band bounds and the BandPO loss. ``lpo``: the LPO losses against ``ppo`` (target: ``lpo``
-forward+backward at most 1.2× ``ppo`` on 2^20 tokens in 2^10 sequences, groups of 8).
+forward+backward at most 1.2× ``ppo`` on 2^20 tokens in 2^10 sequences, groups of 8). ``fiberpo``: ``fiberpo``
+and ``fiberpo_domain`` against ``ppo`` (targets 1.5× and 2×) and ``fiberpo_domain`` at 2^16 … 2^22 tokens.
 
 Every figure is the median of ``--repeats`` timings of the same call on the same tensors, measured
 round-robin after one warm-up call of each (which also builds the KL lookup table). The targets of the foundation issue:
@@ -212,6 +213,79 @@ def bench_lpo(n_tokens: int, repeats: int, device: torch.device) -> dict[str, An
     }
 
 
+#: FiberPO-Domain benchmark hierarchy: groups of K consecutive rows (rollout.n), the groups split evenly into
+#: this many domains.
+FIBERPO_GROUP = 8
+FIBERPO_DOMAINS = 4
+#: Token counts of the linearity sweep of ``fiberpo_domain`` (rows of 1024 tokens).
+FIBERPO_SCALING = (1 << 16, 1 << 18, 1 << 20, 1 << 22)
+
+
+def bench_fiberpo(n_tokens: int, repeats: int, device: torch.device,
+                  scaling: tuple[int, ...] = FIBERPO_SCALING) -> dict[str, Any]:
+    """``fiberpo`` and ``fiberpo_domain`` (and the RGF baselines ``grpo_rgf``, ``gspo``) against ``ppo``,
+    forward+backward on the same ``[n_tokens/1024, 1024]`` tensors, ``seq-mean-token-mean`` aggregation
+    (FiberPO's Eq. 6) for all; groups of :data:`FIBERPO_GROUP` rows in :data:`FIBERPO_DOMAINS` domains.
+    Targets: ``fiberpo`` at most 1.5× ``ppo``, ``fiberpo_domain`` at most 2× ``ppo``. Then ``fiberpo_domain``
+    and ``ppo`` at each size of ``scaling`` (a third of the repeats, at least 3): the cost per token should be
+    flat, and its ratio to ``ppo`` at each size separates the objective's scaling from the machine's (memory
+    bandwidth per token drops once the tensors leave the caches, for every loss alike)."""
+
+    def setup(n: int) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        x = bench_tensors(n, device)
+        b = x["old_log_prob"].shape[0]
+        gids = torch.arange(b, device=device) // FIBERPO_GROUP
+        n_groups = int(gids[-1]) + 1
+        dids = gids * FIBERPO_DOMAINS // n_groups                        # whole groups per domain
+        return x, {"group_ids": gids, "domain_ids": dids}
+
+    def fwd_bwd(x: dict[str, torch.Tensor], name: str, **extra: Any) -> Callable[[], None]:
+        fn = get_policy_loss(name)
+
+        def run() -> None:
+            lp = x["log_prob"].detach().requires_grad_(True)
+            loss, _ = fn(x["old_log_prob"], lp, x["advantages"], x["response_mask"], "seq-mean-token-mean", {},
+                         **extra)
+            loss.backward()
+        return run
+
+    x, ids = setup(n_tokens)
+    calls = {"ppo_fwd_bwd": fwd_bwd(x, "ppo"), "fiberpo_fwd_bwd": fwd_bwd(x, "fiberpo"),
+             "fiberpo_domain_fwd_bwd": fwd_bwd(x, "fiberpo_domain", **ids),
+             "grpo_rgf_fwd_bwd": fwd_bwd(x, "grpo_rgf"), "gspo_fwd_bwd": fwd_bwd(x, "gspo")}
+    t = interleaved_medians(calls, repeats, device)
+    ratios = {f"{k[:-len('_fwd_bwd')]} / ppo (fwd+bwd)": v / t["ppo_fwd_bwd"] for k, v in t.items()
+              if k != "ppo_fwd_bwd"}
+    sweep = []
+    for n in scaling:
+        xs, ids_s = setup(n)
+        ts = interleaved_medians({"fiberpo_domain": fwd_bwd(xs, "fiberpo_domain", **ids_s),
+                                  "ppo": fwd_bwd(xs, "ppo")}, max(3, repeats // 3), device)
+        sweep.append({"tokens": xs["old_log_prob"].numel(), "seconds": ts["fiberpo_domain"],
+                      "ns_per_token": 1e9 * ts["fiberpo_domain"] / xs["old_log_prob"].numel(),
+                      "ppo_seconds": ts["ppo"], "ratio_to_ppo": ts["fiberpo_domain"] / ts["ppo"]})
+        del xs, ids_s
+    return {
+        "tokens": x["old_log_prob"].numel(), "shape": list(x["old_log_prob"].shape),
+        "dtype": str(x["old_log_prob"].dtype), "device": str(device), "threads": torch.get_num_threads(),
+        "repeats": repeats, "group_size": FIBERPO_GROUP, "domains": FIBERPO_DOMAINS,
+        "machine": f"{platform.machine()} {platform.processor() or ''}".strip(), "torch": torch.__version__,
+        "seconds": t, "ratios": ratios, "scaling": sweep,
+        "targets": {"fiberpo / ppo <= 1.5": ratios["fiberpo / ppo (fwd+bwd)"] <= 1.5,
+                    "fiberpo_domain / ppo <= 2": ratios["fiberpo_domain / ppo (fwd+bwd)"] <= 2.0},
+    }
+
+
+def _render_scaling(result: dict[str, Any], console: Console) -> None:
+    s = Table(title="fiberpo_domain forward+backward by size (linearity: ns/token flat)")
+    for col in ("tokens", "ms", "ns/token", "ppo ms", "/ ppo"):
+        s.add_column(col, justify="right")
+    for row in result["scaling"]:
+        s.add_row(f"{row['tokens']:,}", f"{1000 * row['seconds']:.1f}", f"{row['ns_per_token']:.1f}",
+                  f"{1000 * row['ppo_seconds']:.1f}", f"{row['ratio_to_ppo']:.2f}")
+    console.print(s)
+
+
 def render(result: dict[str, Any], console: Console, name: str = "band") -> None:
     t = Table(title=f"fiberlab bench {name} — {result['tokens']:,} tokens {result['dtype']} on {result['device']} "
                     f"({result['threads']} threads), median of {result['repeats']}")
@@ -228,6 +302,8 @@ def render(result: dict[str, Any], console: Console, name: str = "band") -> None
     console.print(r)
     if "accuracy" in result:
         _render_accuracy(result, console)
+    if "scaling" in result:
+        _render_scaling(result, console)
     for k, ok in result["targets"].items():
         console.print(f"{'[green]met[/green]' if ok else '[red]missed[/red]'}  {k}")
 
@@ -246,7 +322,7 @@ def main(args: argparse.Namespace, console: Console) -> int:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if args.tokens < 1 or not math.isfinite(args.tokens):
         raise ValueError(f"--tokens must be positive, got {args.tokens}")
-    run = {"band": bench_band, "lpo": bench_lpo}[args.target]
+    run = {"band": bench_band, "lpo": bench_lpo, "fiberpo": bench_fiberpo}[args.target]
     result = run(args.tokens, args.repeats, device)
     render(result, console, args.target)
     if args.json:

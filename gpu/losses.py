@@ -370,3 +370,4 @@ def bandpo_loss(old_log_prob: torch.Tensor, log_prob: torch.Tensor, advantages: 
 
 # Objectives defined in their own modules register themselves on import.
 import fiberlab.gpu.lpo  # noqa: E402,F401  (lpo, lpo_pointwise)
+import fiberlab.gpu.fiberpo  # noqa: E402,F401  (grpo_rgf, gspo, apc, fiberpo, fiberpo_domain)

@@ -17,7 +17,20 @@ Micro-batches of one rank are handled by computing the segment state once on the
 gradient, the parameters do not change between micro-batches) and handing it to each micro-batch's loss.
 
 No Python loop over sequences or tokens: segment sums are ``index_add_``, segment maxima ``scatter_reduce``.
-The reductions are taken without gradient: objectives use them for constants (targets, coefficients).
+:meth:`SegmentReducer.sum` and :meth:`SegmentReducer.max` are taken without gradient: objectives such as LPO use
+them for constants (targets, coefficients).
+
+Differentiable exchange. Objectives whose *value* depends on segment aggregates that must be differentiated
+(FiberPO-Domain's group and domain aggregates, spec A9 / Prop. 5.2's coupling terms) use
+:meth:`SegmentReducer.sum_differentiable` (:func:`segment_sum_global`). Across ranks it is an all-reduce whose
+backward pass is again an all-reduce of the incoming gradient: with :math:`y = \sum_r x_r` on every rank and
+the total loss :math:`L = \sum_r L_r(y)`,
+
+.. math:: \frac{\partial L}{\partial x_r} = \sum_{r'} \frac{\partial L_{r'}}{\partial y},
+
+so each rank's piece receives the gradient of *every* rank's loss through the shared aggregate, and the rank
+gradients equal the single-process ones. Every rank must run the backward pass (as under DDP/FSDP), since
+the backward is a collective.
 """
 
 from __future__ import annotations
@@ -40,6 +53,10 @@ class SegmentReducer:
         return x
 
     def max_scalar(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def sum_differentiable(self, x: torch.Tensor) -> torch.Tensor:
+        """The segment-wide sum with gradient flowing back into every piece (module docstring)."""
         return x
 
 
@@ -76,6 +93,31 @@ class DistributedReducer(SegmentReducer):
 
     max_scalar = max
 
+    def sum_differentiable(self, x: torch.Tensor) -> torch.Tensor:
+        return _AllReduceSum.apply(x, self.group)
+
+
+class _AllReduceSum(torch.autograd.Function):
+    r""":math:`y = \sum_r x_r` on every rank; backward :math:`\partial L/\partial x_r = \sum_{r'} g_{r'}`
+    (the all-reduce is its own adjoint up to this sum over the ranks' incoming gradients)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, group: Any) -> torch.Tensor:
+        import torch.distributed as dist
+
+        ctx.group = group
+        y = x.contiguous().clone()
+        dist.all_reduce(y, op=dist.ReduceOp.SUM, group=group)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        import torch.distributed as dist
+
+        g = grad.contiguous().clone()
+        dist.all_reduce(g, op=dist.ReduceOp.SUM, group=ctx.group)
+        return g, None
+
 
 def reducer_for(process_group: Any) -> SegmentReducer:
     """``None`` → :class:`LocalReducer`; a process group (or ``"world"``) → :class:`DistributedReducer`."""
@@ -95,6 +137,12 @@ def segment_sum(x: torch.Tensor, seg: torch.Tensor, num_segments: int) -> torch.
     """``out[g] = Σ_{i: seg_i = g} x_i`` (``x`` is ``[B]`` or ``[B, m]``)."""
     out = torch.zeros((num_segments,) + tuple(x.shape[1:]), dtype=x.dtype, device=x.device)
     return out.index_add_(0, seg, x)
+
+
+def segment_sum_global(x: torch.Tensor, seg: torch.Tensor, num_segments: int,
+                       reducer: SegmentReducer) -> torch.Tensor:
+    """``out[g] = Σ_{i ∈ g} x_i`` over the whole segment (all pieces), differentiable into every piece."""
+    return reducer.sum_differentiable(segment_sum(x, seg, num_segments))
 
 
 def segment_max(x: torch.Tensor, seg: torch.Tensor, num_segments: int) -> torch.Tensor:

@@ -61,6 +61,14 @@ class FiberlabPolicyLossConfig(PolicyLossConfig):
     lpo_tau_std_unbiased: bool = True
     lpo_token_clip: str = "none"
     lpo_group_size: Optional[int] = None
+    # FiberPO family (fiberlab.gpu.fiberpo): grpo_rgf / gspo min, APC-Obj radius, FiberPO budgets
+    rgf_min: bool = True
+    apc_delta: float = 0.18
+    fiberpo_eps: float = 0.03
+    fiberpo_c_pos: float = 0.12
+    fiberpo_c_neg: float = 0.06
+    fiberpo_c_pos_levels: Optional[list[float]] = None
+    fiberpo_c_neg_levels: Optional[list[float]] = None
 
 
 def register(names: list[str] | None = None, *, overwrite: bool = False) -> list[str]:
