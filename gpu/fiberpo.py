@@ -487,6 +487,7 @@ def fiberpo_domain_loss(old_log_prob: torch.Tensor, log_prob: torch.Tensor, adva
 # Baselines in RGF form (App. C.4, Remark C.5) and APC-Obj (Def. 3.2, Eq. 3)
 # --------------------------------------------------------------------------------------------------------------
 
+@register_policy_loss("grpo")
 @register_policy_loss("grpo_rgf")
 def grpo_rgf_loss(old_log_prob: torch.Tensor, log_prob: torch.Tensor, advantages: torch.Tensor,
                   response_mask: torch.Tensor, loss_agg_mode: str = "seq-mean-token-mean", config: Any = None,

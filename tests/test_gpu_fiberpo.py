@@ -554,3 +554,8 @@ def test_bench_fiberpo_smoke():
     res = bench_fiberpo(1 << 12, 2, torch.device("cpu"), scaling=(1 << 10, 1 << 11))
     assert set(res["ratios"]) >= {"fiberpo / ppo (fwd+bwd)", "fiberpo_domain / ppo (fwd+bwd)"}
     assert all(v > 0 for v in res["seconds"].values()) and len(res["scaling"]) == 2
+
+
+def test_grpo_is_the_rgf_form():
+    """The issue's name for GRPO in RGF form: ``grpo`` is the same function as ``grpo_rgf``."""
+    assert get_policy_loss("grpo") is get_policy_loss("grpo_rgf")
