@@ -3,6 +3,8 @@
     fiberlab verify [--paper P] [--claim ID ...] [--layer L] [--json PATH]
     fiberlab bench band|lpo|fiberpo [--tokens N] [--repeats K] [--json PATH]
     fiberlab claims                       # list the registry without running it
+    fiberlab train --task T --objective O [--seeds N] [--steps S] [--device D] [--set key=value ...]
+    fiberlab experiment NAME|all [--seeds N] [--reduced] [--out DIR]
 """
 
 from __future__ import annotations
@@ -92,6 +94,96 @@ def _bench(args: argparse.Namespace, console: Console) -> int:
     return bench.main(args, console)
 
 
+def _value(text: str):
+    """``--set`` values: JSON when it parses (numbers, booleans, null), else the string."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _device(name: str | None):
+    import torch
+
+    if name:
+        return torch.device(name)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _verdict_table(result: dict, console: Console) -> None:
+    t = Table(title=f"{result['experiment']} ({result['claim']}): {result['seeds']} seeds × {result['steps']} iterations")
+    for col in ("prediction", "statistic", "effect", "95% CI", "verdict"):
+        t.add_column(col, overflow="fold")
+    colour = {"confirmed": "green", "reversed": "magenta", "not confirmed": "yellow"}
+    for v in result["verdicts"]:
+        t.add_row(escape(v["description"]), f"{v['statistic']} ({v['better']} − {v['worse']})", f"{v['effect']:+.4f}",
+                  f"[{v['ci'][0]:+.4f}, {v['ci'][1]:+.4f}]", f"[{colour[v['verdict']]}]{v['verdict']}[/]")
+    console.print(t)
+
+
+def _train(args: argparse.Namespace, console: Console) -> int:
+    from fiberlab.experiments import Arm, Experiment, plot_experiment, run_one
+    from fiberlab.gpu.harness import RLConfig
+    from fiberlab.gpu.losses import POLICY_LOSSES
+    from fiberlab.gpu.tasks import TASKS
+
+    if args.task not in TASKS:
+        raise SystemExit(f"--task must be one of {TASKS}")
+    if args.objective not in POLICY_LOSSES:
+        raise SystemExit(f"--objective must be one of {sorted(POLICY_LOSSES)}")
+    loss_config = dict(kv.split("=", 1) for kv in (args.set or []))
+    loss_config = {k: _value(v) for k, v in loss_config.items()}
+    rl = RLConfig(steps=args.steps, updates_per_step=args.updates, lr=args.lr)
+    arm = Arm(args.objective, args.objective, loss_config, advantage=args.advantage, loss_agg_mode=args.agg)
+    exp = Experiment(name=f"train_{args.task}", claim="", task=args.task, arms=[arm], comparisons=[], rl=rl,
+                     seeds=args.seeds)
+    out = Path(args.out)
+    device = _device(args.device)
+    with Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
+                  TimeElapsedColumn(), console=console, transient=True) as progress:
+        task = progress.add_task("", total=args.seeds)
+        rows = []
+        for seed in range(args.seeds):
+            progress.update(task, description=f"{args.objective} on {args.task}, seed {seed}")
+            rows.append(run_one(exp, arm, seed, out, device)[-1])
+            progress.advance(task)
+    t = Table(title=f"{args.objective} on {args.task}: last iteration per seed")
+    keys = ("reward", "pass@1", "pass@8", "entropy", "ratio_mean", "grad_norm", "response_length")
+    t.add_column("seed")
+    for k in keys:
+        t.add_column(k, justify="right")
+    for seed, row in enumerate(rows):
+        t.add_row(str(seed), *(f"{row[k]:.3f}" if k in row else "–" for k in keys))
+    console.print(t)
+    console.print(f"runs in {out / exp.name}; figure {plot_experiment(exp, out, args.seeds)}")
+    return 0
+
+
+def _experiment(args: argparse.Namespace, console: Console) -> int:
+    from fiberlab.experiments import EXPERIMENTS, plot_experiment, reduced, run_experiment
+
+    names = list(EXPERIMENTS) if args.name == "all" else [args.name]
+    for name in names:
+        if name not in EXPERIMENTS:
+            raise SystemExit(f"experiment must be one of {sorted(EXPERIMENTS)} or 'all', got {name!r}")
+    out = Path(args.out)
+    device = _device(args.device)
+    for name in names:
+        exp = reduced(EXPERIMENTS[name]) if args.reduced else EXPERIMENTS[name]
+        seeds = args.seeds or exp.seeds
+        total = len(exp.arms) * seeds
+        with Progress(TextColumn(f"[bold]{name}"), BarColumn(), MofNCompleteColumn(),
+                      TextColumn("{task.description}"), TimeElapsedColumn(), console=console,
+                      transient=True) as progress:
+            task = progress.add_task("", total=total)
+            # called as each run starts: the bar counts runs started (finished runs are read back, not redone)
+            result = run_experiment(exp, out, device, seeds=seeds,
+                                    progress=lambda m: progress.update(task, description=m, advance=1))
+        _verdict_table(result, console)
+        console.print(f"results {out / name / 'results.json'}, figure {plot_experiment(exp, out, seeds)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="fiberlab", description="Verify trust-region policy-optimisation claims.")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -111,6 +203,26 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--repeats", type=int, default=15, help="repetitions (round-robin); the median is reported")
     b.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
     b.set_defaults(func=_bench)
+    t = sub.add_parser("train", help="train one objective on one task (small model, from scratch)")
+    t.add_argument("--task", required=True)
+    t.add_argument("--objective", required=True)
+    t.add_argument("--seeds", type=int, default=1)
+    t.add_argument("--steps", type=int, default=80)
+    t.add_argument("--updates", type=int, default=2, help="optimiser steps per rollout batch")
+    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--advantage", default="grpo")
+    t.add_argument("--agg", default="token-mean", help="loss_agg_mode")
+    t.add_argument("--set", action="append", metavar="KEY=VALUE", help="objective setting (repeatable)")
+    t.add_argument("--device")
+    t.add_argument("--out", default="results")
+    t.set_defaults(func=_train)
+    e = sub.add_parser("experiment", help="run a named comparison (every arm and seed; resumes)")
+    e.add_argument("name", help="an experiment name or 'all'")
+    e.add_argument("--seeds", type=int)
+    e.add_argument("--reduced", action="store_true", help="the CI size (fewer seeds and iterations)")
+    e.add_argument("--device")
+    e.add_argument("--out", default="results")
+    e.set_defaults(func=_experiment)
     return ap
 
 

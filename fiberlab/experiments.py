@@ -48,6 +48,8 @@ class Comparison:
     worse: str
     statistic: str                                # a key of SUMMARIES
     description: str
+    kind: str = "greater"                         # or "equivalent": |better - worse| within ±margin
+    margin: float = 0.0
 
 
 @dataclasses.dataclass
@@ -62,6 +64,7 @@ class Experiment:
     warmup: WarmupConfig = dataclasses.field(default_factory=WarmupConfig)
     rl: RLConfig = dataclasses.field(default_factory=RLConfig)
     seeds: int = 5
+    plot_keys: tuple[str, ...] = ("reward", "entropy", "ratio_mean", "grad_norm", "response_length")
 
 
 def _tail(history: list[dict[str, Any]], key: str, frac: float = 0.25) -> float:
@@ -77,6 +80,7 @@ def _tail(history: list[dict[str, Any]], key: str, frac: float = 0.25) -> float:
 SUMMARIES: dict[str, Callable[[list[dict[str, Any]]], float]] = {
     "final_entropy": lambda h: _tail(h, "entropy"),
     "final_reward": lambda h: _tail(h, "reward"),
+    "mean_reward": lambda h: float(np.mean([r["reward"] for r in h])),
     "final_pass@1": lambda h: _tail(h, "pass@1", 0.34),
     "final_pass@k": lambda h: _tail(h, [k for k in h[-1] if k.startswith("pass@") and k != "pass@1"][0], 0.34),
     "ratio_stability": lambda h: -_tail(h, "ratio_mean_abs_dev", 0.5),
@@ -121,15 +125,24 @@ def run_one(exp: Experiment, arm: Arm, seed: int, out: Path, device: torch.devic
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def paired_verdict(better: np.ndarray, worse: np.ndarray, seed: int = 0) -> dict[str, Any]:
-    """Mean paired difference ``better - worse`` with a percentile-bootstrap CI and the verdict."""
+def paired_verdict(better: np.ndarray, worse: np.ndarray, seed: int = 0, kind: str = "greater",
+                   margin: float = 0.0) -> dict[str, Any]:
+    """Mean paired difference ``better - worse`` with a percentile-bootstrap CI and the verdict.
+
+    ``kind="greater"``: confirmed when the CI lies above 0, reversed when below, else not confirmed.
+    ``kind="equivalent"``: confirmed when the CI lies inside ``[-margin, margin]``, else not confirmed."""
     d = np.asarray(better, dtype=float) - np.asarray(worse, dtype=float)
     if d.size < 2:
         raise ValueError("a verdict needs at least two seeds")
     rng = np.random.default_rng(seed)
     boots = d[rng.integers(0, d.size, (BOOTSTRAP, d.size))].mean(1)
     lo, hi = np.quantile(boots, [(1 - CI_LEVEL) / 2, (1 + CI_LEVEL) / 2])
-    verdict = "confirmed" if lo > 0 else "reversed" if hi < 0 else "not confirmed"
+    if kind == "equivalent":
+        verdict = "confirmed" if (-margin <= lo and hi <= margin) else "not confirmed"
+    elif kind == "greater":
+        verdict = "confirmed" if lo > 0 else "reversed" if hi < 0 else "not confirmed"
+    else:
+        raise ValueError(f"kind must be 'greater' or 'equivalent', got {kind!r}")
     return {"effect": float(d.mean()), "ci": [float(lo), float(hi)], "verdict": verdict, "seeds": int(d.size)}
 
 
@@ -150,11 +163,135 @@ def run_experiment(exp: Experiment, out: Path, device: torch.device, seeds: int 
                     pass
     verdicts = []
     for c in exp.comparisons:
-        v = paired_verdict(np.array(summaries[c.better][c.statistic]), np.array(summaries[c.worse][c.statistic]))
+        v = paired_verdict(np.array(summaries[c.better][c.statistic]), np.array(summaries[c.worse][c.statistic]),
+                           kind=c.kind, margin=c.margin)
         verdicts.append({"better": c.better, "worse": c.worse, "statistic": c.statistic,
-                         "description": c.description, **v})
+                         "description": c.description, "kind": c.kind, **v})
     result = {"experiment": exp.name, "claim": exp.claim, "task": exp.task, "seeds": n,
               "steps": exp.rl.steps, "summaries": summaries, "verdicts": verdicts}
     (out / exp.name).mkdir(parents=True, exist_ok=True)
     (out / exp.name / "results.json").write_text(json.dumps(result, indent=2))
     return result
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Reading runs back and plotting
+# --------------------------------------------------------------------------------------------------------------
+
+def load_runs(out: Path, exp: Experiment, seeds: int) -> dict[str, list[list[dict[str, Any]]]]:
+    """``{arm: [history of seed 0, seed 1, ...]}`` for the finished runs under ``out``."""
+    runs: dict[str, list[list[dict[str, Any]]]] = {}
+    for arm in exp.arms:
+        for seed in range(seeds):
+            path = out / exp.name / arm.name / f"seed{seed}.jsonl"
+            if path.exists():
+                runs.setdefault(arm.name, []).append([json.loads(x) for x in path.read_text().splitlines() if x])
+    return runs
+
+
+def curve(histories: list[list[dict[str, Any]]], key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Steps, mean over seeds, and a 95% normal-approximation half-width, for rows that carry ``key``."""
+    steps = [r["step"] for r in histories[0] if key in r]
+    vals = np.array([[r[key] for r in h if key in r] for h in histories], dtype=float)
+    half = 1.96 * vals.std(0, ddof=1) / np.sqrt(len(histories)) if len(histories) > 1 else np.zeros(vals.shape[1])
+    return np.array(steps), vals.mean(0), half
+
+
+def plot_experiment(exp: Experiment, out: Path, seeds: int, keys: tuple[str, ...] | None = None) -> Path:
+    """One panel per metric, one line per arm with its confidence band; saved as ``figures.png``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = load_runs(out, exp, seeds)
+    keys = keys or exp.plot_keys
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.2), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        for arm, hist in runs.items():
+            try:
+                x, m, h = curve(hist, key)
+            except (KeyError, IndexError, ValueError):
+                continue
+            ax.plot(x, m, label=arm)
+            ax.fill_between(x, m - h, m + h, alpha=0.2)
+        ax.set_title(key)
+        ax.set_xlabel("RL iteration")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    path = out / exp.name / "figures.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The predictions (issue: harness). Defaults: 5 seeds; `reduced()` is the CI size.
+# --------------------------------------------------------------------------------------------------------------
+
+def _rl(**kw: Any) -> RLConfig:
+    base = dict(steps=80, prompts_per_step=16, group_size=8, updates_per_step=4, lr=1e-3, eval_every=10,
+                eval_prompts=64, eval_k=8)
+    base.update(kw)
+    return RLConfig(**base)
+
+
+EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
+    Experiment(
+        name="band_entropy", claim="band.entropy", task="tail", task_kwargs={"bits": 5, "tail_fraction": 0.05},
+        arms=[Arm("ppo", "ppo", {"clip_ratio": 0.2}),
+              Arm("clip_higher", "ppo", {"clip_ratio_low": 0.2, "clip_ratio_high": 0.28}),
+              Arm("band_kl", "bandpo", {"band_divergence": "kl", "band_delta": 0.05}),
+              Arm("band_tv", "bandpo", {"band_divergence": "tv", "band_delta": 0.05}),
+              Arm("band_chi2", "bandpo", {"band_divergence": "chi2", "band_delta": 0.05})],
+        comparisons=[Comparison("band_kl", "ppo", "final_entropy", "Band (KL) keeps entropy higher than PPO clip"),
+                     Comparison("band_tv", "ppo", "final_entropy", "Band (TV) keeps entropy higher than PPO clip"),
+                     Comparison("band_kl", "clip_higher", "final_entropy", "Band (KL) keeps entropy higher than clip-higher"),
+                     Comparison("band_kl", "ppo", "mean_reward", "Band (KL) learns the tail answer faster (reward over training)")],
+        warmup=WarmupConfig(steps=150), rl=_rl(),
+        plot_keys=("reward", "entropy", "actor/pg_clipfrac", "ratio_max")),
+    Experiment(
+        name="fiberpo_stability", claim="fiberpo.stability", task="addition", task_kwargs={"digits": 2},
+        arms=[Arm("grpo", "grpo", {"clip_ratio": 0.2}, loss_agg_mode="seq-mean-token-mean"),
+              Arm("fiberpo", "fiberpo", {}, loss_agg_mode="seq-mean-token-mean")],
+        comparisons=[Comparison("fiberpo", "grpo", "ratio_stability", "FiberPO's mean importance ratio stays nearer 1"),
+                     Comparison("fiberpo", "grpo", "grad_norm_flatness", "FiberPO's gradient norm grows less"),
+                     Comparison("fiberpo", "grpo", "final_length", "FiberPO does not compress responses")],
+        warmup=WarmupConfig(steps=150), rl=_rl(updates_per_step=8),
+        plot_keys=("reward", "ratio_mean", "grad_norm", "response_length")),
+    Experiment(
+        name="lpo_training", claim="lpo.training", task="reversal", task_kwargs={"bits": 6},
+        arms=[Arm("grpo", "ppo", {"clip_ratio": 0.2}, loss_agg_mode="seq-mean-token-sum"),
+              Arm("lpo_fwd", "lpo", {"lpo_divergence": "fwd"}, loss_agg_mode="seq-mean-token-sum"),
+              Arm("lpo_rev", "lpo", {"lpo_divergence": "rev"}, loss_agg_mode="seq-mean-token-sum"),
+              Arm("pointwise", "lpo_pointwise", {}, loss_agg_mode="seq-mean-token-sum"),
+              Arm("grpo_onpolicy", "ppo", {"clip_ratio": 0.2}, loss_agg_mode="seq-mean-token-sum", updates_per_step=1),
+              Arm("lpo_rev_onpolicy", "lpo", {"lpo_divergence": "rev"}, loss_agg_mode="seq-mean-token-sum",
+                  updates_per_step=1)],
+        comparisons=[Comparison("lpo_fwd", "grpo", "final_pass@k", "LPO_fwd improves pass@k over its PG pair"),
+                     Comparison("lpo_fwd", "grpo", "final_entropy", "LPO_fwd keeps higher entropy"),
+                     Comparison("lpo_rev_onpolicy", "grpo_onpolicy", "final_reward", "LPO_rev ≈ PG fully on-policy",
+                                kind="equivalent", margin=0.02),
+                     Comparison("lpo_fwd", "pointwise", "final_reward", "the pointwise ablation trails LPO_fwd")],
+        warmup=WarmupConfig(steps=40), rl=_rl(updates_per_step=2),
+        plot_keys=("reward", "pass@8", "entropy", "grad_norm")),
+    Experiment(
+        name="agg_length_bias", claim="agg.length_bias", task="count", task_kwargs={"max_n": 6, "max_pad": 4},
+        arms=[Arm("grpo", "ppo", {"clip_ratio": 0.2}, loss_agg_mode="seq-mean-token-mean"),
+              Arm("drgrpo", "ppo", {"clip_ratio": 0.2}, advantage="drgrpo", loss_agg_mode="seq-mean-token-sum-norm"),
+              Arm("token_mean", "ppo", {"clip_ratio": 0.2}, loss_agg_mode="token-mean"),
+              Arm("gspo", "gspo", {"clip_ratio": 4e-4}, loss_agg_mode="seq-mean-token-mean")],
+        comparisons=[Comparison("grpo", "drgrpo", "final_length", "GRPO's per-sequence 1/|y| lengthens responses "
+                                                                  "relative to Dr.GRPO"),
+                     Comparison("gspo", "grpo", "final_reward", "GSPO's sequence ratio beats token-level clipping on "
+                                                                "variable-length answers")],
+        warmup=WarmupConfig(steps=100), rl=_rl(updates_per_step=4),
+        plot_keys=("reward", "response_length", "entropy", "actor/pg_clipfrac")),
+]}
+
+
+def reduced(exp: Experiment, steps: int = 30, seeds: int = 3) -> Experiment:
+    """The CI size of an experiment: fewer iterations and seeds, same setting otherwise."""
+    return dataclasses.replace(exp, rl=dataclasses.replace(exp.rl, steps=steps,
+                                                           eval_every=max(1, min(exp.rl.eval_every, steps // 3))),
+                               seeds=seeds)

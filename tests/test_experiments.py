@@ -47,3 +47,31 @@ def test_run_experiment_writes_results_and_resumes(tmp_path):
     assert again["summaries"] == res["summaries"]
     # both arms start from the same warm-up checkpoint per seed
     assert len(list((tmp_path / "tiny" / "_warmup").glob("seed*.pt"))) == 2
+
+
+def test_equivalence_verdict():
+    base = np.array([0.1, 0.2, 0.3, 0.4, 0.5])
+    assert paired_verdict(base + 0.001, base, kind="equivalent", margin=0.01)["verdict"] == "confirmed"
+    assert paired_verdict(base + 0.1, base, kind="equivalent", margin=0.01)["verdict"] == "not confirmed"
+    with pytest.raises(ValueError, match="kind"):
+        paired_verdict(base, base, kind="less")
+
+
+def test_cli_train_and_experiment_names(tmp_path):
+    from fiberlab import cli
+    from fiberlab.experiments import EXPERIMENTS
+
+    assert cli.main(["train", "--task", "parity", "--objective", "ppo", "--steps", "2", "--out", str(tmp_path),
+                     "--set", "clip_ratio=0.1"]) == 0
+    assert (tmp_path / "train_parity" / "ppo" / "seed0.jsonl").exists()
+    assert (tmp_path / "train_parity" / "figures.png").exists()
+    with pytest.raises(SystemExit, match="experiment must be one of"):
+        cli.main(["experiment", "nope", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit, match="--objective must be one of"):
+        cli.main(["train", "--task", "parity", "--objective", "nope"])
+    # every named experiment is well formed: its arms' objectives exist and comparisons name its arms
+    from fiberlab.gpu.losses import POLICY_LOSSES
+    for exp in EXPERIMENTS.values():
+        names = {a.name for a in exp.arms}
+        assert all(a.objective in POLICY_LOSSES for a in exp.arms)
+        assert all(c.better in names and c.worse in names for c in exp.comparisons)
