@@ -180,7 +180,16 @@ def _experiment(args: argparse.Namespace, console: Console) -> int:
             result = run_experiment(exp, out, device, seeds=seeds,
                                     progress=lambda m: progress.update(task, description=m, advance=1))
         _verdict_table(result, console)
-        console.print(f"results {out / name / 'results.json'}, figure {plot_experiment(exp, out, seeds)}")
+        figure = plot_experiment(exp, out, seeds)
+        console.print(f"results {out / name / 'results.json'}, figure {figure}")
+        if args.publish:
+            import shutil
+
+            dest = Path(args.publish)
+            dest.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(out / name / "results.json", dest / f"{name}.json")
+            shutil.copyfile(figure, dest / f"{name}.png")
+            console.print(f"published to {dest}")
     return 0
 
 
@@ -222,6 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--reduced", action="store_true", help="the CI size (fewer seeds and iterations)")
     e.add_argument("--device")
     e.add_argument("--out", default="results")
+    e.add_argument("--publish", metavar="DIR", help="also copy results.json and the figure to DIR (the book uses "
+                                                    "book/results)")
     e.set_defaults(func=_experiment)
     return ap
 

@@ -9,3 +9,4 @@ from fiberlab.claims import band_theory, band_numerics, band_gpu  # noqa: F401
 from fiberlab.claims import losses  # noqa: F401
 from fiberlab.claims import fiberpo_trust, fiberpo_gating, fiberpo_gpu  # noqa: F401
 from fiberlab.claims import lpo, lpo_theory, lpo_numerics, lpo_gpu, lpo_bandit  # noqa: F401
+from fiberlab.claims import harness  # noqa: F401  (training predictions; slowest checks)
