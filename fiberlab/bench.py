@@ -322,6 +322,13 @@ def main(args: argparse.Namespace, console: Console) -> int:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if args.tokens < 1 or not math.isfinite(args.tokens):
         raise ValueError(f"--tokens must be positive, got {args.tokens}")
+    if args.target == "train":
+        result = bench_train(min(args.repeats, 7), device)
+        render_train(result, console)
+        if args.json:
+            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.json).write_text(json.dumps(result, indent=2))
+        return 0
     run = {"band": bench_band, "lpo": bench_lpo, "fiberpo": bench_fiberpo}[args.target]
     result = run(args.tokens, args.repeats, device)
     render(result, console, args.target)
@@ -330,3 +337,66 @@ def main(args: argparse.Namespace, console: Console) -> int:
         Path(args.json).write_text(json.dumps(result, indent=2))
         console.print(f"wrote {args.json}")
     return 0
+
+
+def bench_train(repeats: int, device: torch.device) -> dict[str, Any]:
+    """``fiberlab bench train``: one RL iteration of the harness's default model and its generation cost.
+
+    Reports the median wall time of an RL iteration (sample 16 × 8 responses, reward, 2 optimiser steps) on the
+    `addition` task, sampled tokens per second, peak memory (CUDA: allocator peak; CPU: the process's peak resident
+    set), and the sampling time for response lengths 8, 16, 32, 64, which a KV cache keeps linear in the length.
+    """
+    import resource
+
+    import numpy as np
+
+    from fiberlab.gpu.harness import ModelConfig, RLConfig, TinyLM, rl_train, sample
+    from fiberlab.gpu.tasks import make_task
+
+    torch.manual_seed(0)
+    model = TinyLM(ModelConfig(max_len=96)).to(device)
+    task = make_task("addition", digits=2)
+    cfg = RLConfig(steps=1, eval_every=0)
+    times, tokens = [], []
+    for rep in range(repeats + 1):                       # the first iteration is a warm-up
+        _sync(device)
+        t0 = time.perf_counter()
+        row = rl_train(model, task, cfg, seed=rep, device=device)[0]
+        _sync(device)
+        if rep:
+            times.append(time.perf_counter() - t0)
+            tokens.append(row["response_length"] * cfg.prompts_per_step * cfg.group_size)
+    it = statistics.median(times)
+    prompts = torch.randint(3, 13, (128, 6), device=device)
+    gen = {}
+    for length in (8, 16, 32, 64):
+        ts = []
+        for _ in range(max(3, repeats // 2)):
+            _sync(device)
+            t0 = time.perf_counter()
+            sample(model, prompts, length, torch.Generator(device=device.type).manual_seed(0))
+            _sync(device)
+            ts.append(time.perf_counter() - t0)
+        gen[length] = statistics.median(ts)
+    peak = (torch.cuda.max_memory_allocated(device) if device.type == "cuda"
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    slope = float(np.polyfit(list(gen), list(gen.values()), 1)[0])
+    return {"device": str(device), "threads": torch.get_num_threads(), "params": model.n_params(),
+            "iteration_seconds": it, "tokens_per_second": statistics.median(tokens) / it,
+            "peak_memory_bytes": int(peak), "sample_seconds_by_length": gen, "sample_seconds_per_token": slope,
+            "linear_in_length": gen[64] / gen[8] < 8 * 1.5}
+
+
+def render_train(result: dict[str, Any], console: Console) -> None:
+    t = Table(title=f"fiberlab bench train — {result['params']:,}-parameter model on {result['device']} "
+                    f"({result['threads']} threads)")
+    t.add_column("figure")
+    t.add_column("value", justify="right")
+    t.add_row("RL iteration (16 × 8 responses, 2 updates), s", f"{result['iteration_seconds']:.3f}")
+    t.add_row("sampled tokens per second (whole iteration)", f"{result['tokens_per_second']:,.0f}")
+    t.add_row("peak memory, MiB", f"{result['peak_memory_bytes'] / 2 ** 20:.0f}")
+    for k, v in result["sample_seconds_by_length"].items():
+        t.add_row(f"sample 128 responses of {k} tokens, ms", f"{1000 * v:.1f}")
+    console.print(t)
+    console.print(f"{'[green]linear[/green]' if result['linear_in_length'] else '[red]superlinear[/red]'} in response "
+                  f"length (64-token sampling / 8-token sampling < 12)")

@@ -1,7 +1,7 @@
 """``fiberlab`` command line: ``verify`` runs the claim registry, ``bench`` runs the benchmarks.
 
     fiberlab verify [--paper P] [--claim ID ...] [--layer L] [--json PATH]
-    fiberlab bench band|lpo|fiberpo [--tokens N] [--repeats K] [--json PATH]
+    fiberlab bench band|lpo|fiberpo|train [--tokens N] [--repeats K] [--json PATH]
     fiberlab claims                       # list the registry without running it
     fiberlab train --task T --objective O [--seeds N] [--steps S] [--device D] [--set key=value ...]
     fiberlab experiment NAME|all [--seeds N] [--reduced] [--out DIR]
@@ -207,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--paper")
     c.set_defaults(func=_claims)
     b = sub.add_parser("bench", help="run a benchmark")
-    b.add_argument("target", choices=["band", "lpo", "fiberpo"])
+    b.add_argument("target", choices=["band", "lpo", "fiberpo", "train"])
     b.add_argument("--tokens", type=int, default=1 << 20, help="tokens per tensor (default 2^20)")
     b.add_argument("--repeats", type=int, default=15, help="repetitions (round-robin); the median is reported")
     b.add_argument("--json", metavar="PATH", help="also write the figures as JSON")

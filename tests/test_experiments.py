@@ -75,3 +75,11 @@ def test_cli_train_and_experiment_names(tmp_path):
         names = {a.name for a in exp.arms}
         assert all(a.objective in POLICY_LOSSES for a in exp.arms)
         assert all(c.better in names and c.worse in names for c in exp.comparisons)
+
+
+def test_bench_train_reports_its_figures():
+    from fiberlab.bench import bench_train
+    r = bench_train(1, torch.device("cpu"))
+    assert r["iteration_seconds"] > 0 and r["tokens_per_second"] > 0 and r["peak_memory_bytes"] > 0
+    assert list(r["sample_seconds_by_length"]) == [8, 16, 32, 64]
+    assert isinstance(r["linear_in_length"], bool)

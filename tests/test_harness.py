@@ -24,6 +24,7 @@ def _model(seed=0, **kw):
     return TinyLM(ModelConfig(**kw)).eval()
 
 
+@torch.no_grad()
 def test_cached_decoding_equals_full_forward():
     model = _model()
     g = torch.Generator().manual_seed(1)
