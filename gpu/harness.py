@@ -267,6 +267,9 @@ def rl_train(model: TinyLM, task: Task, cfg: RLConfig, seed: int, device: torch.
             lp, ent = token_log_probs(model, rep[idx], resp[idx], with_entropy=True)
             loss, metrics = loss_fn(old_lp[idx], lp, adv[idx], mask[idx], cfg.loss_agg_mode, cfg.loss_config,
                                     **_extras(cfg.objective, rewards[idx], group_ids[idx], rep[idx], resp[idx]))
+            # Objective-agnostic clip fractions: a token is clipped when the loss sends it no gradient although its
+            # advantage is nonzero ("high": A > 0, the ratio hit the upper bound; "low": A < 0, the lower one).
+            (g_tok,) = torch.autograd.grad(loss, lp, retain_graph=True)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
@@ -279,6 +282,10 @@ def rl_train(model: TinyLM, task: Task, cfg: RLConfig, seed: int, device: torch.
                 metrics["entropy"] = float((ent * m).sum() / m.sum())
                 metrics["ratio_mean"] = float((ratio * m).sum() / m.sum())
                 metrics["ratio_max"] = float((ratio * m).max())
+                blocked = (g_tok == 0) & mask[idx]
+                a = adv[idx]
+                metrics["clip_high_frac"] = float((blocked & (a > 0)).float().sum() / m.sum())
+                metrics["clip_low_frac"] = float((blocked & (a < 0)).float().sum() / m.sum())
             for key, v in metrics.items():
                 agg.setdefault(key, []).append(float(v))
         row = {"step": step, "reward": float(rewards.mean()),

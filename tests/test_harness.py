@@ -123,3 +123,19 @@ def test_prefix_state_ids_identify_equal_prefixes():
     assert ids[0, 1] == ids[1, 1] != ids[2, 1]
     assert ids[0, 2] != ids[1, 2]
     assert len(set(ids.flatten().tolist())) == 7          # 9 positions, two shared
+
+
+def test_clip_fractions_see_ppo_clipping():
+    """Eight updates at a high learning rate push PPO's ratios out of [0.8, 1.2]: the harness's gradient-based
+    clip fractions must see it; LPO (no clip) never blocks a token with a nonzero weight."""
+    model = _model(7).train()
+    task = make_task("addition", digits=1)
+    warmup(model, task, WarmupConfig(steps=30), np.random.default_rng(0), CPU)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    cfg = RLConfig(objective="ppo", steps=3, updates_per_step=8, lr=5e-3, eval_every=0)
+    hist = rl_train(model, task, cfg, seed=0, device=CPU)
+    assert max(r["clip_high_frac"] + r["clip_low_frac"] for r in hist) > 0
+    model.load_state_dict(state)
+    hist = rl_train(model, task, RLConfig(objective="lpo", steps=2, updates_per_step=8, lr=5e-3, eval_every=0),
+                    seed=0, device=CPU)
+    assert all(r["clip_high_frac"] == 0 and r["clip_low_frac"] == 0 for r in hist)
