@@ -110,17 +110,25 @@ def interleaved_medians(calls: dict[str, Callable[[], Any]], repeats: int, devic
     return {k: statistics.median(v) for k, v in times.items()}
 
 
+def fwd_bwd(loss_fn: Callable, x: dict[str, torch.Tensor], loss_agg_mode: str, config: dict[str, Any],
+            advantages: torch.Tensor | None = None, **extra: Any) -> Callable[[], None]:
+    """A call timing one forward + backward of ``loss_fn`` on the benchmark tensors ``x`` (fresh leaf each call)."""
+    adv = x["advantages"] if advantages is None else advantages
+
+    def run() -> None:
+        lp = x["log_prob"].detach().requires_grad_(True)
+        loss, _ = loss_fn(x["old_log_prob"], lp, adv, x["response_mask"], loss_agg_mode, config, **extra)
+        loss.backward()
+    return run
+
+
 def bench_band(n_tokens: int, repeats: int, device: torch.device) -> dict[str, Any]:
     x = bench_tensors(n_tokens, device)
     old = x["old_log_prob"]
     d = BENCH_DELTA
 
-    def fwd_bwd(loss_fn: Callable, config: dict[str, Any]) -> Callable[[], None]:
-        def run() -> None:
-            lp = x["log_prob"].detach().requires_grad_(True)
-            loss, _ = loss_fn(old, lp, x["advantages"], x["response_mask"], "token-mean", config)
-            loss.backward()
-        return run
+    def band_call(loss_fn: Callable, config: dict[str, Any]) -> Callable[[], None]:
+        return fwd_bwd(loss_fn, x, "token-mean", config)
 
     calls = {
         "tv": lambda: band_bounds(old, "tv", d),
@@ -128,12 +136,12 @@ def bench_band(n_tokens: int, repeats: int, device: torch.device) -> dict[str, A
         "kl_newton": lambda: band_bounds(old, "kl", d),
         "kl_table": lambda: band_bounds(old, "kl", d, method="table"),
         "kl_authors_bisection": lambda: band_bounds_authors_bisection(old, "kl", d),
-        "ppo_fwd_bwd": fwd_bwd(ppo_loss, {}),
-        "bandpo_kl_fwd_bwd": fwd_bwd(bandpo_loss, {"band_divergence": "kl", "band_delta": d}),
-        "bandpo_kl_newton_fwd_bwd": fwd_bwd(bandpo_loss, {"band_divergence": "kl", "band_delta": d,
+        "ppo_fwd_bwd": band_call(ppo_loss, {}),
+        "bandpo_kl_fwd_bwd": band_call(bandpo_loss, {"band_divergence": "kl", "band_delta": d}),
+        "bandpo_kl_newton_fwd_bwd": band_call(bandpo_loss, {"band_divergence": "kl", "band_delta": d,
                                                           "band_method": "newton"}),
-        "bandpo_tv_fwd_bwd": fwd_bwd(bandpo_loss, {"band_divergence": "tv", "band_delta": d}),
-        "bandpo_chi2_fwd_bwd": fwd_bwd(bandpo_loss, {"band_divergence": "chi2", "band_delta": d}),
+        "bandpo_tv_fwd_bwd": band_call(bandpo_loss, {"band_divergence": "tv", "band_delta": d}),
+        "bandpo_chi2_fwd_bwd": band_call(bandpo_loss, {"band_divergence": "chi2", "band_delta": d}),
     }
     t = interleaved_medians(calls, repeats, device, slow=frozenset({"kl_authors_bisection"}))
     ratios = {
@@ -180,25 +188,19 @@ def bench_lpo(n_tokens: int, repeats: int, device: torch.device) -> dict[str, An
     from fiberlab.gpu.advantages import get_advantage
     grpo_adv = (get_advantage("grpo")(rewards, group_ids)[:, None] * mask).contiguous()
 
-    def fwd_bwd(name: str, config: dict[str, Any], advantages: torch.Tensor, **extra: Any) -> Callable[[], None]:
-        fn = get_policy_loss(name)
-
-        def run() -> None:
-            lp = x["log_prob"].detach().requires_grad_(True)
-            loss, _ = fn(old, lp, advantages, mask, "seq-mean-token-sum", config, **extra)
-            loss.backward()
-        return run
+    def lpo_call(name: str, config: dict[str, Any], advantages: torch.Tensor, **extra: Any) -> Callable[[], None]:
+        return fwd_bwd(get_policy_loss(name), x, "seq-mean-token-sum", config, advantages, **extra)
 
     kw = {"rewards": rewards, "group_ids": group_ids}
     calls = {
-        "ppo_fwd_bwd": fwd_bwd("ppo", {}, grpo_adv),
-        "lpo_fwd_fwd_bwd": fwd_bwd("lpo", {"lpo_divergence": "fwd"}, grpo_adv, **kw),
-        "lpo_rev_fwd_bwd": fwd_bwd("lpo", {"lpo_divergence": "rev"}, grpo_adv, **kw),
-        "lpo_js_fwd_bwd": fwd_bwd("lpo", {"lpo_divergence": "js"}, grpo_adv, **kw),
-        "lpo_fwd_clamp_fwd_bwd": fwd_bwd("lpo", {"lpo_divergence": "fwd", "lpo_token_clip": "clamp"}, grpo_adv, **kw),
-        "lpo_fwd_ppo_clip_fwd_bwd": fwd_bwd("lpo", {"lpo_divergence": "fwd", "lpo_token_clip": "ppo"}, grpo_adv, **kw),
-        "lpo_fwd_from_advantages_fwd_bwd": fwd_bwd("lpo", {"lpo_group_size": LPO_GROUP}, grpo_adv),
-        "lpo_pointwise_fwd_bwd": fwd_bwd("lpo_pointwise", {}, grpo_adv, **kw),
+        "ppo_fwd_bwd": lpo_call("ppo", {}, grpo_adv),
+        "lpo_fwd_fwd_bwd": lpo_call("lpo", {"lpo_divergence": "fwd"}, grpo_adv, **kw),
+        "lpo_rev_fwd_bwd": lpo_call("lpo", {"lpo_divergence": "rev"}, grpo_adv, **kw),
+        "lpo_js_fwd_bwd": lpo_call("lpo", {"lpo_divergence": "js"}, grpo_adv, **kw),
+        "lpo_fwd_clamp_fwd_bwd": lpo_call("lpo", {"lpo_divergence": "fwd", "lpo_token_clip": "clamp"}, grpo_adv, **kw),
+        "lpo_fwd_ppo_clip_fwd_bwd": lpo_call("lpo", {"lpo_divergence": "fwd", "lpo_token_clip": "ppo"}, grpo_adv, **kw),
+        "lpo_fwd_from_advantages_fwd_bwd": lpo_call("lpo", {"lpo_group_size": LPO_GROUP}, grpo_adv),
+        "lpo_pointwise_fwd_bwd": lpo_call("lpo_pointwise", {}, grpo_adv, **kw),
     }
     t = interleaved_medians(calls, repeats, device)
     ratios = {f"{k[:-len('_fwd_bwd')]} / ppo (fwd+bwd)": v / t["ppo_fwd_bwd"] for k, v in t.items()
@@ -239,28 +241,21 @@ def bench_fiberpo(n_tokens: int, repeats: int, device: torch.device,
         dids = gids * FIBERPO_DOMAINS // n_groups                        # whole groups per domain
         return x, {"group_ids": gids, "domain_ids": dids}
 
-    def fwd_bwd(x: dict[str, torch.Tensor], name: str, **extra: Any) -> Callable[[], None]:
-        fn = get_policy_loss(name)
-
-        def run() -> None:
-            lp = x["log_prob"].detach().requires_grad_(True)
-            loss, _ = fn(x["old_log_prob"], lp, x["advantages"], x["response_mask"], "seq-mean-token-mean", {},
-                         **extra)
-            loss.backward()
-        return run
+    def fiber_call(x: dict[str, torch.Tensor], name: str, **extra: Any) -> Callable[[], None]:
+        return fwd_bwd(get_policy_loss(name), x, "seq-mean-token-mean", {}, **extra)
 
     x, ids = setup(n_tokens)
-    calls = {"ppo_fwd_bwd": fwd_bwd(x, "ppo"), "fiberpo_fwd_bwd": fwd_bwd(x, "fiberpo"),
-             "fiberpo_domain_fwd_bwd": fwd_bwd(x, "fiberpo_domain", **ids),
-             "grpo_rgf_fwd_bwd": fwd_bwd(x, "grpo_rgf"), "gspo_fwd_bwd": fwd_bwd(x, "gspo")}
+    calls = {"ppo_fwd_bwd": fiber_call(x, "ppo"), "fiberpo_fwd_bwd": fiber_call(x, "fiberpo"),
+             "fiberpo_domain_fwd_bwd": fiber_call(x, "fiberpo_domain", **ids),
+             "grpo_rgf_fwd_bwd": fiber_call(x, "grpo_rgf"), "gspo_fwd_bwd": fiber_call(x, "gspo")}
     t = interleaved_medians(calls, repeats, device)
     ratios = {f"{k[:-len('_fwd_bwd')]} / ppo (fwd+bwd)": v / t["ppo_fwd_bwd"] for k, v in t.items()
               if k != "ppo_fwd_bwd"}
     sweep = []
     for n in scaling:
         xs, ids_s = setup(n)
-        ts = interleaved_medians({"fiberpo_domain": fwd_bwd(xs, "fiberpo_domain", **ids_s),
-                                  "ppo": fwd_bwd(xs, "ppo")}, max(3, repeats // 3), device)
+        ts = interleaved_medians({"fiberpo_domain": fiber_call(xs, "fiberpo_domain", **ids_s),
+                                  "ppo": fiber_call(xs, "ppo")}, max(3, repeats // 3), device)
         sweep.append({"tokens": xs["old_log_prob"].numel(), "seconds": ts["fiberpo_domain"],
                       "ns_per_token": 1e9 * ts["fiberpo_domain"] / xs["old_log_prob"].numel(),
                       "ppo_seconds": ts["ppo"], "ratio_to_ppo": ts["fiberpo_domain"] / ts["ppo"]})
