@@ -276,7 +276,9 @@ def _read_lpo_config(config: Any, pointwise: bool, have_rewards: bool) -> dict[s
     gsize = hparam(config, "lpo_group_size", None)
     if gsize is not None and (isinstance(gsize, bool) or not isinstance(gsize, int) or gsize < 1):
         raise ValueError(f"lpo_group_size must be a positive integer, got {gsize!r}")
-    return {"tau": _resolve_tau(tau), "divergence": div, "token_clip": clip, "tau_eps": float(eps),
+    div_name, g_fn = _resolve_divergence(div)
+    return {"tau": _resolve_tau(tau), "divergence": div, "div_name": div_name, "g_fn": g_fn, "token_clip": clip,
+            "tau_eps": float(eps),
             "std_unbiased": bool(hparam(config, "lpo_tau_std_unbiased", True)), "group_size": gsize}
 
 
@@ -359,7 +361,7 @@ def _lpo(old_log_prob, log_prob, advantages, response_mask, loss_agg_mode, confi
             if state.dense:
                 raise ValueError("lpo_state was built with local group codes; build it with num_groups= (or a "
                                  "process_group) to share it between micro-batches")
-            if state.tau_rule != cfg["tau"] or state.divergence != _resolve_divergence(cfg["divergence"])[0]:
+            if state.tau_rule != cfg["tau"] or state.divergence != cfg["div_name"]:
                 raise ValueError(f"lpo_state was built for tau={state.tau_rule!r}, divergence={state.divergence!r}; "
                                  f"the loss is configured with tau={cfg['tau']!r}, divergence={cfg['divergence']!r}")
             seg = ids
@@ -369,9 +371,8 @@ def _lpo(old_log_prob, log_prob, advantages, response_mask, loss_agg_mode, confi
             probes.append((state.count[seg] < 2).any().to(torch.float64))
             checks.append(f"group_ids leaves a group with a single sequence; lpo_tau={cfg['tau']!r} needs at "
                           f"least two per group")
-        _, g_fn = _resolve_divergence(cfg["divergence"])
         phi = _phi(state, seg, r.to(dt) if r is not None else None, adv_seq, s_t)
-        c, log_p, log_w = _coefficients(state, seg, s, phi, g_fn)
+        c, log_p, log_w = _coefficients(state, seg, s, phi, cfg["g_fn"])
         k_g = state.count[seg]
         psi = -k_g * c                                                        # listwise advantage ψ = -K c
     if probes:
