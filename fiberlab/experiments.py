@@ -76,22 +76,30 @@ def _tail(history: list[dict[str, Any]], key: str, frac: float = 0.25) -> float:
     return float(np.mean(vals[-n:]))
 
 
+def _pass_at_k(history: list[dict[str, Any]]) -> str:
+    """The run's pass@k key (k = the evaluation's sample count; pass@1 excluded)."""
+    return next(k for k in history[-1] if k.startswith("pass@") and k != "pass@1")
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
 #: Summary statistics of one run's history (larger = the direction a comparison predicts for ``better``).
 SUMMARIES: dict[str, Callable[[list[dict[str, Any]]], float]] = {
     "final_entropy": lambda h: _tail(h, "entropy"),
     "final_reward": lambda h: _tail(h, "reward"),
     "mean_reward": lambda h: float(np.mean([r["reward"] for r in h])),
     "mean_entropy": lambda h: float(np.mean([r["entropy"] for r in h])),
-    "mean_pass@k": lambda h: _tail(h, [k for k in h[-1] if k.startswith("pass@") and k != "pass@1"][0], 1.0),
+    "mean_pass@k": lambda h: _tail(h, _pass_at_k(h), 1.0),
     "final_pass@1": lambda h: _tail(h, "pass@1", 0.34),
-    "final_pass@k": lambda h: _tail(h, [k for k in h[-1] if k.startswith("pass@") and k != "pass@1"][0], 0.34),
+    "final_pass@k": lambda h: _tail(h, _pass_at_k(h), 0.34),
     "ratio_stability": lambda h: -_tail(h, "ratio_mean_abs_dev", 0.5),
     # log growth of the gradient norm from the first five iterations to the last quarter (1e-12 guards a zero
     # gradient, e.g. a policy that already solves every prompt)
     "grad_norm_flatness": lambda h: -float(np.log((_tail(h, "grad_norm") + 1e-12)
                                                   / (np.mean([r["grad_norm"] for r in h[:5]]) + 1e-12))),
     "final_length": lambda h: _tail(h, "response_length"),
-    "neg_final_length": lambda h: -_tail(h, "response_length"),
 }
 
 
@@ -99,7 +107,7 @@ def run_one(exp: Experiment, arm: Arm, seed: int, out: Path, device: torch.devic
     """Train one arm for one seed (or read the finished run back)."""
     path = out / exp.name / arm.name / f"seed{seed}.jsonl"
     if path.exists():
-        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        rows = _read_jsonl(path)
         if len(rows) == exp.rl.steps:
             return rows
     task = make_task(exp.task, **exp.task_kwargs)
@@ -117,14 +125,16 @@ def run_one(exp: Experiment, arm: Arm, seed: int, out: Path, device: torch.devic
                               updates_per_step=arm.updates_per_step or exp.rl.updates_per_step)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".partial")
+    rows = []
     with tmp.open("w") as fh:
         def log(row: dict[str, Any]) -> None:
             row = dict(row, ratio_mean_abs_dev=abs(row.get("ratio_mean", 1.0) - 1.0))
             fh.write(json.dumps(row) + "\n")
             fh.flush()
+            rows.append(row)
         rl_train(model, task, cfg, seed=10_000 + seed, device=device, log=log)
     tmp.replace(path)
-    return [json.loads(line) for line in path.read_text().splitlines()]
+    return rows
 
 
 def paired_verdict(better: np.ndarray, worse: np.ndarray, seed: int = 0, kind: str = "greater",
@@ -187,7 +197,7 @@ def load_runs(out: Path, exp: Experiment, seeds: int) -> dict[str, list[list[dic
         for seed in range(seeds):
             path = out / exp.name / arm.name / f"seed{seed}.jsonl"
             if path.exists():
-                runs.setdefault(arm.name, []).append([json.loads(x) for x in path.read_text().splitlines() if x])
+                runs.setdefault(arm.name, []).append(_read_jsonl(path))
     return runs
 
 
