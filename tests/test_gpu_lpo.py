@@ -16,6 +16,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+from fiberlab.claims.lpo_gpu import divergence_value, paired_tau
 from fiberlab.gpu.advantages import get_advantage
 from fiberlab.gpu.losses import get_policy_loss
 from fiberlab.gpu.lpo import LPO_DIVERGENCES, listwise_state
@@ -42,35 +43,6 @@ def _batch(n_groups=3, k=4, t=6, drift=0.3, seed=0, dtype=torch.float64, binary=
     return old, lp, mask, rewards, ids
 
 
-def _tau(rule, r, k):
-    mu = r.mean()
-    if rule == "grpo":
-        return r.std(unbiased=True) + 1e-6
-    if rule == "drgrpo":
-        return torch.tensor(1.0, dtype=r.dtype)
-    if rule == "rloo":
-        return torch.tensor((k - 1) / k, dtype=r.dtype)
-    if rule == "maxrl":
-        return mu + 1e-6
-    return torch.tensor(float(rule), dtype=r.dtype)
-
-
-def _divergence_value(div, log_p, log_w):
-    p, w = log_p.exp(), log_w.exp()
-    if div == "fwd":
-        return (w * (log_w - log_p)).sum()
-    if div == "rev":
-        return (p * (log_p - log_w)).sum()
-    if div == "js":
-        log_m = torch.logaddexp(log_p, log_w) - math.log(2)
-        return 0.5 * (p * (log_p - log_m)).sum() + 0.5 * (w * (log_w - log_m)).sum()
-    if div == "hellinger":
-        return ((p.sqrt() - w.sqrt()) ** 2).sum()
-    if div == "chi2":
-        return ((p - w) ** 2 / w).sum()
-    raise AssertionError(div)
-
-
 def _oracle_loss(old, lp, mask, rewards, ids, div, rule, anchor=None):
     """(1/N_seq) Σ_groups K_G · D(P_θ, w*) with P_θ = softmax(s) differentiated through s (autograd)."""
     s = ((lp - old) * mask).sum(-1)
@@ -81,12 +53,12 @@ def _oracle_loss(old, lp, mask, rewards, ids, div, rule, anchor=None):
         sel = ids == gid
         k = int(sel.sum())
         r = rewards[sel]
-        phi = (r - r.mean()) / _tau(rule, r, k)
+        phi = (r - r.mean()) / paired_tau(rule, r)
         if st is not None:
             phi = phi + st[sel]
         log_w = torch.log_softmax(phi, 0)
         log_p = torch.log_softmax(s[sel], 0)
-        total = total + k * _divergence_value(div, log_p, log_w)
+        total = total + k * divergence_value(div, log_p, log_w)
     return total / ids.shape[0]
 
 

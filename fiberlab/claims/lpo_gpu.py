@@ -44,14 +44,17 @@ def _batch(seed, n_groups=4, k=5, t=7, drift=0.3, equal_lengths=False):
     return old, lp, mask, rewards, torch.arange(b) // k
 
 
-def _tau(rule, r):
+def paired_tau(rule, r):
+    """τ of one group's rewards ``r`` under ``rule`` (LPO §1.4; Bessel σ_G as verl's GRPO, ε = 1e-6), written
+    directly from the table, independently of :mod:`fiberlab.gpu.lpo`'s segment code."""
     k = r.shape[0]
     return {"grpo": lambda: r.std() + 1e-6, "drgrpo": lambda: torch.tensor(1.0, dtype=r.dtype),
             "rloo": lambda: torch.tensor((k - 1) / k, dtype=r.dtype), "maxrl": lambda: r.mean() + 1e-6
             }.get(rule, lambda: torch.tensor(float(rule), dtype=r.dtype))()
 
 
-def _divergence(div, log_p, log_w):
+def divergence_value(div, log_p, log_w):
+    """D(P, w*) of one group from log P and log w* (the value, not its coefficients): the autograd oracle."""
     p, w = log_p.exp(), log_w.exp()
     if div == "fwd":
         return (w * (log_w - log_p)).sum()
@@ -73,8 +76,8 @@ def _oracle_grad(old, lp, mask, r, ids, div, rule):
     for gid in torch.unique(ids).tolist():
         sel = ids == gid
         rg = r[sel]
-        phi = (rg - rg.mean()) / _tau(rule, rg)
-        total = total + sel.sum() * _divergence(div, torch.log_softmax(s[sel], 0), torch.log_softmax(phi, 0))
+        phi = (rg - rg.mean()) / paired_tau(rule, rg)
+        total = total + sel.sum() * divergence_value(div, torch.log_softmax(s[sel], 0), torch.log_softmax(phi, 0))
     (g,) = torch.autograd.grad(total / ids.shape[0], lp)
     return g
 
