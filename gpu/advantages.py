@@ -52,6 +52,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from fiberlab.gpu.segments import sorted_runs
+
 AdvantageFn = Callable[..., torch.Tensor]
 ADVANTAGES: dict[str, AdvantageFn] = {}
 
@@ -119,11 +121,8 @@ class _Groups:
 
     def __init__(self, rewards: torch.Tensor, ids: torch.Tensor) -> None:
         b = rewards.shape[0]
-        sorted_ids, perm = torch.sort(ids, stable=True)
-        new_run = torch.ones(b, dtype=torch.bool, device=ids.device)
-        new_run[1:] = sorted_ids[1:] != sorted_ids[:-1]
+        perm, new_run, seg_sorted = sorted_runs(ids)
         pos = torch.arange(b, device=ids.device)
-        seg_sorted = torch.cumsum(new_run.to(torch.int64), 0) - 1
         # Pivot: each group's first member in sorted order (deterministic, unlike a racing scatter).
         run_start = torch.cummax(torch.where(new_run, pos, torch.zeros_like(pos)), 0).values
         self.seg = torch.empty_like(seg_sorted).scatter_(0, perm, seg_sorted)

@@ -166,12 +166,19 @@ def segment_logsumexp(x: torch.Tensor, seg: torch.Tensor, num_segments: int,
     return m_safe + torch.log(s)
 
 
-def dense_segments(ids: torch.Tensor) -> torch.Tensor:
-    """Dense codes in ``[0, B)`` for arbitrary integer ids (stable sort, run counter). Buffers of length ``B``
-    always suffice, so no data-dependent size reaches the host."""
+def sorted_runs(ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Stable sort of ``ids`` and its runs: ``(perm, new_run, seg_sorted)`` with ``new_run[i]`` marking the first
+    sorted position of each distinct id and ``seg_sorted`` its dense code ``0..G-1`` in sorted order."""
     b = ids.shape[0]
     sorted_ids, perm = torch.sort(ids, stable=True)
     new_run = torch.ones(b, dtype=torch.bool, device=ids.device)
     new_run[1:] = sorted_ids[1:] != sorted_ids[:-1]
     seg_sorted = torch.cumsum(new_run.to(torch.int64), 0) - 1
+    return perm, new_run, seg_sorted
+
+
+def dense_segments(ids: torch.Tensor) -> torch.Tensor:
+    """Dense codes in ``[0, B)`` for arbitrary integer ids (stable sort, run counter). Buffers of length ``B``
+    always suffice, so no data-dependent size reaches the host."""
+    perm, _, seg_sorted = sorted_runs(ids)
     return torch.empty_like(seg_sorted).scatter_(0, perm, seg_sorted)
