@@ -56,8 +56,8 @@ from fiberlab.gpu.advantages import _group_tensor
 from fiberlab.gpu.config import hparam
 from fiberlab.gpu.losses import (LOG_RATIO_CLAMP, _finish, _masked_frac, _masked_mean, _read_clip_eps,
                                  clipped_surrogate, register_policy_loss, validate_batch)
-from fiberlab.gpu.segments import (SegmentReducer, dense_segments, reducer_for, segment_max, segment_sum,
-                                   segment_sum_global)
+from fiberlab.gpu.segments import (SegmentReducer, dense_segments, reducer_for, segment_codes, segment_max,
+                                   segment_sum, segment_sum_global)
 
 #: Defaults (module docstring; spec A3's plausible range).
 FIBERPO_EPS = 0.03
@@ -274,17 +274,8 @@ def _row_sums(lr: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, tuple
     return rows, (T, ls_pos, ls_neg, positive)
 
 
-def _segment_codes(ids: torch.Tensor, shared: bool, reducer: SegmentReducer, given: int | None, name: str
-                   ) -> tuple[torch.Tensor, int, list[tuple[torch.Tensor, str]]]:
-    """Codes and buffer size; shared ids (across ranks or micro-batches) must be in [0, n)."""
-    if not shared:
-        return dense_segments(ids), ids.shape[0], []
-    n = given
-    if n is None:
-        n = int(reducer.max_scalar(ids.max()).item()) + 1                      # one host sync (sizes buffers)
-    n = int(n)
-    return ids, n, [(((ids < 0) | (ids >= n)).any(), f"{name} must be integers in [0, {n}) when segments are "
-                                                     f"shared across pieces (process_group or fiberpo_state)")]
+#: How FiberPO's segments come to be shared across pieces of a batch (named in the range-check message).
+_SHARED = "process_group or fiberpo_state"
 
 
 def fiberpo_domain_state(old_log_prob: torch.Tensor, log_prob: torch.Tensor, response_mask: torch.Tensor,
@@ -312,8 +303,8 @@ def fiberpo_domain_state(old_log_prob: torch.Tensor, log_prob: torch.Tensor, res
         reducer = reducer_for(process_group)
         gid = _ids(group_ids, b, lr.device, "group_ids")
         did = _ids(domain_ids, b, lr.device, "domain_ids")
-        gseg, G, probes_g = _segment_codes(gid, True, reducer, num_groups, "group_ids")
-        dseg, D, probes_d = _segment_codes(did, True, reducer, num_domains, "domain_ids")
+        gseg, G, probes_g = segment_codes(gid, True, reducer, num_groups, "group_ids", _SHARED)
+        dseg, D, probes_d = segment_codes(did, True, reducer, num_domains, "domain_ids", _SHARED)
         for flag, msg in probes_g + probes_d:
             if bool(flag):
                 raise ValueError(msg)
@@ -458,11 +449,12 @@ def fiberpo_domain_loss(old_log_prob: torch.Tensor, log_prob: torch.Tensor, adva
                              "or process_group, not both")
     reducer = reducer_for(pg)
     shared = state is not None or reducer.distributed
-    gseg, G, probes = _segment_codes(gid, shared, reducer,
-                                     state.num_groups if state is not None else extra.get("num_groups"), "group_ids")
-    dseg, D, probes_d = _segment_codes(did, shared, reducer,
+    gseg, G, probes = segment_codes(gid, shared, reducer,
+                                     state.num_groups if state is not None else extra.get("num_groups"), "group_ids",
+                                     _SHARED)
+    dseg, D, probes_d = segment_codes(did, shared, reducer,
                                        state.num_domains if state is not None else extra.get("num_domains"),
-                                       "domain_ids")
+                                       "domain_ids", _SHARED)
     probes = probes + probes_d
     # Every group in one domain (checked on the local rows): the hierarchy of Def. 6.4 is a tree.
     d = did.to(torch.float64)
@@ -622,7 +614,8 @@ def apc_loss(old_log_prob: torch.Tensor, log_prob: torch.Tensor, advantages: tor
     ids = ids.to(device=log_prob.device, dtype=torch.int64)
     reducer = reducer_for(extra.get("process_group"))
     if reducer.distributed or extra.get("num_states") is not None:
-        flat, n, probes = _segment_codes(ids.reshape(-1), True, reducer, extra.get("num_states"), "state_ids")
+        flat, n, probes = segment_codes(ids.reshape(-1), True, reducer, extra.get("num_states"), "state_ids",
+                                        _SHARED)
         flags = torch.stack([f for f, _ in probes]).tolist()
         if flags[0]:
             raise ValueError(probes[0][1])

@@ -67,7 +67,7 @@ import torch.nn.functional as F
 from fiberlab.gpu.advantages import _group_tensor
 from fiberlab.gpu.config import hparam
 from fiberlab.gpu.losses import (_finish, _read_clip_eps, clipped_surrogate, register_policy_loss, validate_batch)
-from fiberlab.gpu.segments import (dense_segments, reducer_for, segment_logsumexp, segment_max,
+from fiberlab.gpu.segments import (dense_segments, reducer_for, segment_codes, segment_logsumexp, segment_max,
                                    segment_sum)
 
 # --------------------------------------------------------------------------------------------------------------
@@ -214,15 +214,11 @@ def listwise_state(seq_log_ratio: torch.Tensor, group_ids: Any, *, rewards: torc
     b = s.shape[0]
     ids = _group_tensor(group_ids, b, s.device)
     dense = (not reducer.distributed and num_groups is None) if _dense is None else _dense
-    if dense:
-        seg, G = dense_segments(ids), b
-    else:
-        if num_groups is None:
-            num_groups = int(reducer.max_scalar(ids.max()).item()) + 1
-        seg, G = ids, int(num_groups)
-        if (ids < 0).any() or (ids >= G).any():
-            raise ValueError(f"group_ids must be integers in [0, {G}) when groups are shared across pieces "
-                             f"(process_group or num_groups given)")
+    seg, G, probes = segment_codes(ids, not dense, reducer, num_groups, "group_ids",
+                                   "process_group or num_groups given")
+    for flag, msg in probes:
+        if bool(flag):
+            raise ValueError(msg)
     dt = s.dtype
     count = reducer.sum(segment_sum(torch.ones(b, dtype=dt, device=s.device), seg, G))
     zeros = torch.zeros(G, dtype=dt, device=s.device)

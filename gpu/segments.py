@@ -182,3 +182,23 @@ def dense_segments(ids: torch.Tensor) -> torch.Tensor:
     always suffice, so no data-dependent size reaches the host."""
     perm, _, seg_sorted = sorted_runs(ids)
     return torch.empty_like(seg_sorted).scatter_(0, perm, seg_sorted)
+
+
+def segment_codes(ids: torch.Tensor, shared: bool, reducer: SegmentReducer, given: int | None, name: str,
+                  why: str = "process_group or a shared state") -> tuple[torch.Tensor, int, list[tuple[torch.Tensor, str]]]:
+    """Segment codes and the buffer size for ``ids``.
+
+    Local segments (``shared=False``) get dense codes and buffers of length ``B``. Segments shared with other
+    pieces of the batch (other ranks, other micro-batches) keep their ids, which must then mean the same segment
+    everywhere and lie in ``[0, n)``; ``n`` is ``given`` or the largest id over all pieces + 1 (one host sync, as
+    it sizes the buffers). Returns the data-dependent range check as ``(flag, message)`` probes, so the caller can
+    fold it into its single validation sync.
+    """
+    if not shared:
+        return dense_segments(ids), ids.shape[0], []
+    n = given
+    if n is None:
+        n = int(reducer.max_scalar(ids.max()).item()) + 1
+    n = int(n)
+    return ids, n, [(((ids < 0) | (ids >= n)).any(), f"{name} must be integers in [0, {n}) when segments are "
+                                                     f"shared across pieces ({why})")]
