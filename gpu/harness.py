@@ -254,6 +254,8 @@ def rl_train(model: TinyLM, task: Task, cfg: RLConfig, seed: int, device: torch.
         rewards = task.reward([i for i in info for _ in range(k)], resp.cpu()).to(device)
         group_ids = torch.arange(cfg.prompts_per_step, device=device).repeat_interleave(k)
         with torch.no_grad():
+            # π_old recomputed by the training forward pass, not taken from the sampler, as verl does: the
+            # cached decoding rounds differently, and the first update must see ratios of exactly 1.
             old_lp, _ = token_log_probs(model, rep, resp)
             start_lp, _ = token_log_probs(start_model, rep, resp)
         adv = adv_fn(rewards, group_ids)[:, None] * mask
