@@ -356,16 +356,32 @@ def bandpo_loss(old_log_prob: torch.Tensor, log_prob: torch.Tensor, advantages: 
                                upper_bound_max=band["upper_bound_max"], relax=relax, method=band["method"],
                                validate=False)
     loss_mat, log_ratio, ratio, ind = clipped_surrogate(log_prob, old_log_prob, advantages, lower, upper, c)
-    extra_metrics = {
-        "fiberlab/band_lower_mean": _masked_mean(lower, response_mask),
-        # log of the upper bound: r̄ ≈ δ/p is astronomically large on tail tokens, its plain mean is meaningless.
-        "fiberlab/band_log_upper_mean": _masked_mean(torch.log(upper).clamp_max(torch.finfo(upper.dtype).max),
-                                                     response_mask),
-        "fiberlab/clipfrac_high": _masked_frac((ratio > upper) & (advantages > 0), response_mask, ratio.dtype),
-        "fiberlab/clipfrac_low": _masked_frac((ratio < lower) & (advantages < 0), response_mask, ratio.dtype),
-    }
     return _finish(loss_mat, ind, -log_ratio, response_mask, loss_agg_mode, config, rollout_is_weights,
-                   extra_metrics)
+                   _band_metrics(lower, upper, ind["clipped"], advantages, response_mask))
+
+
+def _band_metrics(lower: torch.Tensor, upper: torch.Tensor, clipped: torch.Tensor, advantages: torch.Tensor,
+                  response_mask: torch.Tensor) -> dict[str, torch.Tensor]:
+    """BandPO's own metrics over the valid tokens, in few passes (they are a visible part of the loss's cost).
+
+    ``band_lower_mean`` and ``band_log_upper_mean`` (the log: r̄ ≈ δ/p is astronomically large on tail tokens,
+    its plain mean is meaningless) are masked means taken as dot products with the mask; ``clipfrac_high`` and
+    ``clipfrac_low`` split the clipped tokens by the sign of A. A token is clipped (``pg2 > pg1``) exactly
+    when A > 0 and r > r̄, or A < 0 and r < r̲ (A = 0 gives pg1 = pg2), so the low count is the clipped count
+    minus the high one.
+    """
+    m = response_mask.to(lower.dtype).flatten()
+    n = response_mask.sum() + 1e-8                 # verl's guarded token count, as in _masked_mean
+    log_upper = torch.log(upper).clamp_max_(torch.finfo(upper.dtype).max)
+    clipped_valid = clipped.logical_and(response_mask)
+    n_clipped = clipped_valid.sum()
+    n_high = clipped_valid.logical_and_(advantages > 0).sum()
+    return {
+        "fiberlab/band_lower_mean": torch.dot(lower.flatten(), m) / n,
+        "fiberlab/band_log_upper_mean": torch.dot(log_upper.flatten(), m) / n,
+        "fiberlab/clipfrac_high": n_high.to(lower.dtype) / n,
+        "fiberlab/clipfrac_low": (n_clipped - n_high).to(lower.dtype) / n,
+    }
 
 
 # Objectives defined in their own modules register themselves on import.

@@ -223,7 +223,7 @@ def test_grid_matches_mpmath_reference(divergence):
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-@pytest.mark.parametrize("delta", [1e-6, 0.05, 2.0])
+@pytest.mark.parametrize("delta", [1e-12, 1e-6, 0.05, 2.0, 20.0])
 def test_kl_table_method_matches_mpmath_reference(dtype, delta):
     """The lookup-table KL solver (``method="table"``) meets the same bound as Newton, in float64 and float32."""
     finfo = torch.finfo(dtype)
@@ -235,6 +235,29 @@ def test_kl_table_method_matches_mpmath_reference(dtype, delta):
                                    reference_bounds(lp, "kl", delta)):
             tol = abs_tolerance("kl", lp, delta, which, ref, finfo.eps, finfo.tiny)
             assert abs(got - ref) <= tol, (dtype, lp, delta, which, got, ref, tol)
+
+
+@given(log_p=st.floats(-80.0, 0.0, width=32), delta=st.floats(1e-10, 20.0))
+def test_kl_table_float32_random_points(log_p, delta):
+    """The float32 table between its nodes (random log p, random δ, so random positions in the cells) meets the
+    same bound against the float64 Newton solver as the Newton solver itself, and keeps 0 ≤ r̲ ≤ 1 ≤ r̄ ≤ 1/p."""
+    lo32, up32 = band_bounds(torch.tensor([log_p], dtype=torch.float32), "kl", delta, method="table")
+    lo64, up64 = _bounds64(log_p, "kl", delta)
+    for which, got, ref in (("lower", lo32.item(), lo64), ("upper", up32.item(), up64)):
+        tol = (abs_tolerance("kl", log_p, delta, which, ref, EPS32, TINY32)
+               + abs_tolerance("kl", log_p, delta, which, ref, EPS64, TINY64))
+        assert abs(got - ref) <= tol, (which, log_p, delta, got, ref, tol)
+    inv_p = float(torch.exp(-torch.tensor(log_p, dtype=torch.float32)))
+    assert 0.0 <= lo32.item() <= 1.0 <= up32.item() <= inv_p * (1 + EPS32), (lo32.item(), up32.item(), inv_p)
+
+
+def test_kl_table_out_of_range_delta_falls_back_to_newton():
+    """A δ so small that the table's y-range would leave float32 (δ ≲ 1e-25) is solved by Newton instead."""
+    lps = torch.tensor([-30.0, -3.0, -0.1, -1e-6], dtype=torch.float32)
+    for delta in (1e-30, 1e-27):
+        lo_t, up_t = band_bounds(lps, "kl", delta, method="table")
+        lo_n, up_n = band_bounds(lps, "kl", delta, method="newton")
+        assert torch.equal(lo_t, lo_n) and torch.equal(up_t, up_n)
 
 
 @given(log_p=st.floats(-700.0, 0.0), delta=st.floats(1e-10, 20.0), divergence=st.sampled_from(DIVERGENCES))
