@@ -299,7 +299,7 @@ def band_bounds(old_log_prob: torch.Tensor, divergence: Divergence = "kl", delta
         relax: optional ``(eps_low, eps_high)``: union with the clip-higher interval
             ``[1 - eps_low, 1 + eps_high]`` (the paper's "relax" ablation).
         method: KL only: ``"newton"`` (default; the fixed-step solver, float64 round-off) or ``"table"`` (a per-δ
-            quadratic lookup table in 1/p - 1, built once per δ/dtype/device and cached; at float32 round-off, and
+            linear lookup table in 1/p - 1, built once per δ/dtype/device and cached; at float32 round-off, and
             polished by two Newton steps in float64). TV and χ² are closed forms either way.
         validate: check inputs (one host sync); leave on unless the caller has validated already.
 
