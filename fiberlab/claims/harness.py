@@ -3,9 +3,9 @@
 Each claim is one named experiment of :mod:`fiberlab.experiments` (``fiberlab experiment NAME`` runs it at its
 default size: 5 seeds; the book chapter shows those results). The recorded status and the expected direction of
 every comparison come from the default-size run; the registry check re-runs the experiment at the CI size
-(:func:`fiberlab.experiments.reduced`: 3 seeds, 30 iterations) and passes when every comparison whose default-size
-verdict was decided (confirmed or reversed) points the same way again. A comparison left undecided at the
-default size is reported, not asserted.
+(:func:`fiberlab.experiments.reduced`: 3 seeds, 30 iterations unless the experiment sets ``reduced_steps``) and
+passes when every comparison whose default-size verdict was decided (confirmed or reversed) points the same way
+again, and no comparison left undecided at the default size comes out confirmed at the smaller one.
 
 The reduced runs are cached under ``.cache/harness/<hash>`` (or ``$FIBERLAB_CACHE``), keyed by the experiment's configuration and the
 source of the harness, tasks and objectives, so the test suite and the book build share one run and a code change
@@ -51,10 +51,10 @@ def _cache_dir(exp) -> Path:
 #: The default-size verdict of each comparison (``fiberlab experiment all``, 5 seeds; numbers in the book chapter
 #: and ``book/results``): +1 confirmed, -1 reversed, 0 not confirmed.
 EXPECTED: dict[str, dict[str, int]] = {
-    "band_entropy": {"Band (KL) keeps entropy higher than PPO clip": 0,
+    "band_entropy": {"Band (KL) keeps entropy higher than PPO clip": -1,
                      "Band (TV) keeps entropy higher than PPO clip": 0,
-                     "Band (KL) keeps entropy higher than clip-higher": 0,
-                     "Band (KL) learns the tail answer faster (reward over training)": 0},
+                     "Band (KL) keeps entropy higher than clip-higher": -1,
+                     "Band (KL) learns the tail answer faster (reward over training)": 1},
     "fiberpo_stability": {"FiberPO's mean importance ratio stays nearer 1": 1,
                           "FiberPO's gradient norm grows less": 0,
                           "FiberPO does not compress responses": 0},
@@ -97,12 +97,16 @@ def _check(name: str) -> Evidence:
 
 band_entropy = claim(
     "band.entropy", paper="BandPO", source="BandPO §1, §4 (entropy and tail tokens)", status="conditional",
-    condition="Not confirmed at this scale (0.1M-parameter model, tail task with a 5% rewarded answer starting with "
-              "a rare token, 8 optimiser steps per batch, 5 seeds): mean entropy over training is not higher with "
-              "Band (KL −0.11 [−0.27, +0.03], TV −0.11 [−0.31, +0.03] against PPO) and the tail answer is not "
-              "learned faster (mean reward −0.015 [−0.068, +0.023]). Runs split between finding the tail answer "
-              "and collapsing onto the habit, whatever the clip; the clip binds on about 1% of tokens. A larger "
-              "vocabulary, where tail tokens are far rarer, may change this.",
+    condition="Half holds at this scale (0.1M-parameter model, tail task whose one rewarded answer starts with a "
+              "token of probability ~0.05 after warm-up, 4 optimiser steps per batch, 5 seeds). The starvation is "
+              "real: for the first six iterations PPO's upper clip cuts 27-42% of the positive-advantage tail "
+              "tokens and Band (KL) 0-8%, and Band (KL) learns the tail answer faster (mean reward +0.012 "
+              "[+0.0075, +0.017], every seed). But mean entropy is slightly lower with Band (KL), not higher "
+              "(−0.0014 [−0.0023, −0.0005] against PPO, −0.0010 [−0.0015, −0.0005] against clip-higher), and "
+              "Band (TV) is PPO again (its bound 1 + δ/p falls under 1.2 once p > 0.25). With a single correct "
+              "answer, learning its rare first token faster collapses that position's entropy sooner, so the two "
+              "halves of the prediction pull against each other here; a task with several correct answers would "
+              "test the entropy half fairly.",
     statement="Canonical clipping starves low-probability high-advantage tokens and collapses entropy faster than "
               "Band (KL, TV) and clip-higher; Band keeps entropy higher at equal or better reward.")
 
