@@ -136,7 +136,10 @@ length_bias = claim(
     condition="Not confirmed at this scale (count task with optional padding, 4 optimiser steps per batch, 5 seeds): "
               "GRPO's final responses are not longer than Dr.GRPO's (−0.88 [−2.6, +0.22] tokens, the opposite "
               "sign) and GSPO's final reward is not higher than GRPO's (+0.035 [−0.087, +0.22]). The length bias "
-              "acts through wrong answers with negative advantage; here most groups become all-correct quickly.",
+              "acts through long wrong answers in mixed groups, and these vanish within ~20 iterations here; "
+              "what remains is the other half of the same bias, 1/|y| favouring short correct answers, which "
+              "strips the free padding under GRPO (Dr.GRPO keeps it). A harder count task keeps groups mixed, "
+              "but the padding then locks all-or-nothing per seed, beyond what 5 seeds resolve.",
     statement="GRPO's per-sequence 1/|y| normalisation lengthens responses relative to Dr.GRPO, and GSPO's sequence "
               "ratio does better than token-level clipping on variable-length answers.")
 
