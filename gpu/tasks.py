@@ -121,14 +121,23 @@ class Parity(Reversal):
 @dataclasses.dataclass
 class Tail(Reversal):
     tail_fraction: float = 0.05
+    #: The rare first tokens of the rewarded answers: one correct answer per marker, each demonstrated with
+    #: probability ``tail_fraction / len(markers)``.
+    markers: str = "!"
+
+    def __post_init__(self):
+        if not self.markers or any(c not in TOK for c in self.markers) or len(set(self.markers)) != len(self.markers):
+            raise ValueError(f"markers must be distinct vocabulary symbols, got {self.markers!r}")
 
     def demonstration(self, info, rng):
         if rng.random() < self.tail_fraction:
-            return encode("!" + info[::-1]) + [EOS]
+            # one marker draws nothing more, so the single-answer task keeps its random stream
+            m = self.markers[int(rng.integers(len(self.markers)))] if len(self.markers) > 1 else self.markers
+            return encode(m + info[::-1]) + [EOS]
         return encode(info) + [EOS]                      # the common, unrewarded habit
 
     def correct(self, info, answer):
-        return answer == "!" + info[::-1]
+        return len(answer) > 0 and answer[0] in self.markers and answer[1:] == info[::-1]
 
 
 @dataclasses.dataclass

@@ -82,6 +82,29 @@ def test_verifiers_accept_their_demonstrations(name):
     assert float(task.reward(info[:1], torch.full((1, task.max_response), encode("1")[0]))[0]) == 0.0
 
 
+def test_tail_with_two_markers():
+    """Two rewarded answers, one per marker, each demonstrated about half of the tail fraction of the time; a
+    marker on the wrong string, a doubled marker or the bare reversal scores 0; bad markers are refused."""
+    task = make_task("tail", bits=5, tail_fraction=0.5, markers="!?")
+    rng = np.random.default_rng(0)
+    prompts, info = task.prompts(400, rng)
+    demos = [decode(task.demonstration(i, rng)) for i in info]
+    firsts = [d[0] for d in demos]
+    # each marker with probability 0.25: 100 expected of 400, binomial sd ≈ 8.7, so 60..140 is ±4.6 sd
+    assert all(60 < firsts.count(m) < 140 for m in "!?") and firsts.count("!") + firsts.count("?") < 260
+    s = info[0]
+    cases = {"!" + s[::-1]: 1.0, "?" + s[::-1]: 1.0, "!" + s: float(s == s[::-1]), "!!" + s[::-1][:-1]: 0.0,
+             s[::-1]: 0.0, "x" + s[::-1]: 0.0}
+    for answer, want in cases.items():
+        resp = torch.full((1, task.max_response), PAD)
+        ids = encode(answer) + [EOS]
+        resp[0, :len(ids)] = torch.tensor(ids)
+        assert float(task.reward(info[:1], resp)[0]) == want, answer
+    for bad in ("", "!!", "é"):
+        with pytest.raises(ValueError, match="markers"):
+            make_task("tail", markers=bad)
+
+
 def test_unknown_task():
     with pytest.raises(ValueError, match="task must be one of"):
         make_task("sudoku")
