@@ -102,6 +102,9 @@ SUMMARIES: dict[str, Callable[[list[dict[str, Any]]], float]] = {
     "grad_norm_flatness": lambda h: -float(np.log((_tail(h, "grad_norm") + 1e-12)
                                                   / (np.mean([r["grad_norm"] for r in h[:5]]) + 1e-12))),
     "final_length": lambda h: _tail(h, "response_length"),
+    # mean length of the unrewarded responses over the iterations that had any (1/|y| penalises a long wrong
+    # answer less per token: the mechanism of GRPO's length bias)
+    "mean_wrong_length": lambda h: _tail(h, "length_wrong", 1.0),
 }
 
 
@@ -322,6 +325,8 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
               Arm("gspo", "gspo", {"clip_ratio": 4e-4}, loss_agg_mode="seq-mean-token-mean")],
         comparisons=[Comparison("grpo", "drgrpo", "final_length", "GRPO's per-sequence 1/|y| lengthens responses "
                                                                   "relative to Dr.GRPO"),
+                     Comparison("grpo", "drgrpo", "mean_wrong_length", "GRPO's wrong answers are longer than "
+                                                                       "Dr.GRPO's (the mechanism of the bias)"),
                      Comparison("gspo", "grpo", "final_reward", "GSPO's sequence ratio beats token-level clipping on "
                                                                 "variable-length answers")],
         warmup=WarmupConfig(steps=30), rl=_rl(updates_per_step=4),

@@ -296,6 +296,9 @@ def rl_train(model: TinyLM, task: Task, cfg: RLConfig, seed: int, device: torch.
                **{key: float(np.mean(v)) for key, v in agg.items()}}
         if key_max := agg.get("ratio_max"):
             row["ratio_max"] = float(np.max(key_max))
+        wrong = rewards < 0.5
+        if bool(wrong.any()):                            # the answers a length bias acts through (Dr.GRPO)
+            row["length_wrong"] = float(mask.float().sum(1)[wrong].mean())
         if cfg.eval_every and (step % cfg.eval_every == 0 or step == cfg.steps - 1):
             row.update(evaluate(model, task, cfg.eval_prompts, cfg.eval_k, rng, device, gen))
         row["seconds"] = time.perf_counter() - t0

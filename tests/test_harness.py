@@ -128,6 +128,10 @@ def test_rl_runs_with_every_registered_objective(objective):
         for key in ("reward", "entropy", "ratio_mean", "grad_norm", "kl_to_start", "pass@1", "pass@4"):
             assert math.isfinite(row[key]), (key, row)
     assert hist[0]["kl_to_start"] == pytest.approx(0.0, abs=1e-6)     # first rollout is the start policy
+    for row in hist:   # the wrong answers' length is logged exactly when some answer is wrong, and is a length
+        assert ("length_wrong" in row) == (row["reward"] < 1.0), row
+        if "length_wrong" in row:
+            assert 1.0 <= row["length_wrong"] <= task.max_response
 
 
 def test_evaluate_pass_at_k_dominates_pass_at_1():

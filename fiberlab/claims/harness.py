@@ -63,6 +63,7 @@ EXPECTED: dict[str, dict[str, int]] = {
                      "LPO_rev ≈ PG fully on-policy": 1,
                      "the pointwise ablation trails LPO_fwd": 0},
     "agg_length_bias": {"GRPO's per-sequence 1/|y| lengthens responses relative to Dr.GRPO": 0,
+                        "GRPO's wrong answers are longer than Dr.GRPO's (the mechanism of the bias)": 0,
                         "GSPO's sequence ratio beats token-level clipping on variable-length answers": 0},
 }
 
@@ -136,7 +137,8 @@ length_bias = claim(
     status="conditional",
     condition="Not confirmed at this scale (count task with optional padding, 4 optimiser steps per batch, 5 seeds): "
               "GRPO's final responses are not longer than Dr.GRPO's (−0.88 [−2.6, +0.22] tokens, the opposite "
-              "sign) and GSPO's final reward is not higher than GRPO's (+0.035 [−0.087, +0.22]). The length bias "
+              "sign), nor are its wrong answers over training (−0.84 [−2.2, +0.09]), and GSPO's final reward is "
+              "not higher than GRPO's (+0.035 [−0.087, +0.22]). The length bias "
               "acts through long wrong answers in mixed groups, and these vanish within ~20 iterations here; "
               "what remains is the other half of the same bias, 1/|y| favouring short correct answers, which "
               "strips the free padding under GRPO (Dr.GRPO keeps it). A harder count task keeps groups mixed, "
