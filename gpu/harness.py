@@ -290,15 +290,16 @@ def rl_train(model: TinyLM, task: Task, cfg: RLConfig, seed: int, device: torch.
                 metrics["clip_low_frac"] = float((blocked & (a < 0)).float().sum() / m.sum())
             for key, v in metrics.items():
                 agg.setdefault(key, []).append(float(v))
+        lengths = mask.float().sum(1)
         row = {"step": step, "reward": float(rewards.mean()),
-               "response_length": float(mask.float().sum(1).mean()),
+               "response_length": float(lengths.mean()),
                "kl_to_start": float(((old_lp - start_lp) * mask).sum() / mask.sum()),
                **{key: float(np.mean(v)) for key, v in agg.items()}}
         if key_max := agg.get("ratio_max"):
             row["ratio_max"] = float(np.max(key_max))
         wrong = rewards < 0.5
         if bool(wrong.any()):                            # the answers a length bias acts through (Dr.GRPO)
-            row["length_wrong"] = float(mask.float().sum(1)[wrong].mean())
+            row["length_wrong"] = float(lengths[wrong].mean())
         if cfg.eval_every and (step % cfg.eval_every == 0 or step == cfg.steps - 1):
             row.update(evaluate(model, task, cfg.eval_prompts, cfg.eval_k, rng, device, gen))
         row["seconds"] = time.perf_counter() - t0
