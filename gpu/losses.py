@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from fiberlab.gpu.band import DIVERGENCES, band_bounds
+from fiberlab.gpu.band import DIVERGENCES, band_active_bound
 from fiberlab.gpu.config import global_batch_info, hparam
 
 PolicyLossFn = Callable[..., tuple[torch.Tensor, dict[str, float]]]
@@ -187,9 +187,18 @@ class _ClippedSurrogate(torch.autograd.Function):
     The forward pass computes the value exactly as verl's ``vanilla`` does (same operations, same bits). The
     backward pass is the gradient autograd would produce through those operations, written out:
     :math:`\partial L/\partial \log\pi_\theta = (g \cdot (-A)\,s) \cdot r` with :math:`s = 1` where the unclipped
-    branch is active, 0 where clipped or dual-clipped, :math:`\tfrac12` at an exact tie of the dual floor
-    (torch's ``minimum`` splits a tie), and 0 outside the ±20 log-ratio clamp. One saved tensor pair and one
-    fused multiply in backward, instead of the graph of five max/min/where nodes.
+    branch is active, 0 where clipped or dual-clipped, and 0 outside the ±20 log-ratio clamp; ties halve it the
+    way torch's ``maximum``/``minimum`` split a tie: :math:`s = \tfrac12` at an exact tie of the dual floor, and
+    at a tie :math:`L_1 = L_2` where the clip is flat (r outside [ℓ, u], one ulp from an end, yet
+    :math:`-A r` and :math:`-A\,\mathrm{clip}(r)` round to the same float: only the :math:`L_1` half carries
+    gradient); both ties give ¼. One saved tensor pair and one fused multiply in backward, instead of the
+    graph of five max/min/where nodes.
+
+    ``upper=None`` passes the *active end* b of a per-token interval in ``lower`` (r̄ where A > 0, r̲ where
+    A < 0; :func:`fiberlab.gpu.band.band_active_bound`): :math:`L_2 = -A b` then equals
+    :math:`-A\,\mathrm{clip}(r, \underline r, \overline r)` wherever the max can pick it, so value and clip
+    indicator are the same to the bit, with one stored bound instead of two; the clip is flat where r lies
+    strictly beyond b.
     """
 
     @staticmethod
@@ -199,22 +208,30 @@ class _ClippedSurrogate(torch.autograd.Function):
         ratio = torch.exp(log_ratio)
         neg_adv = -advantages
         pg1 = neg_adv * ratio
-        pg2 = neg_adv * torch.clamp(ratio, min=lower, max=upper)
+        if upper is None:
+            pg2 = neg_adv * lower
+            flat = (ratio - lower).mul_(advantages) > 0          # r strictly beyond the active end
+        else:
+            clipped_ratio = torch.clamp(ratio, min=lower, max=upper)
+            pg2 = neg_adv * clipped_ratio
+            flat = clipped_ratio != ratio                          # clamp's gradient is 0 outside [ℓ, u]
         clipped = pg2 > pg1
         loss = torch.maximum(pg1, pg2)
-        live = ~clipped
+        keep = ~clipped
+        keep &= (diff >= -LOG_RATIO_CLAMP) & (diff <= LOG_RATIO_CLAMP)      # clamp passes its closed interval
+        coef = keep.to(ratio.dtype)
+        # a tie where the clip is flat keeps ½ (in place: on a CPU a fresh buffer costs as much as the arithmetic)
+        coef.mul_(((pg2 == pg1).logical_and_(flat)).to(ratio.dtype).mul_(-0.5).add_(1.0))
         if clip_ratio_c is None:
             dual = torch.zeros_like(clipped)
-            scale = live.to(ratio.dtype)
         else:
             pg3 = neg_adv * clip_ratio_c
             neg = advantages < 0
             dual = (loss > pg3) & neg
-            tie = (loss == pg3) & neg
+            tie = (loss == pg3) & neg                                # minimum splits a tie with the floor
             loss = torch.where(neg, torch.minimum(pg3, loss), loss)
-            scale = (live & ~dual).to(ratio.dtype) * torch.where(tie, 0.5, 1.0).to(ratio.dtype)
-        inside = (diff >= -LOG_RATIO_CLAMP) & (diff <= LOG_RATIO_CLAMP)     # clamp passes its closed interval
-        ctx.save_for_backward(neg_adv * (scale * inside), ratio)
+            coef.masked_fill_(dual, 0.0).mul_(tie.to(ratio.dtype).mul_(-0.5).add_(1.0))
+        ctx.save_for_backward(coef.mul_(neg_adv), ratio)
         ctx.mark_non_differentiable(log_ratio, ratio, clipped, dual)
         return loss, log_ratio, ratio, clipped, dual
 
@@ -225,10 +242,12 @@ class _ClippedSurrogate(torch.autograd.Function):
 
 
 def clipped_surrogate(log_prob: torch.Tensor, old_log_prob: torch.Tensor, advantages: torch.Tensor,
-                      lower: torch.Tensor | float, upper: torch.Tensor | float, clip_ratio_c: float | None
+                      lower: torch.Tensor | float, upper: torch.Tensor | float | None, clip_ratio_c: float | None
                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
     """``(loss_mat, log_ratio, ratio, indicators)``; see :class:`_ClippedSurrogate`. Gradient flows to
-    ``log_prob`` only (``old_log_prob``, ``advantages`` and the bounds are data)."""
+    ``log_prob`` only (``old_log_prob``, ``advantages`` and the bounds are data). With ``upper=None``,
+    ``lower`` is the per-token active end of the interval (:func:`fiberlab.gpu.band.band_active_bound`):
+    r̄ where A > 0, r̲ where A < 0."""
     loss, log_ratio, ratio, clipped, dual = _ClippedSurrogate.apply(
         log_prob, old_log_prob.detach(), advantages.detach(), lower, upper, clip_ratio_c)
     return loss, log_ratio, ratio, {"clipped": clipped, "dual": dual}
@@ -336,7 +355,8 @@ def bandpo_loss(old_log_prob: torch.Tensor, log_prob: torch.Tensor, advantages: 
     .. math:: L_t = \max\big(-A_t r_t,\ -A_t\,\mathrm{clip}(r_t, \underline r_{f,\delta}(p_t), \overline r_{f,\delta}(p_t))\big),
               \qquad p_t = \pi_{old}(a_t|s_t)
 
-    The bounds come from ``old_log_prob`` without gradient (:func:`fiberlab.gpu.band.band_bounds`); gradient
+    The bounds come from ``old_log_prob`` without gradient (:func:`fiberlab.gpu.band.band_active_bound`: only
+    the end the clip can reach, in one fused pass, with the band statistics); gradient
     flows only through :math:`r_t`, and a clipped token gives zero gradient, as in PPO. Dual clip as in
     :func:`ppo_loss` (the authors' scripts use ``clip_ratio_c = 10``).
 
@@ -352,35 +372,36 @@ def bandpo_loss(old_log_prob: torch.Tensor, log_prob: torch.Tensor, advantages: 
     band = read_band_config(config)
     c = _read_dual_clip(config)
     relax = _read_clip_eps(config) if band["relax"] else None
-    lower, upper = band_bounds(old_log_prob.detach(), band["divergence"], band["delta"],
-                               upper_bound_max=band["upper_bound_max"], relax=relax, method=band["method"],
-                               validate=False)
-    loss_mat, log_ratio, ratio, ind = clipped_surrogate(log_prob, old_log_prob, advantages, lower, upper, c)
+    # One fused pass over old_log_prob: the end of each token's band that the clip can reach, and the sums of
+    # r̲ and log r̄ over the valid tokens (the band statistics below).
+    bound, sum_lower, sum_log_upper = band_active_bound(
+        old_log_prob.detach(), advantages.detach(), response_mask, band["divergence"], band["delta"],
+        upper_bound_max=band["upper_bound_max"], relax=relax, method=band["method"])
+    loss_mat, log_ratio, ratio, ind = clipped_surrogate(log_prob, old_log_prob, advantages, bound, None, c)
     return _finish(loss_mat, ind, -log_ratio, response_mask, loss_agg_mode, config, rollout_is_weights,
-                   _band_metrics(lower, upper, ind["clipped"], advantages, response_mask))
+                   _band_metrics(sum_lower, sum_log_upper, ind["clipped"], advantages, response_mask))
 
 
-def _band_metrics(lower: torch.Tensor, upper: torch.Tensor, clipped: torch.Tensor, advantages: torch.Tensor,
-                  response_mask: torch.Tensor) -> dict[str, torch.Tensor]:
-    """BandPO's own metrics over the valid tokens, in few passes (they are a visible part of the loss's cost).
+def _band_metrics(sum_lower: torch.Tensor, sum_log_upper: torch.Tensor, clipped: torch.Tensor,
+                  advantages: torch.Tensor, response_mask: torch.Tensor) -> dict[str, torch.Tensor]:
+    """BandPO's own metrics over the valid tokens.
 
     ``band_lower_mean`` and ``band_log_upper_mean`` (the log: r̄ ≈ δ/p is astronomically large on tail tokens,
-    its plain mean is meaningless) are masked means taken as dot products with the mask; ``clipfrac_high`` and
-    ``clipfrac_low`` split the clipped tokens by the sign of A. A token is clipped (``pg2 > pg1``) exactly
-    when A > 0 and r > r̄, or A < 0 and r < r̲ (A = 0 gives pg1 = pg2), so the low count is the clipped count
-    minus the high one.
+    its plain mean is meaningless) are the fused kernel's masked sums over verl's guarded token count;
+    ``clipfrac_high`` and ``clipfrac_low`` split the clipped tokens by the sign of A. A token is clipped
+    (``pg2 > pg1``) exactly when A > 0 and r > r̄, or A < 0 and r < r̲ (A = 0 gives pg1 = pg2), so the low
+    count is the clipped count minus the high one.
     """
-    m = response_mask.to(lower.dtype).flatten()
     n = response_mask.sum() + 1e-8                 # verl's guarded token count, as in _masked_mean
-    log_upper = torch.log(upper).clamp_max_(torch.finfo(upper.dtype).max)
+    dtype = sum_lower.dtype
     clipped_valid = clipped.logical_and(response_mask)
     n_clipped = clipped_valid.sum()
     n_high = clipped_valid.logical_and_(advantages > 0).sum()
     return {
-        "fiberlab/band_lower_mean": torch.dot(lower.flatten(), m) / n,
-        "fiberlab/band_log_upper_mean": torch.dot(log_upper.flatten(), m) / n,
-        "fiberlab/clipfrac_high": n_high.to(lower.dtype) / n,
-        "fiberlab/clipfrac_low": (n_clipped - n_high).to(lower.dtype) / n,
+        "fiberlab/band_lower_mean": sum_lower / n,
+        "fiberlab/band_log_upper_mean": sum_log_upper / n,
+        "fiberlab/clipfrac_high": n_high.to(dtype) / n,
+        "fiberlab/clipfrac_low": (n_clipped - n_high).to(dtype) / n,
     }
 
 
