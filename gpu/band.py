@@ -44,6 +44,9 @@ host-device synchronisation.
 from __future__ import annotations
 
 import math
+import os
+import warnings
+from collections.abc import Callable
 from typing import Literal
 
 import torch
@@ -87,6 +90,20 @@ def _validate_delta(delta: float) -> float:
     if not math.isfinite(d) or d < 0:
         raise ValueError(f"delta must be finite and ≥ 0, got {delta!r}")
     return d
+
+
+def _validate_options(upper_bound_max: float | None, relax: tuple[float, float] | None, method: str) -> None:
+    if upper_bound_max is not None and not (float(upper_bound_max) >= 1.0):
+        raise ValueError(f"upper_bound_max must be ≥ 1 (the band contains r = 1), got {upper_bound_max!r}")
+    if relax is not None:
+        try:
+            ok = len(relax) == 2 and all(0.0 <= float(e) for e in relax) and float(relax[0]) <= 1.0
+        except (TypeError, ValueError):          # not a pair of numbers (e.g. a bare float)
+            ok = False
+        if not ok:
+            raise ValueError(f"relax must be (eps_low, eps_high) with 0 ≤ eps_low ≤ 1 and eps_high ≥ 0, got {relax!r}")
+    if method not in ("newton", "table"):
+        raise ValueError(f"method must be 'newton' or 'table', got {method!r}")
 
 
 def _kl_lower_log_root(log_p: torch.Tensor, log_1mp: torch.Tensor, delta: float,
@@ -201,8 +218,14 @@ def _kl_table(delta: float, dtype: torch.dtype, device: torch.device) -> tuple |
     from p → 1 (log y ≈ log(1-p)) to p → 0 (log y ≈ -log p). Nodes are the cell starts, exact floats; a cell
     stores, for each function, its value at the start and the step to the next node, so the value inside is
     ``v0 + t·dv`` with ``t`` ∈ [0, 1) the position inside the cell, which is the remaining mantissa bits. Node
-    values come from the float64 Newton solver above. Returns ``(rows, k0, y_lo, y_hi, shift)`` with ``rows``
-    of shape ``[n_cells, 4]`` = ``(-C, Δ(-C), Q or B, Δ(Q or B))``, gathered as one row per token.
+    values come from the float64 Newton solver above; the accurate cells span ``[y_lo, y_hi]``.
+
+    Returns ``(rows, k0, y_lo, y_hi, shift)`` with ``rows`` of shape ``[n_cells, 4]`` =
+    ``(-C, Δ(-C), Q or B, Δ(Q or B))``, gathered as one row per token. In float64 the rows are cells
+    ``k0 … k1`` and the caller clamps y to ``[y_lo, y_hi]``. In float32 the rows cover *every* cell of a
+    non-negative float, 0 to +inf (``k0 = 0``, ``_F32_CELLS`` rows, 4 MiB): below ``y_lo`` and above ``y_hi`` a
+    row holds the end node's value with a zero step, which is what clamping y does, so the float32 evaluation
+    needs no per-δ constant besides the rows — one compiled kernel serves every δ (:func:`_kl_table_f32`).
     """
     key = (float(delta), dtype, str(device))
     if key in _KL_TABLES:
@@ -229,32 +252,64 @@ def _kl_table(delta: float, dtype: torch.dtype, device: torch.device) -> tuple |
     neg_c = (x - log_p) * torch.exp(log_p)                                       # -C = p log r̲
     second = -torch.expm1(x_up) if dtype == torch.float32 else x_up - log_1mp    # Q = q̄, or B
     rows = torch.stack((neg_c[:-1], neg_c[1:] - neg_c[:-1], second[:-1], second[1:] - second[:-1]), 1)
+    if dtype == torch.float32:
+        full = torch.zeros(_F32_CELLS, 4, dtype=torch.float64)
+        full[:k0, 0], full[:k0, 2] = neg_c[0], second[0]                         # y < y_lo: the node at y_lo
+        full[k0:k1 + 1] = rows
+        full[k1 + 1:, 0], full[k1 + 1:, 2] = neg_c[-1], second[-1]               # beyond: the last node
+        rows, k0 = full, 0
     entry = (rows.to(dtype=dtype, device=device).contiguous(), k0, y_lo, y_hi, shift)
-    if len(_KL_TABLES) > 64:
+    if len(_KL_TABLES) > 16:
         _KL_TABLES.clear()
     _KL_TABLES[key] = entry
     return entry
 
 
+#: float32 cells: ``bits(y) >> _F32_SHIFT`` for y ∈ [+0, +inf] runs from 0 to 0x3FC00 (the cell of +inf). The
+#: table has 2^18 rows, so that ``-0.0`` (``y = expm1(-0.0)`` when log p = +0.0), whose sign bit makes its cell
+#: -2^18 under the arithmetic shift, indexes row -2^18 ≡ 0 (a negative index counts from the end, in eager
+#: indexing and in the compiled gather alike) without a masking operation in the kernel.
+_F32_SHIFT = _FLOAT_BITS[torch.float32][0] - KL_TABLE_BITS
+_F32_CELLS = 1 << (31 - _F32_SHIFT)
+
+
+def _kl_table_f32(log_p: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The float32 table evaluation on a 1-D ``log p`` (any value ≤ 0 read as 0): ``(lower, upper)``.
+
+    Written as plain tensor expressions so that ``torch.compile`` fuses it into one kernel (a pass over
+    ``log p`` with one gather per token; :func:`_fused`), and eager torch runs the same code where compiling is
+    off or unavailable. Every per-δ quantity is in ``rows`` (full-range layout of :func:`_kl_table`).
+    """
+    y = torch.expm1(-log_p.clamp(max=0.0))                   # 1/p - 1, exact near p → 1
+    bits = y.view(torch.int32)
+    idx = bits >> _F32_SHIFT                                 # -2^18 for -0.0: row 0 (see _F32_CELLS)
+    t = (bits & ((1 << _F32_SHIFT) - 1)).to(torch.float32) * (2.0 ** -_F32_SHIFT)
+    g = rows[idx]                                            # one gather of a 4-value row per token
+    inv_p = y + 1.0
+    lower = torch.exp((g[:, 0] + t * g[:, 1]) * inv_p)      # exp(-C/p)
+    upper = torch.clamp_min((g[:, 2] + t * g[:, 3]) * inv_p, 1.0)   # q̄/p; the clamp catches round-off at r̄ ≈ 1
+    return lower, upper
+
+
 def _kl_bounds_table(log_p: torch.Tensor, delta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The table solver; ``log_p`` may hold round-off above 0 (read as 0)."""
     table = _kl_table(delta, log_p.dtype, log_p.device)
     if table is None:                                   # δ below the table's range: the Newton solver
-        return _kl_bounds(log_p, delta)
+        return _kl_bounds(log_p.clamp(max=0.0), delta)
     rows, k0, y_lo, y_hi, shift = table
-    # In-place wherever a buffer is free again: on a CPU the fresh allocations cost as much as the arithmetic.
+    if log_p.dtype == torch.float32:
+        lower, upper = _fused("kl_table_f32", _kl_table_f32, log_p.reshape(-1), rows)
+        return lower.view(log_p.shape), upper.view(log_p.shape)
+    log_p = log_p.clamp(max=0.0)
+    # float64: the table's estimate of both Newton variables (log q̲, log(1 - q̄)), then a two-step polish.
     y = log_p.neg().expm1_()                            # 1/p - 1, exact near p → 1
     bits = y.clamp(y_lo, y_hi).view(_FLOAT_BITS[log_p.dtype][1]).view(-1)
     idx = (bits >> shift).sub_(k0)
     t = bits.bitwise_and_((1 << shift) - 1).to(log_p.dtype).mul_(2.0 ** -shift)
     g = torch.nn.functional.embedding(idx, rows)        # one gather of a 4-value row per token
-    second = torch.addcmul(g[:, 2], g[:, 3], t).view_as(log_p)     # Q, or B
+    second = torch.addcmul(g[:, 2], g[:, 3], t).view_as(log_p)     # B
     neg_c = t.mul_(g[:, 1]).add_(g[:, 0]).view_as(log_p)           # -C
     inv_p = y.add_(1.0)                                 # 1/p (y is not used again)
-    if log_p.dtype != torch.float64:
-        lower = neg_c.mul_(inv_p).exp_()                # exp(-C/p)
-        upper = second.mul_(inv_p).clamp_min_(1.0)      # q̄/p; the clamp only catches round-off where r̄ ≈ 1
-        return lower, upper
-    # float64: polish both Newton variables (log q̲, log(1 - q̄)) from the table's estimate.
     log_1mp = _log1mexp(log_p)
     a_c, b_c = _mirrored_pairs(log_p, log_1mp)
     x0 = torch.stack((torch.addcmul(log_p, neg_c, inv_p), second + log_1mp))
@@ -262,6 +317,41 @@ def _kl_bounds_table(log_p: torch.Tensor, delta: float) -> tuple[torch.Tensor, t
     x = _kl_lower_log_root(a_c, b_c, delta, steps=KL_TABLE_POLISH[torch.float64],
                            x0=torch.fmin(x0.clamp_min(0.5 * finfo.min), a_c))
     return torch.exp(x[0] - log_p), torch.exp(_log1mexp(x[1]) - log_p)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Fused kernels: torch.compile where it works, the same code eagerly where it does not
+# --------------------------------------------------------------------------------------------------------------
+
+#: ``torch.compile`` the fused kernels (read at each call). Off with the environment variable
+#: ``FIBERLAB_COMPILE=0``; a kernel whose compilation fails falls back to eager torch with one warning.
+COMPILE = os.environ.get("FIBERLAB_COMPILE", "1").strip().lower() not in ("0", "false", "no", "off")
+_FUSED: dict[tuple[str, str], Callable] = {}
+
+
+def _fused(name: str, fn: Callable, x: torch.Tensor, *args: torch.Tensor):
+    """``fn(x, *args)`` through ``torch.compile(fn, dynamic=True)``, one compiled kernel per (name, device type).
+
+    Results agree with eager ``fn`` to round-off (the compiled kernel may contract a multiply-add or use
+    another vectorised ``exp``); tests check both paths against the same mpmath bounds. Empty inputs and
+    ``COMPILE = False`` run eagerly. A failure to compile (no C++ compiler for the CPU backend, no Triton for
+    CUDA) warns once and switches that kernel to eager for the rest of the process.
+    """
+    if not COMPILE or x.numel() == 0:
+        return fn(x, *args)
+    key = (name, x.device.type)
+    f = _FUSED.get(key)
+    if f is None:
+        f = _FUSED[key] = torch.compile(fn, dynamic=True)
+    if f is fn:
+        return fn(x, *args)
+    try:
+        return f(x, *args)
+    except Exception as err:                            # noqa: BLE001 (any backend failure: eager is exact)
+        warnings.warn(f"fiberlab: torch.compile of {name} failed on {x.device.type} ({type(err).__name__}: "
+                      f"{err}); running it eagerly", RuntimeWarning, stacklevel=2)
+        _FUSED[key] = fn
+        return fn(x, *args)
 
 
 def _tv_bounds(log_p: torch.Tensor, delta: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -313,28 +403,17 @@ def band_bounds(old_log_prob: torch.Tensor, divergence: Divergence = "kl", delta
     if divergence not in _SOLVERS:
         raise ValueError(f"divergence must be one of {DIVERGENCES}, got {divergence!r}")
     d = _validate_delta(delta)
-    if upper_bound_max is not None and not (float(upper_bound_max) >= 1.0):
-        raise ValueError(f"upper_bound_max must be ≥ 1 (the band contains r = 1), got {upper_bound_max!r}")
-    if relax is not None:
-        try:
-            ok = len(relax) == 2 and all(0.0 <= float(e) for e in relax) and float(relax[0]) <= 1.0
-        except (TypeError, ValueError):          # not a pair of numbers (e.g. a bare float)
-            ok = False
-        if not ok:
-            raise ValueError(f"relax must be (eps_low, eps_high) with 0 ≤ eps_low ≤ 1 and eps_high ≥ 0, got {relax!r}")
-
-    if method not in ("newton", "table"):
-        raise ValueError(f"method must be 'newton' or 'table', got {method!r}")
+    _validate_options(upper_bound_max, relax, method)
 
     out_dtype = old_log_prob.dtype
     work = old_log_prob if out_dtype in (torch.float32, torch.float64) else old_log_prob.float()
-    log_p = work.clamp(max=0.0)
     if d == 0.0:
-        lower = torch.ones_like(log_p)
-        upper = torch.ones_like(log_p)
+        lower = torch.ones_like(work)
+        upper = torch.ones_like(work)
+    elif divergence == "kl" and method == "table":
+        lower, upper = _kl_bounds_table(work, d)            # reads log p > 0 as 0 itself (fused in float32)
     else:
-        solver = _kl_bounds_table if (divergence == "kl" and method == "table") else _SOLVERS[divergence]
-        lower, upper = solver(log_p, d)
+        lower, upper = _SOLVERS[divergence](work.clamp(max=0.0), d)
     if relax is not None:
         lower = lower.clamp_max(1.0 - float(relax[0]))
         upper = upper.clamp_min(1.0 + float(relax[1]))
@@ -386,3 +465,95 @@ def band_bounds_authors_bisection(old_log_prob: torch.Tensor, divergence: Diverg
     upper = torch.where(upper_sat, inv_p, bisect(torch.ones_like(p), inv_p.clone(), increasing=True))
     lower = torch.where(lower_sat, torch.zeros_like(p), bisect(torch.zeros_like(p), torch.ones_like(p), increasing=False))
     return lower, upper
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The loss's fused path: the active end of the band and the band's statistics, in one kernel
+# --------------------------------------------------------------------------------------------------------------
+
+_CONSTANTS: dict[tuple, torch.Tensor] = {}
+
+
+def _constant(values: tuple[float, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A small constant tensor, made once per (values, dtype, device): creating it on an accelerator at every
+    call would be a blocking host-to-device copy."""
+    key = (values, dtype, str(device))
+    t = _CONSTANTS.get(key)
+    if t is None:
+        if len(_CONSTANTS) > 256:
+            _CONSTANTS.clear()
+        t = _CONSTANTS[key] = torch.tensor(values, dtype=dtype, device=device)
+    return t
+
+
+def _active(lower: torch.Tensor, upper: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
+            post: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Relax/cap (``post`` = ``(1 - eps_low, 1 + eps_high, cap)``, neutral values ``(1, 1, inf)``), then the
+    active end ``r̄`` where A > 0 and ``r̲`` elsewhere, with the masked sums of ``r̲`` and of ``log r̄``."""
+    lower = torch.minimum(lower, post[0])
+    upper = torch.minimum(torch.maximum(upper, post[1]), post[2])
+    m = mask.to(lower.dtype)
+    bound = torch.where(advantages > 0, upper, lower)
+    log_upper = torch.log(upper).clamp_max(torch.finfo(upper.dtype).max)   # r̄ = inf only where 1/p overflows
+    return bound, (lower * m).sum(), (log_upper * m).sum()
+
+
+def _active_kl_table_f32(log_p, advantages, mask, rows, post):
+    return _active(*_kl_table_f32(log_p, rows), advantages, mask, post)
+
+
+def _active_tv(log_p, advantages, mask, delta, post):
+    return _active(*_tv_bounds(log_p.clamp(max=0.0), delta), advantages, mask, post)
+
+
+def _active_chi2(log_p, advantages, mask, delta, post):
+    return _active(*_chi2_bounds(log_p.clamp(max=0.0), delta), advantages, mask, post)
+
+
+@torch.no_grad()
+def band_active_bound(old_log_prob: torch.Tensor, advantages: torch.Tensor, response_mask: torch.Tensor,
+                      divergence: Divergence = "kl", delta: float = 0.05, *, upper_bound_max: float | None = None,
+                      relax: tuple[float, float] | None = None, method: str = "table"
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    r"""The end of each token's Band interval that PPO's pessimistic clip can reach, and the band's statistics.
+
+    For the clipped surrogate :math:`\max(-A r, -A\,\mathrm{clip}(r, \underline r, \overline r))` only one end
+    matters per token: :math:`\overline r` when A > 0 (the max is :math:`-A\min(r, \overline r)`) and
+    :math:`\underline r` when A < 0 (it is :math:`-A\max(r, \underline r)`); either way it equals
+    :math:`\max(-A r, -A b)` with ``b`` the active end, bit for bit (rounding is monotone). A = 0 takes
+    :math:`\underline r` (the loss is 0 either way). Returns ``(b, Σ_valid r̲, Σ_valid log r̄)``: the two sums
+    over ``response_mask`` are BandPO's band statistics, taken in the same pass.
+
+    Same arguments and intervals as :func:`band_bounds` (``relax`` and ``upper_bound_max`` applied before the
+    selection), for inputs the caller has validated (shapes equal, values finite). In float32 (and half types,
+    solved in float32) with ``method="table"`` or a closed form, it is one fused kernel (:func:`_fused`): one read
+    of ``old_log_prob``, ``advantages`` and the mask, one write of ``b``, instead of a dozen passes and two
+    stored bounds. Otherwise (float64, or the Newton solver) it composes :func:`band_bounds` eagerly.
+    """
+    if divergence not in _SOLVERS:
+        raise ValueError(f"divergence must be one of {DIVERGENCES}, got {divergence!r}")
+    d = _validate_delta(delta)
+    _validate_options(upper_bound_max, relax, method)
+    out_dtype = old_log_prob.dtype
+    work = old_log_prob if out_dtype in (torch.float32, torch.float64) else old_log_prob.float()
+    el, eh = (0.0, 0.0) if relax is None else (float(relax[0]), float(relax[1]))
+    cap = math.inf if upper_bound_max is None else float(upper_bound_max)
+    table = _kl_table(d, torch.float32, work.device) if (divergence == "kl" and method == "table" and d > 0) else None
+    fused = work.dtype == torch.float32 and d > 0 and (divergence != "kl" or table is not None)
+    if not fused:
+        lower, upper = band_bounds(work, divergence, d, upper_bound_max=upper_bound_max, relax=relax,
+                                   method=method, validate=False)
+        post = _constant((1.0, 1.0, math.inf), lower.dtype, lower.device)
+        bound, s_lo, s_log_up = _active(lower, upper, advantages, response_mask, post)
+        return bound.to(out_dtype), s_lo, s_log_up
+    shape = work.shape
+    args = (work.reshape(-1), advantages.reshape(-1), response_mask.reshape(-1))
+    post = _constant((1.0 - el, 1.0 + eh, cap), torch.float32, work.device)
+    if divergence == "kl":
+        out = _fused("active_kl_table_f32", _active_kl_table_f32, *args, table[0], post)
+    else:
+        d_t = _constant((d,), torch.float32, work.device)[0]     # a tensor: one kernel serves every δ
+        fn = _active_tv if divergence == "tv" else _active_chi2
+        out = _fused(fn.__name__, fn, *args, d_t, post)
+    bound, s_lo, s_log_up = out
+    return bound.view(shape).to(out_dtype), s_lo, s_log_up
