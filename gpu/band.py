@@ -63,9 +63,32 @@ KL_NEWTON_STEPS = {torch.float32: 3, torch.float64: 4}
 W_QUAD_MAX = 0.999
 
 
+#: Taylor coefficients of (e^x - 1)/x = Σ x^k/(k+1)!, k = 8 … 0: on |x| < 1/2 the first omitted term is
+#: 2^-9/10! ≈ 5e-13 relative, far below float32's and near float64's round-off (the kernels run in float32).
+_EXPM1_TAYLOR = tuple(1.0 / math.factorial(k + 1) for k in range(8, -1, -1))
+
+
+def _expm1(x: torch.Tensor) -> torch.Tensor:
+    """e^x - 1, accurate inside a compiled float32 kernel too.
+
+    Eagerly (and for other dtypes) this is ``torch.expm1``. While torch.compile traces a float32 kernel it is a
+    polynomial on |x| < 1/2 and ``exp(x) - 1`` beyond (where e^x/|e^x - 1| ≤ 2.6 bounds the cancellation),
+    ≤ 2 half-ulps: torch.compile's vectorised CPU code lowers ``expm1(x)`` to ``exp(x) - 1`` (measured: 19%
+    relative error at x = 1e-7), which would cost the χ² band all its digits near p → 1 and the KL table its
+    cell position there. Nine multiply-adds keep the kernel at memory speed; Kahan's (w - 1)·x/log w, the
+    other accurate form, costs a log and a division and measured 50% slower.
+    """
+    if not (torch.compiler.is_compiling() and x.dtype == torch.float32):
+        return torch.expm1(x)
+    poly = torch.full_like(x, _EXPM1_TAYLOR[0])
+    for c in _EXPM1_TAYLOR[1:]:
+        poly = poly * x + c
+    return torch.where(x.abs() < 0.5, poly * x, torch.exp(x) - 1.0)
+
+
 def _log1mexp(x: torch.Tensor) -> torch.Tensor:
     """log(1 - e^x) for x ≤ 0, accurate on the whole range (Mächler 2012: switch at -log 2)."""
-    return torch.where(x > -math.log(2.0), torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
+    return torch.where(x > -math.log(2.0), torch.log(-_expm1(x)), torch.log1p(-torch.exp(x)))
 
 
 def _validate_log_prob(name: str, t: torch.Tensor) -> None:
@@ -276,18 +299,32 @@ _F32_CELLS = 1 << (31 - _F32_SHIFT)
 def _kl_table_f32(log_p: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The float32 table evaluation on a 1-D ``log p`` (any value ≤ 0 read as 0): ``(lower, upper)``.
 
-    Written as plain tensor expressions so that ``torch.compile`` fuses it into one kernel (a pass over
-    ``log p`` with one gather per token; :func:`_fused`), and eager torch runs the same code where compiling is
-    off or unavailable. Every per-δ quantity is in ``rows`` (full-range layout of :func:`_kl_table`).
+    Two spellings of one computation (tests hold both to the same mpmath bounds). Compiled (:func:`_fused`),
+    functional tensor expressions that torch.compile fuses into one loop: a pass over ``log p`` with one
+    gather of a row per token (in-place operations on the views here would make it materialise copies).
+    Eagerly (compiling off or unavailable), in-place operations save the fresh buffers that cost as much as
+    the arithmetic on a CPU, and the gather reads each 16-byte row as one complex128 element (faster than a
+    4-float row). Every per-δ quantity is in ``rows`` (full-range layout of :func:`_kl_table`).
     """
-    y = torch.expm1(-log_p.clamp(max=0.0))                   # 1/p - 1, exact near p → 1
+    scale = 2.0 ** -_F32_SHIFT
+    if torch.compiler.is_compiling():                       # functional: fuses into one loop
+        y = _expm1(-log_p.clamp(max=0.0))                   # 1/p - 1, exact near p → 1
+        bits = y.view(torch.int32)
+        idx = bits >> _F32_SHIFT                             # -2^18 for -0.0: row 0 (see _F32_CELLS)
+        t = (bits & ((1 << _F32_SHIFT) - 1)).to(torch.float32) * scale
+        g = rows[idx]
+        inv_p = y + 1.0
+        return (torch.exp((g[:, 0] + t * g[:, 1]) * inv_p),                     # exp(-C/p)
+                torch.clamp_min((g[:, 2] + t * g[:, 3]) * inv_p, 1.0))          # q̄/p; clamp: round-off at r̄ ≈ 1
+    # eager: the same arithmetic in place, with the row gather done as one complex128 element per token
+    y = log_p.clamp(max=0.0).neg_().expm1_()
     bits = y.view(torch.int32)
-    idx = bits >> _F32_SHIFT                                 # -2^18 for -0.0: row 0 (see _F32_CELLS)
-    t = (bits & ((1 << _F32_SHIFT) - 1)).to(torch.float32) * (2.0 ** -_F32_SHIFT)
-    g = rows[idx]                                            # one gather of a 4-value row per token
-    inv_p = y + 1.0
-    lower = torch.exp((g[:, 0] + t * g[:, 1]) * inv_p)      # exp(-C/p)
-    upper = torch.clamp_min((g[:, 2] + t * g[:, 3]) * inv_p, 1.0)   # q̄/p; the clamp catches round-off at r̄ ≈ 1
+    idx = (bits >> _F32_SHIFT).bitwise_and_(_F32_CELLS - 1)
+    t = (bits & ((1 << _F32_SHIFT) - 1)).to(torch.float32).mul_(scale)
+    g = rows.view(torch.complex128).view(-1).index_select(0, idx).view(torch.float32).view(-1, 4)
+    inv_p = y.add_(1.0)                                      # y's bits are read above
+    lower = torch.addcmul(g[:, 0], t, g[:, 1]).mul_(inv_p).exp_()
+    upper = t.mul_(g[:, 3]).add_(g[:, 2]).mul_(inv_p).clamp_min_(1.0)
     return lower, upper
 
 
@@ -487,15 +524,17 @@ def _constant(values: tuple[float, ...], dtype: torch.dtype, device: torch.devic
 
 
 def _active(lower: torch.Tensor, upper: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
-            post: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            post: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Relax/cap (``post`` = ``(1 - eps_low, 1 + eps_high, cap)``, neutral values ``(1, 1, inf)``), then the
-    active end ``r̄`` where A > 0 and ``r̲`` elsewhere, with the masked sums of ``r̲`` and of ``log r̄``."""
+    active end ``r̄`` where A > 0 and ``r̲`` elsewhere, with the masked terms of ``r̲`` and ``log r̄`` stacked."""
     lower = torch.minimum(lower, post[0])
     upper = torch.minimum(torch.maximum(upper, post[1]), post[2])
     m = mask.to(lower.dtype)
     bound = torch.where(advantages > 0, upper, lower)
     log_upper = torch.log(upper).clamp_max(torch.finfo(upper.dtype).max)   # r̄ = inf only where 1/p overflows
-    return bound, (lower * m).sum(), (log_upper * m).sum()
+    # The masked terms, summed by the caller: a reduction inside a dynamic-shape kernel is parallelised or
+    # not by the size of the first batch it was compiled for; a pointwise kernel always is.
+    return bound, torch.stack((lower * m, log_upper * m))
 
 
 def _active_kl_table_f32(log_p, advantages, mask, rows, post):
@@ -544,7 +583,8 @@ def band_active_bound(old_log_prob: torch.Tensor, advantages: torch.Tensor, resp
         lower, upper = band_bounds(work, divergence, d, upper_bound_max=upper_bound_max, relax=relax,
                                    method=method, validate=False)
         post = _constant((1.0, 1.0, math.inf), lower.dtype, lower.device)
-        bound, s_lo, s_log_up = _active(lower, upper, advantages, response_mask, post)
+        bound, terms = _active(lower, upper, advantages, response_mask, post)
+        s_lo, s_log_up = terms.flatten(1).sum(1)
         return bound.to(out_dtype), s_lo, s_log_up
     shape = work.shape
     args = (work.reshape(-1), advantages.reshape(-1), response_mask.reshape(-1))
@@ -555,5 +595,6 @@ def band_active_bound(old_log_prob: torch.Tensor, advantages: torch.Tensor, resp
         d_t = _constant((d,), torch.float32, work.device)[0]     # a tensor: one kernel serves every δ
         fn = _active_tv if divergence == "tv" else _active_chi2
         out = _fused(fn.__name__, fn, *args, d_t, post)
-    bound, s_lo, s_log_up = out
+    bound, terms = out
+    s_lo, s_log_up = terms.sum(1)
     return bound.view(shape).to(out_dtype), s_lo, s_log_up

@@ -284,7 +284,9 @@ def _finish(loss_mat: torch.Tensor, ind: dict[str, torch.Tensor], neg_log_ratio:
         loss_mat = loss_mat * rollout_is_weights
     loss = agg_loss(loss_mat, response_mask, loss_agg_mode, **_agg_kwargs(config))
     named = {
-        "actor/pg_clipfrac": _masked_frac(ind["clipped"], response_mask, loss_mat.dtype),
+        "actor/pg_clipfrac": (_masked_frac(ind["clipped"], response_mask, loss_mat.dtype)
+                              if "clipped_count" not in ind       # a caller that counted them already
+                              else ind["clipped_count"].to(loss_mat.dtype) / (response_mask.sum() + 1e-8)),
         "actor/ppo_kl": _masked_mean(neg_log_ratio.detach(), response_mask),
         "actor/pg_clipfrac_lower": _masked_frac(ind["dual"], response_mask, loss_mat.dtype),
     }
@@ -378,23 +380,26 @@ def bandpo_loss(old_log_prob: torch.Tensor, log_prob: torch.Tensor, advantages: 
         old_log_prob.detach(), advantages.detach(), response_mask, band["divergence"], band["delta"],
         upper_bound_max=band["upper_bound_max"], relax=relax, method=band["method"])
     loss_mat, log_ratio, ratio, ind = clipped_surrogate(log_prob, old_log_prob, advantages, bound, None, c)
-    return _finish(loss_mat, ind, -log_ratio, response_mask, loss_agg_mode, config, rollout_is_weights,
-                   _band_metrics(sum_lower, sum_log_upper, ind["clipped"], advantages, response_mask))
+    metrics, n_clipped = _band_metrics(sum_lower, sum_log_upper, ind["clipped"], advantages, response_mask)
+    return _finish(loss_mat, dict(ind, clipped_count=n_clipped), -log_ratio, response_mask, loss_agg_mode, config,
+                   rollout_is_weights, metrics)
 
 
 def _band_metrics(sum_lower: torch.Tensor, sum_log_upper: torch.Tensor, clipped: torch.Tensor,
-                  advantages: torch.Tensor, response_mask: torch.Tensor) -> dict[str, torch.Tensor]:
+                  advantages: torch.Tensor, response_mask: torch.Tensor
+                  ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """BandPO's own metrics over the valid tokens.
 
     ``band_lower_mean`` and ``band_log_upper_mean`` (the log: r̄ ≈ δ/p is astronomically large on tail tokens,
     its plain mean is meaningless) are the fused kernel's masked sums over verl's guarded token count;
     ``clipfrac_high`` and ``clipfrac_low`` split the clipped tokens by the sign of A. A token is clipped
     (``pg2 > pg1``) exactly when A > 0 and r > r̄, or A < 0 and r < r̲ (A = 0 gives pg1 = pg2), so the low
-    count is the clipped count minus the high one.
+    count is the clipped count minus the high one. Also returns the clipped count, which ``actor/pg_clipfrac``
+    reuses.
     """
     n = response_mask.sum() + 1e-8                 # verl's guarded token count, as in _masked_mean
     dtype = sum_lower.dtype
-    clipped_valid = clipped.logical_and(response_mask)
+    clipped_valid = clipped & (response_mask if response_mask.dtype == torch.bool else response_mask.bool())
     n_clipped = clipped_valid.sum()
     n_high = clipped_valid.logical_and_(advantages > 0).sum()
     return {
@@ -402,7 +407,7 @@ def _band_metrics(sum_lower: torch.Tensor, sum_log_upper: torch.Tensor, clipped:
         "fiberlab/band_log_upper_mean": sum_log_upper / n,
         "fiberlab/clipfrac_high": n_high.to(dtype) / n,
         "fiberlab/clipfrac_low": (n_clipped - n_high).to(dtype) / n,
-    }
+    }, n_clipped
 
 
 # Objectives defined in their own modules register themselves on import.

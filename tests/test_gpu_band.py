@@ -33,7 +33,8 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fiberlab.gpu.band import DIVERGENCES, band_bounds, band_bounds_authors_bisection
+import fiberlab.gpu.band as band_module
+from fiberlab.gpu.band import DIVERGENCES, band_active_bound, band_bounds, band_bounds_authors_bisection
 
 EPS64 = float(np.finfo(np.float64).eps)
 EPS32 = float(np.finfo(np.float32).eps)
@@ -237,6 +238,18 @@ def test_kl_table_method_matches_mpmath_reference(dtype, delta):
             assert abs(got - ref) <= tol, (dtype, lp, delta, which, got, ref, tol)
 
 
+@pytest.fixture
+def eager(monkeypatch):
+    """Run the fused kernels as plain eager torch (what happens where torch.compile is unavailable)."""
+    monkeypatch.setattr(band_module, "COMPILE", False)
+
+
+@pytest.mark.parametrize("delta", [1e-12, 1e-6, 0.05, 2.0, 20.0])
+def test_kl_table_float32_eager_matches_mpmath_reference(eager, delta):
+    """The float32 table kernel run eagerly (compiling off or unavailable) meets the same bound as compiled."""
+    test_kl_table_method_matches_mpmath_reference(torch.float32, delta)
+
+
 @given(log_p=st.floats(-80.0, 0.0, width=32), delta=st.floats(1e-10, 20.0))
 def test_kl_table_float32_random_points(log_p, delta):
     """The float32 table between its nodes (random log p, random δ, so random positions in the cells) meets the
@@ -352,6 +365,20 @@ def test_p_equal_one(delta):
         assert (lo.item(), up.item()) == (1.0, 1.0)
 
 
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "eager"])
+@pytest.mark.parametrize("delta", [1e-10, 0.05, 3.0])
+def test_p_equal_one_float32_table(monkeypatch, compiled, delta):
+    """The float32 table at p = 1 from either zero, and from round-off above 0 (read as p = 1): [e^{-δ}, 1].
+    -0.0 and +0.0 reach different cells of y = expm1(-log p) (y = +0.0 and -0.0, whose bits are the most
+    negative int32): both must read row 0."""
+    monkeypatch.setattr(band_module, "COMPILE", compiled)
+    lp = torch.tensor([0.0, -0.0, 1e-7, 3e-5], dtype=torch.float32)
+    lo, up = band_bounds(lp, "kl", delta, method="table")
+    ref = math.exp(-delta)
+    assert torch.equal(up, torch.ones_like(lp)), up
+    assert all(abs(v - ref) <= KL_ROOT_C * EPS32 * (1 + delta) * ref for v in lo.tolist()), (lo, ref)
+
+
 @pytest.mark.parametrize("log_p", [-200.0, -700.0])
 @pytest.mark.parametrize("delta", [1e-10, 0.05, 1.0, 20.0])
 @pytest.mark.parametrize("divergence", DIVERGENCES)
@@ -463,6 +490,112 @@ def test_empty_and_scalar_shapes():
     assert lo.shape == up.shape == torch.Size([])
     with pytest.raises(ValueError, match="old_log_prob"):
         band_bounds(torch.empty(0, dtype=torch.float64), "kl", 0.05)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The loss's fused path: band_active_bound
+# --------------------------------------------------------------------------------------------------------------
+
+def _active_reference(lp, adv, mask, divergence, delta, **kw):
+    """The definition, from band_bounds run eagerly: r̄ where A > 0 else r̲, and the masked sums in float64."""
+    lo, up = band_bounds(lp, divergence, delta, **kw)
+    m = mask.double()
+    return (torch.where(adv > 0, up, lo), (lo.double() * m).sum().item(),
+            (up.double().log().clamp_max(torch.finfo(up.dtype).max) * m).sum().item())
+
+
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "eager"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 300), divergence=st.sampled_from(DIVERGENCES),
+       delta=st.floats(1e-6, 5.0), method=st.sampled_from(["table", "newton"]),
+       cap=st.one_of(st.none(), st.floats(1.0, 50.0)),
+       relax=st.one_of(st.none(), st.tuples(st.floats(0.0, 1.0), st.floats(0.0, 2.0))))
+def test_active_bound_is_the_clip_reachable_end(compiled, dtype, seed, n, divergence, delta, method, cap, relax):
+    """``band_active_bound`` = r̄ where A > 0, r̲ elsewhere, with Σ_valid r̲ and Σ_valid log r̄, for every
+    divergence, option and dtype, fused (compiled) or eager, against band_bounds run eagerly.
+
+    Tolerance: each side is within the error bound of the accuracy tests (:func:`abs_tolerance`, the κ model,
+    in the working dtype) of the float64 bounds, so the two agree within twice that per token (the fused
+    kernel is another compilation of the same expressions: a contracted multiply-add, another vectorised
+    ``exp``/``expm1``); relax and cap are clamps, which do not widen a difference; bfloat16 adds its final
+    rounding (half an ulp of each). A sum adds its own rounding, (n + 4)·eps of the sum of magnitudes, to
+    the sum of the per-token bounds; ``log r̄`` errs by the relative error of r̄."""
+    with pytest.MonkeyPatch.context() as mp_:
+        mp_.setattr(band_module, "COMPILE", compiled)
+        g = torch.Generator().manual_seed(seed)
+        lp = (-30.0 * torch.rand(n, generator=g) ** 3).to(dtype)
+        adv = torch.randn(n, generator=g).to(dtype)
+        adv[torch.rand(n, generator=g) < 0.1] = 0.0
+        mask = torch.rand(n, generator=g) < 0.8
+        kw = {"upper_bound_max": cap, "relax": relax, "method": method}
+        bound, s_lo, s_log_up = band_active_bound(lp, adv, mask, divergence, delta, **kw)
+        mp_.setattr(band_module, "COMPILE", False)
+        work = lp.float() if dtype == torch.bfloat16 else lp
+        lo, up = (t.double() for t in band_bounds(work, divergence, delta, **kw))
+    assert bound.dtype == dtype and bound.shape == lp.shape and not bound.requires_grad
+    wfinfo = torch.finfo(work.dtype)
+    lo64, up64 = band_bounds(work.double(), divergence, delta)            # unclamped, for the error model
+    tol_lo, tol_up = (torch.tensor([2 * abs_tolerance(divergence, x, delta, which, r, wfinfo.eps, wfinfo.tiny)
+                                    for x, r in zip(work.double().tolist(), ref.tolist())], dtype=torch.float64)
+                      for which, ref in (("lower", lo64), ("upper", up64)))
+    ref = torch.where(adv > 0, up, lo)
+    tol = torch.where(adv > 0, tol_up, tol_lo)
+    if dtype == torch.bfloat16:
+        tol = tol + torch.finfo(dtype).eps * ref
+    assert torch.all((bound.double() - ref).abs() <= tol), ((bound.double() - ref).abs() - tol).max()
+    m = mask.double()
+    log_up = up.log().clamp_max(wfinfo.max)
+    log_tol = torch.where(up64.isinf(), 0.0, tol_up / up64)
+    for got, vals, tok_tol in ((s_lo, lo, tol_lo), (s_log_up, log_up, log_tol)):
+        want = (vals * m).sum().item()
+        bound_ = (tok_tol * m).sum().item() + (n + 4) * wfinfo.eps * (vals.abs() * m).sum().item()
+        assert abs(got.item() - want) <= bound_, (got.item(), want, bound_)
+
+
+def test_active_bound_sums_in_half_types_are_taken_in_float32():
+    """bfloat16 log-probs are solved in float32 (as in band_bounds); the sums are float32 sums of those."""
+    lp = torch.tensor([-0.01, -0.7, -3.0, -9.0], dtype=torch.bfloat16)
+    adv = torch.tensor([1.0, -1.0, 0.0, 2.0], dtype=torch.bfloat16)
+    mask = torch.tensor([True, True, False, True])
+    bound, s_lo, s_log_up = band_active_bound(lp, adv, mask, "kl", 0.05)
+    lo, up = band_bounds(lp.float(), "kl", 0.05, method="table")
+    assert s_lo.dtype == torch.float32 and bound.dtype == torch.bfloat16
+    assert torch.allclose(s_lo, (lo * mask).sum(), rtol=4 * EPS32)
+    assert torch.allclose(s_log_up, (up.log() * mask).sum(), rtol=4 * EPS32)
+    assert torch.equal(bound, torch.where(adv > 0, up, lo).to(torch.bfloat16))
+
+
+def test_active_bound_validates_its_options():
+    lp, adv, m = GOOD_LP, torch.tensor([1.0, -1.0], dtype=torch.float64), torch.tensor([True, True])
+    with pytest.raises(ValueError, match="divergence"):
+        band_active_bound(lp, adv, m, "js", 0.05)
+    with pytest.raises(ValueError, match="delta"):
+        band_active_bound(lp, adv, m, "kl", -1.0)
+    with pytest.raises(ValueError, match="upper_bound_max"):
+        band_active_bound(lp, adv, m, "kl", 0.05, upper_bound_max=0.5)
+    with pytest.raises(ValueError, match="relax"):
+        band_active_bound(lp, adv, m, "kl", 0.05, relax=(0.2,))
+    with pytest.raises(ValueError, match="method"):
+        band_active_bound(lp, adv, m, "kl", 0.05, method="bisection")
+
+
+def test_compile_failure_falls_back_to_eager_with_a_warning(monkeypatch):
+    """A backend that cannot compile (no C++ compiler, no Triton) must not break training: one warning, then the
+    same kernel eagerly, for the rest of the process."""
+    def broken_compile(fn, **kw):
+        def run(*a, **k):
+            raise RuntimeError("no compiler here")
+        return run
+
+    monkeypatch.setattr(band_module, "_FUSED", {})
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    lp = torch.tensor([-0.01, -0.7, -3.0, -9.0], dtype=torch.float32)
+    with pytest.warns(RuntimeWarning, match="no compiler here"):
+        lo, up = band_bounds(lp, "kl", 0.05, method="table")
+    assert band_module._FUSED[("kl_table_f32", "cpu")] is band_module._kl_table_f32
+    monkeypatch.setattr(band_module, "COMPILE", False)
+    lo_e, up_e = band_bounds(lp, "kl", 0.05, method="table")
+    assert torch.equal(lo, lo_e) and torch.equal(up, up_e)
 
 
 # --------------------------------------------------------------------------------------------------------------
