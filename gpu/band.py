@@ -391,6 +391,14 @@ def _fused(name: str, fn: Callable, x: torch.Tensor, *args: torch.Tensor):
         return fn(x, *args)
 
 
+def fused_kernels() -> dict[str, bool]:
+    """The fused kernels this process has used, ``"name (device type)"`` → whether they run compiled (False:
+    compiling is off, ``FIBERLAB_COMPILE=0``, or failed and fell back to eager)."""
+    eager = {"kl_table_f32": _kl_table_f32, "active_kl_table_f32": _active_kl_table_f32,
+             "active_tv": _active_tv, "active_chi2": _active_chi2}
+    return {f"{name} ({dev})": COMPILE and f is not eager.get(name) for (name, dev), f in _FUSED.items()}
+
+
 def _tv_bounds(log_p: torch.Tensor, delta: float) -> tuple[torch.Tensor, torch.Tensor]:
     inv_p = torch.exp(-log_p)
     lower = (1.0 - delta * inv_p).clamp_min(0.0)                # BandPO Prop. 4 (TV)
@@ -593,8 +601,8 @@ def band_active_bound(old_log_prob: torch.Tensor, advantages: torch.Tensor, resp
         out = _fused("active_kl_table_f32", _active_kl_table_f32, *args, table[0], post)
     else:
         d_t = _constant((d,), torch.float32, work.device)[0]     # a tensor: one kernel serves every δ
-        fn = _active_tv if divergence == "tv" else _active_chi2
-        out = _fused(fn.__name__, fn, *args, d_t, post)
+        name, fn = ("active_tv", _active_tv) if divergence == "tv" else ("active_chi2", _active_chi2)
+        out = _fused(name, fn, *args, d_t, post)
     bound, terms = out
     s_lo, s_log_up = terms.sum(1)
     return bound.view(shape).to(out_dtype), s_lo, s_log_up

@@ -29,6 +29,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
+from fiberlab.claims.losses import active_end_case
 from fiberlab.gpu.band import DIVERGENCES, band_bounds
 from fiberlab.gpu.losses import AGG_MODES, POLICY_LOSSES, bandpo_loss, clipped_surrogate, get_policy_loss, ppo_loss
 from fiberlab.numerics.ppo import (agg_loss_np, agg_weights_np, clipped_surrogate_np, log_ratio_kinks,
@@ -290,21 +291,7 @@ def test_active_end_surrogate_equals_two_sided(dtype, seed, n, c):
     the two-sided ``clip(r, r̲, r̄)`` surrogate's value, clip and dual-clip indicators and gradient to the bit,
     including ratios placed exactly on the active end, one ulp either side of it (ties of the two branches
     after rounding), and at A = 0."""
-    g = torch.Generator().manual_seed(seed)
-    old = (-10.0 * torch.rand(n, generator=g, dtype=torch.float64) ** 2).to(dtype)
-    adv = torch.randn(n, generator=g, dtype=torch.float64).to(dtype)
-    adv[torch.rand(n, generator=g) < 0.1] = 0.0
-    lower, upper = band_bounds(old, "kl", 0.3)
-    b = torch.where(adv > 0, upper, lower)
-    lp = old + (0.5 * torch.randn(n, generator=g, dtype=torch.float64)).to(dtype)
-    # put some ratios on the active end, or one ulp inside or outside it
-    on_end = torch.rand(n, generator=g) < 0.3
-    target = torch.log(b.double()).to(dtype)
-    step = torch.randint(-1, 2, (n,), generator=g).to(dtype)
-    nudged = torch.nextafter(target, torch.where(step > 0, torch.full_like(target, math.inf),
-                                                 torch.full_like(target, -math.inf)))
-    lp = torch.where(on_end, old + torch.where(step == 0, target, nudged), lp)
-    lp = torch.where(torch.isfinite(lp), lp, old)
+    old, lp, adv, lower, upper, b = active_end_case(dtype, seed, n)
     two = _surrogate_outputs(lp, old, adv, lower, upper, c)
     one = _surrogate_outputs(lp, old, adv, b, None, c)
     for a, z, name in zip(two, one, ("loss", "clipped", "dual", "grad")):

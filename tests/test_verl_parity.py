@@ -19,7 +19,6 @@ and in every metric (float32 runs were already bitwise equal).
 from __future__ import annotations
 
 import functools
-import math
 
 import numpy as np
 import pytest
@@ -31,6 +30,7 @@ pytestmark = pytest.mark.verl
 
 core_algos = pytest.importorskip("verl.trainer.ppo.core_algos")
 
+from fiberlab.claims.losses import flat_tie_batch  # noqa: E402
 from fiberlab.gpu import verl as fverl  # noqa: E402  (imports verl)
 from fiberlab.gpu.band import DIVERGENCES  # noqa: E402
 from fiberlab.gpu.losses import POLICY_LOSSES, bandpo_loss, ppo_loss  # noqa: E402
@@ -189,32 +189,13 @@ def test_ppo_equals_verl_vanilla_with_global_batch_info(batch, mode, dp_size, ex
         config.global_batch_info.clear()
 
 
-def _flat_ties(dtype: torch.dtype, end: float, n: int = 64):
-    """Tokens whose ratio lies one ulp *outside* a clip end yet whose -A·r and -A·end round to the same
-    float: a tie of the two branches where the clip is flat. Searched, not assumed: log-probs one ulp apart
-    around log(end) until exp lands on the float next to ``end``, then advantages until the products tie."""
-    e = torch.tensor(end, dtype=dtype)
-    outside = torch.nextafter(e, torch.tensor(0.0 if end < 1 else math.inf, dtype=dtype))
-    lp = torch.log(outside.double()).to(dtype)
-    for _ in range(64):
-        if torch.exp(lp) == outside:
-            break
-        lp = torch.nextafter(lp, torch.tensor(math.inf if torch.exp(lp) < outside else -math.inf, dtype=dtype))
-    assert torch.exp(lp) == outside
-    sign = -1.0 if end < 1 else 1.0                     # the end that clips: lower for A < 0, upper for A > 0
-    adv = sign * torch.linspace(0.5, 3.0, 4000, dtype=torch.float64).to(dtype)
-    adv = adv[(-adv * outside) == (-adv * e)][:n]
-    assert adv.numel() > 0
-    return torch.zeros(1, adv.numel(), dtype=dtype), lp.expand(1, adv.numel()).clone(), adv[None, :]
-
-
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("end", [0.8, 1.28])
 def test_tie_where_the_clip_is_flat(dtype, end):
     """Found by Hypothesis: at such a tie torch.maximum sends half the gradient to the clipped branch, whose
     clamp passes none of it, so verl's gradient is half the unclipped one; fiberlab's written-out backward
     gave the whole. Now bitwise equal, value, gradient and metrics."""
-    old, new, adv = _flat_ties(dtype, end)
+    old, new, adv = flat_tie_batch(dtype, end)
     batch = (old, new, adv, torch.ones_like(old, dtype=torch.bool), None)
     config = vanilla_config(0.2, 0.28, 3.0)
     vanilla = core_algos.get_policy_loss_fn("vanilla")

@@ -140,3 +140,100 @@ def _bandpo_through_verl_registry() -> Evidence:
     return Evidence(passed=differing == 0, max_error=float(differing), tolerance=0.0, cases=n,
                     detail="`bandpo` looked up in verl's POLICY_LOSS_REGISTRY after register(), with a real verl "
                            "actor config (FiberlabPolicyLossConfig), equals the direct call with a plain dict, bitwise")
+
+
+def flat_tie_batch(dtype: torch.dtype, end: float, n: int = 64) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(old_log_prob, log_prob, advantages)``, shape ``[1, n]``: ratios one ulp *outside* the clip end ``end``
+    (0.8 or 1.28 here) whose -A·r and -A·end round to the same float, a tie of the two branches where the clip
+    is flat. Searched, not assumed: log-probs one ulp apart around log(end) until exp lands on the float next to
+    ``end``, then advantages (A < 0 below 1, A > 0 above) until the products tie."""
+    e = torch.tensor(end, dtype=dtype)
+    outside = torch.nextafter(e, torch.tensor(0.0 if end < 1 else float("inf"), dtype=dtype))
+    lp = torch.log(outside.double()).to(dtype)
+    for _ in range(64):
+        if torch.exp(lp) == outside:
+            break
+        lp = torch.nextafter(lp, torch.tensor(float("inf") if torch.exp(lp) < outside else -float("inf"), dtype=dtype))
+    if torch.exp(lp) != outside:
+        raise AssertionError(f"no log-prob maps onto the float next to {end} in {dtype}")
+    sign = -1.0 if end < 1 else 1.0
+    adv = sign * torch.linspace(0.5, 3.0, 4000, dtype=torch.float64).to(dtype)
+    adv = adv[(-adv * outside) == (-adv * e)][:n]
+    if adv.numel() == 0:
+        raise AssertionError(f"no advantage ties -A·r with -A·{end} in {dtype}")
+    return torch.zeros(1, adv.numel(), dtype=dtype), lp.expand(1, adv.numel()).clone(), adv[None, :]
+
+
+@ppo_vanilla.check("gpu")
+def _ppo_equal_to_verl_at_flat_ties() -> Evidence:
+    from verl.trainer.ppo.core_algos import get_policy_loss_fn
+
+    from fiberlab.gpu.losses import ppo_loss
+    from fiberlab.gpu.verl import actor_config
+
+    vanilla = get_policy_loss_fn("vanilla")
+    cfg = actor_config(clip_ratio_low=0.2, clip_ratio_high=0.28, clip_ratio_c=3.0)
+    differing, n, halved = 0, 0, 0
+    for dtype in (torch.float32, torch.float64):
+        for end in (0.8, 1.28):
+            old, new, adv = flat_tie_batch(dtype, end)
+            mask = torch.ones_like(old, dtype=torch.bool)
+            out = []
+            for fn in (vanilla, ppo_loss):
+                lp = new.clone().requires_grad_(True)
+                loss, metrics = fn(old, lp, adv, mask, "token-mean", cfg)
+                loss.backward()
+                out.append((loss.detach(), lp.grad, metrics))
+            (l0, g0, m0), (l1, g1, m1) = out
+            differing += 0 if (torch.equal(l0, l1) and torch.equal(g0, g1) and m0 == m1) else 1
+            halved += int(torch.equal(g0, 0.5 * (-adv * torch.exp(new - old)) / adv.numel()))
+            n += 1
+    return Evidence(passed=differing == 0 and halved == n, max_error=float(differing), tolerance=0.0, cases=n,
+                    detail="ratios one ulp outside a clip end whose -A·r rounds to -A·clip(r): torch.maximum splits the "
+                           "tie and the flat clamp passes none of its half, so verl's gradient is half the unclipped "
+                           f"one ({halved}/{n} cases); fiberlab's written-out backward matches it bitwise")
+
+
+def active_end_case(dtype: torch.dtype, seed: int, k: int):
+    """``(old_log_prob, log_prob, advantages, r̲, r̄, b)`` for ``k`` tokens, b = r̄ where A > 0 and r̲ elsewhere
+    (KL band, δ = 0.3), a tenth of the advantages 0, and about a third of the ratios placed exactly on b or one
+    ulp either side of it (ties of the two branches after rounding)."""
+    from fiberlab.gpu.band import band_bounds
+
+    g = torch.Generator().manual_seed(seed)
+    old = (-10.0 * torch.rand(k, generator=g, dtype=torch.float64) ** 2).to(dtype)
+    adv = torch.randn(k, generator=g, dtype=torch.float64).to(dtype)
+    adv[torch.rand(k, generator=g) < 0.1] = 0.0
+    lower, upper = band_bounds(old, "kl", 0.3)
+    b = torch.where(adv > 0, upper, lower)
+    target = torch.log(b.double()).to(dtype)
+    step = torch.randint(-1, 2, (k,), generator=g)
+    nudged = torch.nextafter(target, torch.where(step > 0, torch.tensor(float("inf"), dtype=dtype),
+                                                 torch.tensor(-float("inf"), dtype=dtype)))
+    lp = old + (0.5 * torch.randn(k, generator=g, dtype=torch.float64)).to(dtype)
+    lp = torch.where(torch.rand(k, generator=g) < 0.3, old + torch.where(step == 0, target, nudged), lp)
+    return old, torch.where(torch.isfinite(lp), lp, old), adv, lower, upper, b
+
+
+@bandpo_loss.check("gpu")
+def _bandpo_active_end_is_the_two_sided_surrogate() -> Evidence:
+    from fiberlab.gpu.losses import clipped_surrogate
+
+    differing, n, ties = 0, 0, 0
+    for dtype in (torch.float32, torch.float64):
+        for seed in range(8):
+            old, lp, adv, lower, upper, b = active_end_case(dtype, seed, 256)
+            outs = []
+            for lo, up in ((lower, upper), (b, None)):
+                x = lp.clone().requires_grad_(True)
+                loss, _, ratio, ind = clipped_surrogate(x, old, adv, lo, up, 10.0)
+                loss.sum().backward()
+                outs.append((loss.detach(), ind["clipped"], ind["dual"], x.grad))
+                ties += int(((-adv * ratio) == (-adv * b)).sum()) if up is None else 0
+            differing += 0 if all(torch.equal(a, z) for a, z in zip(*outs)) else 1
+            n += 1
+    return Evidence(passed=differing == 0 and ties > 0, max_error=float(differing), tolerance=0.0, cases=n,
+                    detail="the surrogate fed only the end of the band the clip can reach (r̄ where A > 0, r̲ "
+                           "elsewhere: what `bandpo` computes, one fused pass) equals the two-sided clip(r, r̲, r̄) "
+                           f"in value, clip and dual-clip indicators and gradient, bitwise; {ties} ties of the two "
+                           "branches among the tokens")
