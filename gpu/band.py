@@ -74,8 +74,8 @@ def _expm1(x: torch.Tensor) -> torch.Tensor:
     Eagerly (and for other dtypes) this is ``torch.expm1``. While torch.compile traces a float32 kernel it is a
     polynomial on |x| < 1/2 and ``exp(x) - 1`` beyond (where e^x/|e^x - 1| ≤ 2.6 bounds the cancellation),
     ≤ 2 half-ulps: torch.compile's vectorised CPU code lowers ``expm1(x)`` to ``exp(x) - 1`` (measured: 19%
-    relative error at x = 1e-7), which would cost the χ² band all its digits near p → 1 and the KL table its
-    cell position there. Nine multiply-adds keep the kernel at memory speed; Kahan's (w - 1)·x/log w, the
+    relative error at x = 1e-7), which would cost the χ² band its digits near p → 1 (1 - p) and misplace the
+    KL table's cell there by an absolute eps in y = 1/p - 1. Nine multiply-adds keep the kernel at memory speed; Kahan's (w - 1)·x/log w, the
     other accurate form, costs a log and a division and measured 50% slower.
     """
     if not (torch.compiler.is_compiling() and x.dtype == torch.float32):

@@ -552,6 +552,22 @@ def test_active_bound_is_the_clip_reachable_end(compiled, dtype, seed, n, diverg
         assert abs(got.item() - want) <= bound_, (got.item(), want, bound_)
 
 
+@pytest.mark.parametrize("divergence", DIVERGENCES)
+def test_fused_kernels_keep_head_tokens_exact(divergence):
+    """Head tokens (p → 1) through the compiled float32 kernels, against float64, within the accuracy tests' own
+    bound (not doubled). torch.compile's vectorised CPU code lowers ``expm1`` to ``exp - 1``; with it the χ²
+    band's 1 - p loses its digits here (31 eps at log p = -7e-6: this test fails). The KL table would stay
+    within its κ bound even so: misplacing y = 1/p - 1 by an absolute eps is the error of rounding p itself."""
+    lp = -torch.logspace(-9, -1, 400, dtype=torch.float64).float()
+    adv = torch.where(torch.arange(400) % 2 == 0, 1.0, -1.0)
+    bound, _, _ = band_active_bound(lp, adv, torch.ones(400, dtype=torch.bool), divergence, 0.05)
+    lo64, up64 = band_bounds(lp.double(), divergence, 0.05)
+    for i, x in enumerate(lp.double().tolist()):
+        which, ref = ("upper", up64[i].item()) if adv[i] > 0 else ("lower", lo64[i].item())
+        tol = abs_tolerance(divergence, x, 0.05, which, ref, EPS32, TINY32)
+        assert abs(bound[i].item() - ref) <= tol, (divergence, x, which, bound[i].item(), ref, tol)
+
+
 def test_active_bound_sums_in_half_types_are_taken_in_float32():
     """bfloat16 log-probs are solved in float32 (as in band_bounds); the sums are float32 sums of those."""
     lp = torch.tensor([-0.01, -0.7, -3.0, -9.0], dtype=torch.bfloat16)
