@@ -585,8 +585,10 @@ def band_active_bound(old_log_prob: torch.Tensor, advantages: torch.Tensor, resp
     work = old_log_prob if out_dtype in (torch.float32, torch.float64) else old_log_prob.float()
     el, eh = (0.0, 0.0) if relax is None else (float(relax[0]), float(relax[1]))
     cap = math.inf if upper_bound_max is None else float(upper_bound_max)
-    table = _kl_table(d, torch.float32, work.device) if (divergence == "kl" and method == "table" and d > 0) else None
-    fused = work.dtype == torch.float32 and d > 0 and (divergence != "kl" or table is not None)
+    fused, table = work.dtype == torch.float32 and d > 0, None
+    if fused and divergence == "kl":                      # the Newton solver, or a δ beyond the table: eager
+        table = _kl_table(d, torch.float32, work.device) if method == "table" else None
+        fused = table is not None
     if not fused:
         lower, upper = band_bounds(work, divergence, d, upper_bound_max=upper_bound_max, relax=relax,
                                    method=method, validate=False)
