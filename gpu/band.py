@@ -129,6 +129,18 @@ def _validate_options(upper_bound_max: float | None, relax: tuple[float, float] 
         raise ValueError(f"method must be 'newton' or 'table', got {method!r}")
 
 
+def _arguments(old_log_prob: torch.Tensor, divergence: str, delta: float, upper_bound_max: float | None,
+               relax: tuple[float, float] | None, method: str) -> tuple[float, torch.Tensor]:
+    """Validate the options shared by :func:`band_bounds` and :func:`band_active_bound`; return δ as a float
+    and the working tensor (half types are solved in float32)."""
+    if divergence not in _SOLVERS:
+        raise ValueError(f"divergence must be one of {DIVERGENCES}, got {divergence!r}")
+    d = _validate_delta(delta)
+    _validate_options(upper_bound_max, relax, method)
+    work = old_log_prob if old_log_prob.dtype in (torch.float32, torch.float64) else old_log_prob.float()
+    return d, work
+
+
 def _kl_lower_log_root(log_p: torch.Tensor, log_1mp: torch.Tensor, delta: float,
                        steps: int | None = None, x0: torch.Tensor | None = None) -> torch.Tensor:
     r"""``x = log q`` of the root ``q < p`` of ``kl(p‖q) = δ``, given ``log p`` and ``log(1-p)`` (δ > 0).
@@ -445,13 +457,8 @@ def band_bounds(old_log_prob: torch.Tensor, divergence: Divergence = "kl", delta
     """
     if validate:
         _validate_log_prob("old_log_prob", old_log_prob)
-    if divergence not in _SOLVERS:
-        raise ValueError(f"divergence must be one of {DIVERGENCES}, got {divergence!r}")
-    d = _validate_delta(delta)
-    _validate_options(upper_bound_max, relax, method)
-
+    d, work = _arguments(old_log_prob, divergence, delta, upper_bound_max, relax, method)
     out_dtype = old_log_prob.dtype
-    work = old_log_prob if out_dtype in (torch.float32, torch.float64) else old_log_prob.float()
     if d == 0.0:
         lower = torch.ones_like(work)
         upper = torch.ones_like(work)
@@ -577,12 +584,8 @@ def band_active_bound(old_log_prob: torch.Tensor, advantages: torch.Tensor, resp
     of ``old_log_prob``, ``advantages`` and the mask, one write of ``b``, instead of a dozen passes and two
     stored bounds. Otherwise (float64, or the Newton solver) it composes :func:`band_bounds` eagerly.
     """
-    if divergence not in _SOLVERS:
-        raise ValueError(f"divergence must be one of {DIVERGENCES}, got {divergence!r}")
-    d = _validate_delta(delta)
-    _validate_options(upper_bound_max, relax, method)
+    d, work = _arguments(old_log_prob, divergence, delta, upper_bound_max, relax, method)
     out_dtype = old_log_prob.dtype
-    work = old_log_prob if out_dtype in (torch.float32, torch.float64) else old_log_prob.float()
     el, eh = (0.0, 0.0) if relax is None else (float(relax[0]), float(relax[1]))
     cap = math.inf if upper_bound_max is None else float(upper_bound_max)
     fused, table = work.dtype == torch.float32 and d > 0, None
