@@ -75,8 +75,8 @@ def _expm1(x: torch.Tensor) -> torch.Tensor:
     polynomial on |x| < 1/2 and ``exp(x) - 1`` beyond (where e^x/|e^x - 1| ≤ 2.6 bounds the cancellation),
     ≤ 2 half-ulps: torch.compile's vectorised CPU code lowers ``expm1(x)`` to ``exp(x) - 1`` (measured: 19%
     relative error at x = 1e-7), which would cost the χ² band its digits near p → 1 (1 - p) and misplace the
-    KL table's cell there by an absolute eps in y = 1/p - 1. Nine multiply-adds keep the kernel at memory speed; Kahan's (w - 1)·x/log w, the
-    other accurate form, costs a log and a division and measured 50% slower.
+    KL table's cell there by an absolute eps in y = 1/p - 1. Nine multiply-adds keep the kernel at memory
+    speed; Kahan's (w - 1)·x/log w, the other accurate form, costs a log and a division and measured 50% slower.
     """
     if not (torch.compiler.is_compiling() and x.dtype == torch.float32):
         return torch.expm1(x)
@@ -375,7 +375,8 @@ def _kl_bounds_table(log_p: torch.Tensor, delta: float) -> tuple[torch.Tensor, t
 #: ``torch.compile`` the fused kernels (read at each call). Off with the environment variable
 #: ``FIBERLAB_COMPILE=0``; a kernel whose compilation fails falls back to eager torch with one warning.
 COMPILE = os.environ.get("FIBERLAB_COMPILE", "1").strip().lower() not in ("0", "false", "no", "off")
-_FUSED: dict[tuple[str, str], Callable] = {}
+#: (name, device type) → (the eager function, what runs it: its compiled form, or itself after a fallback).
+_FUSED: dict[tuple[str, str], tuple[Callable, Callable]] = {}
 
 
 def _fused(name: str, fn: Callable, x: torch.Tensor, *args: torch.Tensor):
@@ -389,9 +390,9 @@ def _fused(name: str, fn: Callable, x: torch.Tensor, *args: torch.Tensor):
     if not COMPILE or x.numel() == 0:
         return fn(x, *args)
     key = (name, x.device.type)
-    f = _FUSED.get(key)
-    if f is None:
-        f = _FUSED[key] = torch.compile(fn, dynamic=True)
+    if key not in _FUSED:
+        _FUSED[key] = (fn, torch.compile(fn, dynamic=True))
+    f = _FUSED[key][1]
     if f is fn:
         return fn(x, *args)
     try:
@@ -399,16 +400,14 @@ def _fused(name: str, fn: Callable, x: torch.Tensor, *args: torch.Tensor):
     except Exception as err:                            # noqa: BLE001 (any backend failure: eager is exact)
         warnings.warn(f"fiberlab: torch.compile of {name} failed on {x.device.type} ({type(err).__name__}: "
                       f"{err}); running it eagerly", RuntimeWarning, stacklevel=2)
-        _FUSED[key] = fn
+        _FUSED[key] = (fn, fn)
         return fn(x, *args)
 
 
 def fused_kernels() -> dict[str, bool]:
     """The fused kernels this process has used, ``"name (device type)"`` → whether they run compiled (False:
     compiling is off, ``FIBERLAB_COMPILE=0``, or failed and fell back to eager)."""
-    eager = {"kl_table_f32": _kl_table_f32, "active_kl_table_f32": _active_kl_table_f32,
-             "active_tv": _active_tv, "active_chi2": _active_chi2}
-    return {f"{name} ({dev})": COMPILE and f is not eager.get(name) for (name, dev), f in _FUSED.items()}
+    return {f"{name} ({dev})": COMPILE and run is not fn for (name, dev), (fn, run) in _FUSED.items()}
 
 
 def _tv_bounds(log_p: torch.Tensor, delta: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -588,20 +587,18 @@ def band_active_bound(old_log_prob: torch.Tensor, advantages: torch.Tensor, resp
     out_dtype = old_log_prob.dtype
     el, eh = (0.0, 0.0) if relax is None else (float(relax[0]), float(relax[1]))
     cap = math.inf if upper_bound_max is None else float(upper_bound_max)
+    post = _constant((1.0 - el, 1.0 + eh, cap), work.dtype, work.device)     # relax and cap, applied by _active
     fused, table = work.dtype == torch.float32 and d > 0, None
     if fused and divergence == "kl":                      # the Newton solver, or a δ beyond the table: eager
         table = _kl_table(d, torch.float32, work.device) if method == "table" else None
         fused = table is not None
     if not fused:
-        lower, upper = band_bounds(work, divergence, d, upper_bound_max=upper_bound_max, relax=relax,
-                                   method=method, validate=False)
-        post = _constant((1.0, 1.0, math.inf), lower.dtype, lower.device)
+        lower, upper = band_bounds(work, divergence, d, method=method, validate=False)
         bound, terms = _active(lower, upper, advantages, response_mask, post)
         s_lo, s_log_up = terms.flatten(1).sum(1)
         return bound.to(out_dtype), s_lo, s_log_up
     shape = work.shape
     args = (work.reshape(-1), advantages.reshape(-1), response_mask.reshape(-1))
-    post = _constant((1.0 - el, 1.0 + eh, cap), torch.float32, work.device)
     if divergence == "kl":
         out = _fused("active_kl_table_f32", _active_kl_table_f32, *args, table[0], post)
     else:

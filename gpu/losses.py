@@ -169,8 +169,12 @@ def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 def _masked_frac(indicator: torch.Tensor, mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """Fraction of valid tokens where a bool indicator holds: an integer count over verl's guarded token count,
     in the data's dtype (verl counts in float32 whatever the data; equal for float32 data)."""
-    count = (indicator & mask.bool()).sum().to(dtype)
-    return count / (mask.sum() + 1e-8)
+    return _count_frac((indicator & mask.bool()).sum(), mask, dtype)
+
+
+def _count_frac(count: torch.Tensor, mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """An integer count of valid tokens over verl's guarded token count, in ``dtype``."""
+    return count.to(dtype) / (mask.sum() + 1e-8)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -276,17 +280,18 @@ def _read_clip_eps(config: Any) -> tuple[float, float]:
 
 def _finish(loss_mat: torch.Tensor, ind: dict[str, torch.Tensor], neg_log_ratio: torch.Tensor,
             response_mask: torch.Tensor, loss_agg_mode: str, config: Any,
-            rollout_is_weights: torch.Tensor | None, extra_metrics: dict[str, torch.Tensor] | None = None
-            ) -> tuple[torch.Tensor, dict[str, float]]:
+            rollout_is_weights: torch.Tensor | None, extra_metrics: dict[str, torch.Tensor] | None = None,
+            clipped_count: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    """Aggregate, weight and report verl's three metrics plus ``extra_metrics``. ``clipped_count``: the number of
+    valid clipped tokens, from a caller that has counted them already (BandPO's metrics)."""
     if loss_agg_mode not in AGG_MODES:
         raise ValueError(f"loss_agg_mode must be one of {AGG_MODES}, got {loss_agg_mode!r}")
     if rollout_is_weights is not None:
         loss_mat = loss_mat * rollout_is_weights
     loss = agg_loss(loss_mat, response_mask, loss_agg_mode, **_agg_kwargs(config))
     named = {
-        "actor/pg_clipfrac": (_masked_frac(ind["clipped"], response_mask, loss_mat.dtype)
-                              if "clipped_count" not in ind       # a caller that counted them already
-                              else ind["clipped_count"].to(loss_mat.dtype) / (response_mask.sum() + 1e-8)),
+        "actor/pg_clipfrac": (_masked_frac(ind["clipped"], response_mask, loss_mat.dtype) if clipped_count is None
+                              else _count_frac(clipped_count, response_mask, loss_mat.dtype)),
         "actor/ppo_kl": _masked_mean(neg_log_ratio.detach(), response_mask),
         "actor/pg_clipfrac_lower": _masked_frac(ind["dual"], response_mask, loss_mat.dtype),
     }
@@ -381,8 +386,8 @@ def bandpo_loss(old_log_prob: torch.Tensor, log_prob: torch.Tensor, advantages: 
         upper_bound_max=band["upper_bound_max"], relax=relax, method=band["method"])
     loss_mat, log_ratio, ratio, ind = clipped_surrogate(log_prob, old_log_prob, advantages, bound, None, c)
     metrics, n_clipped = _band_metrics(sum_lower, sum_log_upper, ind["clipped"], advantages, response_mask)
-    return _finish(loss_mat, dict(ind, clipped_count=n_clipped), -log_ratio, response_mask, loss_agg_mode, config,
-                   rollout_is_weights, metrics)
+    return _finish(loss_mat, ind, -log_ratio, response_mask, loss_agg_mode, config, rollout_is_weights, metrics,
+                   clipped_count=n_clipped)
 
 
 def _band_metrics(sum_lower: torch.Tensor, sum_log_upper: torch.Tensor, clipped: torch.Tensor,
@@ -399,14 +404,14 @@ def _band_metrics(sum_lower: torch.Tensor, sum_log_upper: torch.Tensor, clipped:
     """
     n = response_mask.sum() + 1e-8                 # verl's guarded token count, as in _masked_mean
     dtype = sum_lower.dtype
-    clipped_valid = clipped & (response_mask if response_mask.dtype == torch.bool else response_mask.bool())
+    clipped_valid = clipped & response_mask.bool()
     n_clipped = clipped_valid.sum()
     n_high = clipped_valid.logical_and_(advantages > 0).sum()
     return {
         "fiberlab/band_lower_mean": sum_lower / n,
         "fiberlab/band_log_upper_mean": sum_log_upper / n,
-        "fiberlab/clipfrac_high": n_high.to(dtype) / n,
-        "fiberlab/clipfrac_low": (n_clipped - n_high).to(dtype) / n,
+        "fiberlab/clipfrac_high": _count_frac(n_high, response_mask, dtype),
+        "fiberlab/clipfrac_low": _count_frac(n_clipped - n_high, response_mask, dtype),
     }, n_clipped
 
 
