@@ -5,13 +5,20 @@
     fiberlab claims                       # list the registry without running it
     fiberlab train --task T --objective O [--seeds N] [--steps S] [--device D] [--set key=value ...]
     fiberlab experiment NAME|all [--seeds N] [--reduced] [--out DIR]
+
+A bad invocation is rejected before any work (checks, warm-ups, training, benchmarks take minutes): one line on
+stderr, ``fiberlab <command>: error: <message>`` naming the flag and the value, and exit status 2, argparse's
+convention (argparse's own parse errors add its usage line above). ``verify`` exits 1 when a check fails and 2
+when its filters select nothing.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
+import tempfile
 from pathlib import Path
 
 from rich.console import Console
@@ -19,10 +26,80 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from fiberlab.registry import LAYERS
+from fiberlab.registry import LAYERS, PAPERS
 from fiberlab.report import fmt_err, run_claims, select_claims, verdict
 
 _STYLE = {"verified": "green", "conditional": "yellow", "refuted": "magenta", "FAILED": "bold red"}
+
+
+class UsageError(SystemExit):
+    """A rejected invocation. A ``SystemExit`` with status 2, like argparse's own errors, so that in-process
+    callers see the same thing for both; :func:`main` prints the message as one line before it propagates."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(2)
+        self.message = " ".join(str(message).split())          # one line, whatever the source's wrapping
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def _error_line(command: str, message: str) -> None:
+    print(f"fiberlab {command}: error: {message}", file=sys.stderr)
+
+
+def _positive(flag: str, value: int | None, least: int = 1, why: str = "") -> None:
+    if value is not None and value < least:
+        what = "a positive integer" if least == 1 else f"at least {least}{why}"
+        raise UsageError(f"{flag} must be {what}, got {value}")
+
+
+def _one_of(flag: str, value: str, known) -> None:
+    """``known`` is the registry itself (a dict or tuple), never a copy, so a new entry is accepted at once."""
+    if value not in known:
+        raise UsageError(f"{flag} must be one of {', '.join(sorted(known))}; got {value!r}")
+
+
+def _paper(paper: str | None) -> None:
+    if paper is not None and paper.lower() not in {p.lower() for p in PAPERS}:
+        raise UsageError(f"--paper must be one of {', '.join(PAPERS)} (any case); got {paper!r}")
+
+
+def _writable(flag: str, path: str, directory: bool = False) -> None:
+    """Fail now if ``path`` cannot be written, instead of after the run: create the missing folders and the file
+    (or a temporary file in the folder), then remove whatever this created. Trying it is the only honest test:
+    permission bits do not bind root, and read-only mounts or a file in the way only show on a real attempt."""
+    p = Path(path)
+    if not directory and p.is_dir():
+        raise UsageError(f"{flag} {path!r} is a directory, not a file")
+    if directory and p.exists() and not p.is_dir():
+        raise UsageError(f"{flag} {path!r} exists and is not a directory")
+    folder = p if directory else p.parent
+    created: list[Path] = []
+    try:
+        for d in [*reversed(folder.parents), folder]:
+            if d.exists() and not d.is_dir():
+                raise UsageError(f"{flag} {path!r} is not writable ({str(d)!r} is not a directory)")
+            if not d.is_dir():
+                d.mkdir()
+                created.append(d)
+        if directory:
+            with tempfile.TemporaryFile(dir=folder):
+                pass
+        else:
+            existed = p.exists()
+            with p.open("a"):
+                pass
+            if not existed:
+                p.unlink()
+    except OSError as e:
+        raise UsageError(f"{flag} {path!r} is not writable ({e.strerror or e})") from None
+    finally:
+        for d in reversed(created):
+            try:
+                d.rmdir()
+            except OSError:
+                pass
 
 
 def worst_ratio(run) -> float | None:
@@ -37,9 +114,19 @@ def worst_ratio(run) -> float | None:
 
 
 def _verify(args: argparse.Namespace, console: Console) -> int:
+    _paper(args.paper)
+    if args.json:
+        _writable("--json", args.json)
+    # A --claim that matches nothing is a typo, not a smaller run: the selection must be what was asked for.
+    for pattern in args.claim or []:
+        if not select_claims(claim_ids=[pattern]):
+            _error_line("verify", f"--claim {pattern!r} matches no claim (fiberlab claims lists them)")
+            return 2
     claims = select_claims(paper=args.paper, claim_ids=args.claim, layer=args.layer)
     if not claims:
-        console.print("[red]no claim matches the filters[/red]")
+        filters = " ".join(f"--{k} {v}" for k, v in (("paper", args.paper), ("layer", args.layer)) if v)
+        filters += "".join(f" --claim {c}" for c in args.claim or [])
+        _error_line("verify", f"no claim matches {filters.strip()}")
         return 2
     n_checks = sum(1 for c in claims for k in c.checks if not args.layer or k.layer == args.layer)
     with Progress(TextColumn("[bold]verify"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
@@ -79,6 +166,7 @@ def _verify(args: argparse.Namespace, console: Console) -> int:
 
 
 def _claims(args: argparse.Namespace, console: Console) -> int:
+    _paper(args.paper)
     table = Table(title="fiberlab claims")
     for col in ("claim", "paper", "source", "status", "layers", "statement"):
         table.add_column(col, overflow="fold")
@@ -91,6 +179,12 @@ def _claims(args: argparse.Namespace, console: Console) -> int:
 def _bench(args: argparse.Namespace, console: Console) -> int:
     from fiberlab import bench
 
+    try:
+        bench.check_args(args.target, args.tokens, args.repeats)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    if args.json:
+        _writable("--json", args.json)
     return bench.main(args, console)
 
 
@@ -102,12 +196,39 @@ def _value(text: str):
         return text
 
 
+def _settings(items: list[str] | None) -> dict:
+    """``--set KEY=VALUE`` items as the objective's config dict. The keys are the objective's own (a free-form
+    dict, read by ``hparam``), so only the form is checked here; the values are checked by the objective itself."""
+    config = {}
+    for item in items or []:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--set takes KEY=VALUE, got {item!r}")
+        config[key.strip()] = _value(text)
+    return config
+
+
 def _device(name: str | None):
+    """The torch device to train on, checked usable now (a missing GPU would otherwise surface after the warm-up)."""
     import torch
 
-    if name:
-        return torch.device(name)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError, TypeError):
+        raise UsageError(f"--device must be a torch device such as cpu, cuda or cuda:0; got {name!r}") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError(f"--device {name}: no CUDA device is available")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UsageError(f"--device {name}: no such CUDA device (this machine has {torch.cuda.device_count()})")
+        return device
+    try:
+        torch.zeros(1, device=device).add(1).cpu()
+    except Exception as e:  # noqa: BLE001 - any backend failure means the device cannot train
+        raise UsageError(f"--device {name} is not usable here ({type(e).__name__}: {str(e)[:120]})") from None
+    return device
 
 
 def _verdict_table(result: dict, console: Console) -> None:
@@ -122,23 +243,38 @@ def _verdict_table(result: dict, console: Console) -> None:
 
 
 def _train(args: argparse.Namespace, console: Console) -> int:
-    from fiberlab.experiments import Arm, Experiment, plot_experiment, run_one
+    from fiberlab.experiments import Arm, Experiment, check_arm, plot_experiment, run_one
+    from fiberlab.gpu.advantages import ADVANTAGES
     from fiberlab.gpu.harness import RLConfig
-    from fiberlab.gpu.losses import POLICY_LOSSES
+    from fiberlab.gpu.losses import AGG_MODES, POLICY_LOSSES
     from fiberlab.gpu.tasks import TASKS
 
-    if args.task not in TASKS:
-        raise SystemExit(f"--task must be one of {TASKS}")
-    if args.objective not in POLICY_LOSSES:
-        raise SystemExit(f"--objective must be one of {sorted(POLICY_LOSSES)}")
-    loss_config = dict(kv.split("=", 1) for kv in (args.set or []))
-    loss_config = {k: _value(v) for k, v in loss_config.items()}
+    _one_of("--task", args.task, TASKS)
+    _one_of("--objective", args.objective, POLICY_LOSSES)
+    _one_of("--advantage", args.advantage, ADVANTAGES)
+    _one_of("--agg", args.agg, AGG_MODES)
+    for flag, value in (("--seeds", args.seeds), ("--steps", args.steps), ("--updates", args.updates)):
+        _positive(flag, value)
+    if not (math.isfinite(args.lr) and args.lr > 0):
+        raise UsageError(f"--lr must be a positive finite number, got {args.lr}")
+    loss_config = _settings(args.set)
     rl = RLConfig(steps=args.steps, updates_per_step=args.updates, lr=args.lr)
+    # The rollout is split into `updates` mini-batches of whole prompts: more than there are prompts would
+    # silently take fewer steps than asked.
+    if args.updates > rl.prompts_per_step:
+        raise UsageError(f"--updates must be at most {rl.prompts_per_step} (one mini-batch per prompt group), "
+                         f"got {args.updates}")
     arm = Arm(args.objective, args.objective, loss_config, advantage=args.advantage, loss_agg_mode=args.agg)
     exp = Experiment(name=f"train_{args.task}", claim="", task=args.task, arms=[arm], comparisons=[], rl=rl,
                      seeds=args.seeds)
-    out = Path(args.out)
+    try:
+        check_arm(exp, arm)
+    except (ValueError, TypeError) as e:
+        given = " ".join(f"--set {item}" for item in args.set or []) or "its default settings"
+        raise UsageError(f"--objective {args.objective} rejects {given}: {e}") from None
     device = _device(args.device)
+    _writable("--out", args.out, directory=True)
+    out = Path(args.out)
     with Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
                   TimeElapsedColumn(), console=console, transient=True) as progress:
         task = progress.add_task("", total=args.seeds)
@@ -162,12 +298,16 @@ def _train(args: argparse.Namespace, console: Console) -> int:
 def _experiment(args: argparse.Namespace, console: Console) -> int:
     from fiberlab.experiments import EXPERIMENTS, plot_experiment, reduced, run_experiment
 
+    if args.name != "all" and args.name not in EXPERIMENTS:
+        raise UsageError(f"experiment must be one of {', '.join(sorted(EXPERIMENTS))} or 'all'; got {args.name!r}")
     names = list(EXPERIMENTS) if args.name == "all" else [args.name]
-    for name in names:
-        if name not in EXPERIMENTS:
-            raise SystemExit(f"experiment must be one of {sorted(EXPERIMENTS)} or 'all', got {name!r}")
-    out = Path(args.out)
+    paired = any(EXPERIMENTS[n].comparisons for n in names)
+    _positive("--seeds", args.seeds, 2 if paired else 1, " (a verdict pairs the arms' runs seed by seed)")
     device = _device(args.device)
+    _writable("--out", args.out, directory=True)
+    if args.publish:
+        _writable("--publish", args.publish, directory=True)
+    out = Path(args.out)
     for name in names:
         exp = reduced(EXPERIMENTS[name]) if args.reduced else EXPERIMENTS[name]
         seeds = args.seeds or exp.seeds
@@ -238,10 +378,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The exit status of the command (``verify``: 1 when a check failed, 2 when nothing was selected); a
+    rejected invocation raises ``SystemExit(2)`` after one line on stderr, as argparse's own errors do."""
     args = build_parser().parse_args(argv)
     # A pipe or CI log has no width; give the tables room instead of folding every cell.
     console = Console(width=None if sys.stdout.isatty() else 150)
-    return args.func(args, console)
+    try:
+        return args.func(args, console)
+    except UsageError as e:
+        _error_line(args.command, e.message)
+        raise
 
 
 if __name__ == "__main__":

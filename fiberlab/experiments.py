@@ -20,7 +20,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from fiberlab.gpu.harness import ModelConfig, RLConfig, TinyLM, WarmupConfig, rl_train, set_seed, warmup
+from fiberlab.gpu.advantages import get_advantage
+from fiberlab.gpu.harness import (ModelConfig, RLConfig, TinyLM, WarmupConfig, _extras, rl_train, set_seed,
+                                  warmup)
+from fiberlab.gpu.losses import get_policy_loss
 from fiberlab.gpu.tasks import make_task
 
 #: Bootstrap resamples for the verdict's confidence interval, and its level.
@@ -108,6 +111,31 @@ SUMMARIES: dict[str, Callable[[list[dict[str, Any]]], float]] = {
 }
 
 
+def arm_config(exp: Experiment, arm: Arm) -> RLConfig:
+    """The RL configuration a run of ``arm`` trains with: the experiment's, with the arm's objective settings."""
+    return dataclasses.replace(exp.rl, objective=arm.objective, loss_config=dict(arm.loss_config),
+                               advantage=arm.advantage, loss_agg_mode=arm.loss_agg_mode,
+                               updates_per_step=arm.updates_per_step or exp.rl.updates_per_step)
+
+
+def check_arm(exp: Experiment, arm: Arm) -> None:
+    """Call the arm's advantage and objective once, forward and backward, on a tiny valid batch with the
+    configuration and extras :func:`~fiberlab.gpu.harness.rl_train` passes, so that a bad setting raises the
+    objective's own ``ValueError`` now rather than after minutes of warm-up. The batch is one group of two
+    responses of two tokens: LPO's group statistics need two responses in a group."""
+    cfg = arm_config(exp, arm)
+    loss_fn, adv_fn = get_policy_loss(cfg.objective), get_advantage(cfg.advantage)
+    rewards, group_ids = torch.tensor([1.0, 0.0]), torch.zeros(2, dtype=torch.long)
+    prompts, responses = torch.zeros(2, 1, dtype=torch.long), torch.full((2, 2), 3, dtype=torch.long)
+    mask = torch.ones(2, 2, dtype=torch.bool)
+    old_lp = torch.full((2, 2), -1.0)
+    lp = old_lp.clone().requires_grad_(True)
+    adv = adv_fn(rewards, group_ids)[:, None] * mask
+    loss, _ = loss_fn(old_lp, lp, adv, mask, cfg.loss_agg_mode, cfg.loss_config,
+                      **_extras(cfg.objective, rewards, group_ids, prompts, responses))
+    loss.backward()
+
+
 def run_one(exp: Experiment, arm: Arm, seed: int, out: Path, device: torch.device) -> list[dict[str, Any]]:
     """Train one arm for one seed (or read the finished run back)."""
     path = out / exp.name / arm.name / f"seed{seed}.jsonl"
@@ -125,9 +153,7 @@ def run_one(exp: Experiment, arm: Arm, seed: int, out: Path, device: torch.devic
         warmup(model, task, exp.warmup, np.random.default_rng(seed), device)
         ckpt.parent.mkdir(parents=True, exist_ok=True)
         torch.save(model.state_dict(), ckpt)
-    cfg = dataclasses.replace(exp.rl, objective=arm.objective, loss_config=dict(arm.loss_config),
-                              advantage=arm.advantage, loss_agg_mode=arm.loss_agg_mode,
-                              updates_per_step=arm.updates_per_step or exp.rl.updates_per_step)
+    cfg = arm_config(exp, arm)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".partial")
     rows = []
