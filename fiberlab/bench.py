@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import platform
 import statistics
 import time
@@ -49,18 +48,25 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def bench_shape(n_tokens: int) -> tuple[int, int]:
+    """``(rows, tokens per row)`` of the benchmark batch: rows of 1024 tokens (a remainder is dropped), or one
+    row of ``n_tokens`` when there are fewer."""
+    T = 1024 if n_tokens >= 1024 else n_tokens
+    return max(1, n_tokens // T), T
+
+
 def bench_tensors(n_tokens: int, device: torch.device, dtype: torch.dtype = torch.float32,
                   seed: int = 0) -> dict[str, torch.Tensor]:
     """A ``[n_tokens/1024, 1024]`` batch: log-probs of tokens sampled from peaked softmaxes (head and tail
     tokens both present), a new policy a small step away, one advantage per sequence, ragged masks."""
     g = torch.Generator().manual_seed(seed)
-    T = 1024 if n_tokens >= 1024 else n_tokens
-    B = max(1, n_tokens // T)
+    B, T = bench_shape(n_tokens)
     logits = 4.0 * torch.randn(B * T, 32, generator=g)
     probs = torch.softmax(logits, -1)
     tok = torch.multinomial(probs, 1, generator=g).squeeze(-1)
     old = torch.log_softmax(logits, -1).gather(-1, tok[:, None]).squeeze(-1).view(B, T)
-    new = old + 0.05 * torch.randn(B, T, generator=g)
+    step = 0.05 * torch.randn(B, T, generator=g)
+    new = torch.where(old + step > 0, old - step, old + step)          # reflected: a log-prob stays ≤ 0
     adv = torch.randn(B, 1, generator=g).expand(B, T).contiguous()
     lengths = torch.randint(T // 4, T + 1, (B, 1), generator=g)
     mask = (torch.arange(T)[None, :] < lengths).to(dtype)
@@ -342,10 +348,22 @@ def _render_accuracy(result: dict[str, Any], console: Console) -> None:
     console.print(a)
 
 
+def check_args(target: str, n_tokens: int, repeats: int) -> None:
+    """Raise ``ValueError`` naming the flag for sizes a benchmark cannot run with, before its warm-up and its
+    minutes of timing: a median needs a repetition, and ``lpo`` needs whole groups of :data:`LPO_GROUP` rows."""
+    if n_tokens < 1:
+        raise ValueError(f"--tokens must be a positive integer, got {n_tokens}")
+    if repeats < 1:
+        raise ValueError(f"--repeats must be a positive integer, got {repeats}")
+    if target == "lpo" and bench_shape(n_tokens)[0] % LPO_GROUP:
+        rows, cols = bench_shape(n_tokens)
+        raise ValueError(f"--tokens must give whole groups of {LPO_GROUP} rows of 1024 tokens for bench lpo "
+                         f"(a multiple of {LPO_GROUP * 1024}), got {n_tokens} ({rows} row(s) of {cols})")
+
+
 def main(args: argparse.Namespace, console: Console) -> int:
+    check_args(args.target, args.tokens, args.repeats)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if args.tokens < 1 or not math.isfinite(args.tokens):
-        raise ValueError(f"--tokens must be positive, got {args.tokens}")
     if args.target == "train":
         result = bench_train(min(args.repeats, 7), device)
         render_train(result, console)

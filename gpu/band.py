@@ -537,30 +537,47 @@ def _constant(values: tuple[float, ...], dtype: torch.dtype, device: torch.devic
     return t
 
 
+def _tail_log_upper(divergence: str, delta: float) -> tuple[float, float]:
+    r"""``(a, b)`` with :math:`\log\overline r = a(-\log p) + b + O(p)` as :math:`p \to 0`, for the tokens whose
+    :math:`\overline r` overflows the working dtype (:math:`1/p` beyond its range: there :math:`O(p)` is below
+    its round-off). KL: :math:`\overline q = p\overline r \to 1 - e^{-\delta}` (the constraint tends to
+    :math:`-\log(1-q) \le \delta`); TV: :math:`\overline r = \min(1 + \delta/p, 1/p)`, so
+    :math:`\overline q \to \min(\delta, 1)`; Pearson χ²: :math:`\overline r \approx \sqrt{\delta/p}`."""
+    if delta <= 0.0:
+        return 1.0, 0.0                           # δ = 0: r̄ = 1 is never inf; any finite pair serves
+    if divergence == "kl":
+        return 1.0, math.log(-math.expm1(-delta))
+    if divergence == "tv":
+        return 1.0, math.log(min(delta, 1.0))
+    return 0.5, 0.5 * math.log(delta)
+
+
 def _active(lower: torch.Tensor, upper: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
-            post: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Relax/cap (``post`` = ``(1 - eps_low, 1 + eps_high, cap)``, neutral values ``(1, 1, inf)``), then the
-    active end ``r̄`` where A > 0 and ``r̲`` elsewhere, with the masked terms of ``r̲`` and ``log r̄`` stacked."""
+            post: torch.Tensor, log_p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Relax/cap (``post[:3]`` = ``(1 - eps_low, 1 + eps_high, cap)``, neutral values ``(1, 1, inf)``), then the
+    active end ``r̄`` where A > 0 and ``r̲`` elsewhere, with the masked terms of ``r̲`` and ``log r̄`` stacked.
+    ``log r̄`` is finite where ``r̄`` overflows (1/p beyond the dtype): there it is the tail asymptote
+    ``a(-log p) + b`` of :func:`_tail_log_upper` (``post[3:]``), exact to the dtype's round-off."""
     lower = torch.minimum(lower, post[0])
     upper = torch.minimum(torch.maximum(upper, post[1]), post[2])
     m = mask.to(lower.dtype)
     bound = torch.where(advantages > 0, upper, lower)
-    log_upper = torch.log(upper).clamp_max(torch.finfo(upper.dtype).max)   # r̄ = inf only where 1/p overflows
+    log_upper = torch.where(torch.isinf(upper), post[3] * log_p.clamp(max=0.0).neg() + post[4], torch.log(upper))
     # The masked terms, summed by the caller: a reduction inside a dynamic-shape kernel is parallelised or
     # not by the size of the first batch it was compiled for; a pointwise kernel always is.
     return bound, torch.stack((lower * m, log_upper * m))
 
 
 def _active_kl_table_f32(log_p, advantages, mask, rows, post):
-    return _active(*_kl_table_f32(log_p, rows), advantages, mask, post)
+    return _active(*_kl_table_f32(log_p, rows), advantages, mask, post, log_p)
 
 
 def _active_tv(log_p, advantages, mask, delta, post):
-    return _active(*_tv_bounds(log_p.clamp(max=0.0), delta), advantages, mask, post)
+    return _active(*_tv_bounds(log_p.clamp(max=0.0), delta), advantages, mask, post, log_p)
 
 
 def _active_chi2(log_p, advantages, mask, delta, post):
-    return _active(*_chi2_bounds(log_p.clamp(max=0.0), delta), advantages, mask, post)
+    return _active(*_chi2_bounds(log_p.clamp(max=0.0), delta), advantages, mask, post, log_p)
 
 
 @torch.no_grad()
@@ -587,14 +604,15 @@ def band_active_bound(old_log_prob: torch.Tensor, advantages: torch.Tensor, resp
     out_dtype = old_log_prob.dtype
     el, eh = (0.0, 0.0) if relax is None else (float(relax[0]), float(relax[1]))
     cap = math.inf if upper_bound_max is None else float(upper_bound_max)
-    post = _constant((1.0 - el, 1.0 + eh, cap), work.dtype, work.device)     # relax and cap, applied by _active
+    # relax and cap, applied by _active, and the tail asymptote of log r̄
+    post = _constant((1.0 - el, 1.0 + eh, cap, *_tail_log_upper(divergence, d)), work.dtype, work.device)
     fused, table = work.dtype == torch.float32 and d > 0, None
     if fused and divergence == "kl":                      # the Newton solver, or a δ beyond the table: eager
         table = _kl_table(d, torch.float32, work.device) if method == "table" else None
         fused = table is not None
     if not fused:
         lower, upper = band_bounds(work, divergence, d, method=method, validate=False)
-        bound, terms = _active(lower, upper, advantages, response_mask, post)
+        bound, terms = _active(lower, upper, advantages, response_mask, post, work)
         s_lo, s_log_up = terms.flatten(1).sum(1)
         return bound.to(out_dtype), s_lo, s_log_up
     shape = work.shape

@@ -53,9 +53,9 @@ from typing import Any
 import torch
 
 from fiberlab.gpu.advantages import _group_tensor
-from fiberlab.gpu.config import hparam
+from fiberlab.gpu.config import as_real, hparam, hparam_bool, hparam_real
 from fiberlab.gpu.losses import (LOG_RATIO_CLAMP, _finish, _masked_frac, _masked_mean, _read_clip_eps,
-                                 clipped_surrogate, register_policy_loss, validate_batch)
+                                 checked_inputs, clipped_surrogate, register_policy_loss)
 from fiberlab.gpu.segments import (SegmentReducer, dense_segments, reducer_for, segment_codes, segment_max,
                                    segment_sum, segment_sum_global)
 
@@ -73,26 +73,19 @@ GLOBAL_REGIMES = ("G-I", "G-II,r", "G-II", "G-III,r", "G-III")
 # --------------------------------------------------------------------------------------------------------------
 
 def _positive(config: Any, key: str, default: float, what: str) -> float:
-    v = hparam(config, key, default)
-    try:
-        v = float(v)
-    except (TypeError, ValueError):
-        raise ValueError(f"{key} ({what}) must be a positive number, got {v!r}") from None
-    if not (0.0 < v < math.inf):
-        raise ValueError(f"{key} ({what}) must be positive and finite, got {v!r}")
-    return v
+    return hparam_real(config, key, default, lo=0.0, lo_open=True, what=f"{what}, a positive number")
 
 
 def _levels(config: Any, key: str, shared: float) -> tuple[float, float, float]:
     v = hparam(config, key, None)
     if v is None:
         return (shared, shared, shared)
-    try:
-        vals = tuple(float(x) for x in v)
-    except (TypeError, ValueError):
-        raise ValueError(f"{key} must be three positive numbers (domain, group, trajectory), got {v!r}") from None
-    if len(vals) != 3 or not all(0.0 < x < math.inf for x in vals):
-        raise ValueError(f"{key} must be three positive finite numbers (domain, group, trajectory), got {v!r}")
+    what = "three positive finite numbers (domain, group, trajectory)"
+    if isinstance(v, (str, bytes)) or not hasattr(v, "__len__") or len(v) != 3:
+        raise ValueError(f"{key} must be {what}, got {v!r}")
+    vals = tuple(as_real(key, x, what) for x in v)
+    if not all(0.0 < x < math.inf for x in vals):
+        raise ValueError(f"{key} must be {what}, got {v!r}")
     return vals  # type: ignore[return-value]
 
 
@@ -107,10 +100,7 @@ def read_fiberpo_config(config: Any) -> dict[str, Any]:
 
 
 def _read_rgf_min(config: Any) -> bool:
-    v = hparam(config, "rgf_min", True)
-    if not isinstance(v, bool):
-        raise ValueError(f"rgf_min must be True or False, got {v!r}")
-    return v
+    return hparam_bool(config, "rgf_min", True)
 
 
 def _ids(ids: Any, b: int, device: torch.device, name: str) -> torch.Tensor:
@@ -122,12 +112,6 @@ def _ids(ids: Any, b: int, device: torch.device, name: str) -> torch.Tensor:
     except ValueError as exc:
         msg = str(exc).replace("group_ids", name).replace(" (rewards' length)", "")
         raise ValueError(msg if name in msg else f"{name}: {msg}") from None
-
-
-def _check_extras(extra: dict[str, Any], allowed: set[str], loss: str) -> None:
-    unknown = set(extra) - allowed
-    if unknown:
-        raise ValueError(f"unexpected keyword argument(s) for {loss}: {sorted(unknown)}")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -404,8 +388,9 @@ def fiberpo_loss(old_log_prob: torch.Tensor, log_prob: torch.Tensor, advantages:
     ``fiberpo/*``: the same fiber clip fraction, mean :math:`\log w^{base}`, mean :math:`\log s^\pm`, mean
     :math:`\mathcal G`, and the fraction of trajectories in each global regime (G-I … G-III).
     """
-    validate_batch(old_log_prob, log_prob, advantages, response_mask, rollout_is_weights)
-    _check_extras(extra, set(), "fiberpo")
+    old_log_prob, log_prob, advantages, rollout_is_weights = checked_inputs(
+        old_log_prob, log_prob, advantages, response_mask, loss_agg_mode, config, rollout_is_weights, extra,
+        set(), "fiberpo")
     cfg = read_fiberpo_config(config)
     lr = masked_log_ratio(log_prob, old_log_prob, response_mask)
     out = fiberpo_gated_ratio(lr, response_mask, cfg["eps"], cfg["c_pos"], cfg["c_neg"])
@@ -432,9 +417,9 @@ def fiberpo_domain_loss(old_log_prob: torch.Tensor, log_prob: torch.Tensor, adva
     same segment everywhere. Config: as :func:`fiberpo_loss` plus ``fiberpo_c_pos_levels`` /
     ``fiberpo_c_neg_levels`` (domain, group, trajectory).
     """
-    validate_batch(old_log_prob, log_prob, advantages, response_mask, rollout_is_weights)
-    _check_extras(extra, {"group_ids", "domain_ids", "process_group", "fiberpo_state", "num_groups", "num_domains"},
-                  "fiberpo_domain")
+    old_log_prob, log_prob, advantages, rollout_is_weights = checked_inputs(
+        old_log_prob, log_prob, advantages, response_mask, loss_agg_mode, config, rollout_is_weights, extra,
+        {"group_ids", "domain_ids", "process_group", "fiberpo_state", "num_groups", "num_domains"}, "fiberpo_domain")
     cfg = read_fiberpo_config(config)
     b, dev = log_prob.shape[0], log_prob.device
     gid = _ids(extra.get("group_ids"), b, dev, "group_ids")
@@ -494,8 +479,9 @@ def grpo_rgf_loss(old_log_prob: torch.Tensor, log_prob: torch.Tensor, advantages
     derives from APC-Obj in App. C.5; its gradient is 0 outside the band whatever the advantage's sign).
     ε from ``clip_ratio_low``/``clip_ratio_high`` (verl's keys, default ``clip_ratio`` = 0.2).
     """
-    validate_batch(old_log_prob, log_prob, advantages, response_mask, rollout_is_weights)
-    _check_extras(extra, set(), "grpo_rgf")
+    old_log_prob, log_prob, advantages, rollout_is_weights = checked_inputs(
+        old_log_prob, log_prob, advantages, response_mask, loss_agg_mode, config, rollout_is_weights, extra,
+        set(), "grpo_rgf")
     lo, hi = _read_clip_eps(config)
     if _read_rgf_min(config):
         loss_mat, log_ratio, _, ind = clipped_surrogate(log_prob, old_log_prob, advantages, 1.0 - lo, 1.0 + hi, None)
@@ -531,8 +517,9 @@ def gspo_loss(old_log_prob: torch.Tensor, log_prob: torch.Tensor, advantages: to
     outcome estimator), and differ otherwise (tests/test_gpu_fiberpo.py). ε from ``clip_ratio_low`` /
     ``clip_ratio_high`` (the GSPO paper uses 3e-4 / 4e-4; default ``clip_ratio`` = 0.2).
     """
-    validate_batch(old_log_prob, log_prob, advantages, response_mask, rollout_is_weights)
-    _check_extras(extra, set(), "gspo")
+    old_log_prob, log_prob, advantages, rollout_is_weights = checked_inputs(
+        old_log_prob, log_prob, advantages, response_mask, loss_agg_mode, config, rollout_is_weights, extra,
+        set(), "gspo")
     lo, hi = _read_clip_eps(config)
     use_min = _read_rgf_min(config)
     m = response_mask
@@ -600,8 +587,9 @@ def apc_loss(old_log_prob: torch.Tensor, log_prob: torch.Tensor, advantages: tor
     per token (spec §2.4's LLM caveat). Metrics: ``actor/pg_clipfrac`` = tokens with an active clip, and
     ``apc/zeroed_frac`` (bound ≤ 0: censored to :math:`\mathcal G = 1`), ``apc/state_tv_mean``.
     """
-    validate_batch(old_log_prob, log_prob, advantages, response_mask, rollout_is_weights)
-    _check_extras(extra, {"state_ids", "process_group", "num_states"}, "apc")
+    old_log_prob, log_prob, advantages, rollout_is_weights = checked_inputs(
+        old_log_prob, log_prob, advantages, response_mask, loss_agg_mode, config, rollout_is_weights, extra,
+        {"state_ids", "process_group", "num_states"}, "apc")
     delta = _positive(config, "apc_delta", APC_DELTA, "the relaxed APC-Obj radius δ")
     ids = extra.get("state_ids")
     if ids is None:

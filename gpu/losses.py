@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from fiberlab.gpu.band import DIVERGENCES, band_active_bound
-from fiberlab.gpu.config import global_batch_info, hparam
+from fiberlab.gpu.config import check_config, global_batch_info, hparam_bool, hparam_choice, hparam_real
 
 PolicyLossFn = Callable[..., tuple[torch.Tensor, dict[str, float]]]
 POLICY_LOSSES: dict[str, PolicyLossFn] = {}
@@ -51,12 +51,90 @@ def get_policy_loss(name: str) -> PolicyLossFn:
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Input validation (one host sync for all data-dependent checks)
+# Input validation and the working dtype (one host sync for all data-dependent checks)
 # --------------------------------------------------------------------------------------------------------------
 
+#: Log-probabilities above 0 by at most this many ulps of 1 are accepted as round-off: a log-softmax over
+#: logits of magnitude up to 64 (or a fused cross-entropy kernel) rounds within 64·eps(dtype) of the true value
+#: ≤ 0 (float64 1.4e-14, float32 7.6e-6, float16 0.06, bfloat16 0.5). Anything larger is not a log-probability
+#: (a probability or a logit passed by mistake).
+LOG_PROB_ROUNDOFF_ULPS = 64
+
+
+def log_prob_roundoff(dtype: torch.dtype) -> float:
+    """The largest positive value accepted in a log-probability of ``dtype`` (:data:`LOG_PROB_ROUNDOFF_ULPS`)."""
+    return LOG_PROB_ROUNDOFF_ULPS * torch.finfo(dtype).eps
+
+
+def working_dtype(*tensors: torch.Tensor | None) -> torch.dtype:
+    """The dtype every objective computes and returns its loss in: torch's promotion of its floating inputs
+    (``log_prob``, ``old_log_prob``, ``advantages``, ``rollout_is_weights``), but at least float32.
+
+    Half inputs (bfloat16, float16) are computed in float32: a ratio :math:`e^{11.1}` already overflows float16,
+    and group sums overflow both. Mixed float32/float64 inputs compute in float64, as torch arithmetic would."""
+    dt = torch.float32
+    for t in tensors:
+        if t is not None:
+            dt = torch.promote_types(dt, t.dtype)
+    return dt
+
+
+class _Float16Upcast(torch.autograd.Function):
+    """A float16 ``log_prob`` cast up to the working dtype; backward casts the gradient back to float16 and
+    refuses one beyond its range (65504) instead of returning inf. Its one host sync is on this path only
+    (bfloat16 has float32's range: its cast cannot overflow)."""
+
+    @staticmethod
+    def forward(ctx, x, dtype):
+        return x.to(dtype)
+
+    @staticmethod
+    def backward(ctx, g):
+        big = g.abs().max()
+        if not bool(big <= torch.finfo(torch.float16).max):
+            raise ValueError(f"log_prob is float16 and the gradient of the loss with respect to it reaches "
+                             f"{float(big):.3g}, beyond float16's range (65504); pass log_prob in float32 or "
+                             f"bfloat16, or scale the loss down")
+        return g.to(torch.float16), None
+
+
+def upcast(log_prob: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``log_prob`` in the working dtype, differentiably (float16: through :class:`_Float16Upcast`)."""
+    if log_prob.dtype == dtype:
+        return log_prob
+    if log_prob.dtype == torch.float16 and log_prob.requires_grad:
+        return _Float16Upcast.apply(log_prob, dtype)
+    return log_prob.to(dtype)
+
+
+def check_extras(extra: dict[str, Any], allowed: set[str] | frozenset[str], loss: str) -> None:
+    """Every objective refuses keyword arguments it does not take, naming them (a typo must not be ignored)."""
+    unknown = set(extra) - set(allowed)
+    if unknown:
+        raise ValueError(f"unexpected keyword argument(s) for {loss}: {sorted(unknown)}"
+                         + (f"; it takes {sorted(allowed)}" if allowed else ""))
+
+
+def _empty_mask_allowed(loss_agg_mode: str, config: Any) -> bool:
+    """A micro-batch that is all padding contributes exactly 0 when the aggregation divides by a global count
+    (verl's ``global_batch_info``: dynamic batching can legitimately produce one); without it, its local
+    denominator is 0 and the batch is an error."""
+    info = global_batch_info(config)
+    if loss_agg_mode == "token-sum":
+        return True
+    if loss_agg_mode == "token-mean":
+        return info.get("batch_num_tokens") is not None
+    return info.get("global_batch_size") is not None
+
+
 def validate_batch(old_log_prob: torch.Tensor, log_prob: torch.Tensor, advantages: torch.Tensor,
-                   response_mask: torch.Tensor, rollout_is_weights: torch.Tensor | None = None) -> None:
-    """Raise ``ValueError`` naming the offending argument; the data checks share one ``.tolist()``."""
+                   response_mask: torch.Tensor, rollout_is_weights: torch.Tensor | None = None, *,
+                   allow_empty: bool = False) -> None:
+    """Raise ``ValueError`` naming the offending argument; the data checks share one ``.tolist()``.
+
+    Checks: tensors of one 2-D shape, a non-empty batch, floating log-probs and advantages, finite values,
+    log-probs ≤ :func:`log_prob_roundoff` of their dtype, non-negative weights, a binary mask with at least
+    one valid token (unless ``allow_empty``: see :func:`_empty_mask_allowed`)."""
     named = {"old_log_prob": old_log_prob, "log_prob": log_prob, "advantages": advantages,
              "response_mask": response_mask}
     if rollout_is_weights is not None:
@@ -83,6 +161,7 @@ def validate_batch(old_log_prob: torch.Tensor, log_prob: torch.Tensor, advantage
     m = response_mask
     floats = [old_log_prob, log_prob, advantages] + ([rollout_is_weights] if rollout_is_weights is not None else [])
     probes = [t.sum(dtype=torch.float64) for t in floats]
+    probes += [old_log_prob.max().to(torch.float64), log_prob.detach().max().to(torch.float64)]
     if rollout_is_weights is not None:
         probes.append((rollout_is_weights < 0).any().to(torch.float64))
     if m.dtype != torch.bool:
@@ -94,6 +173,11 @@ def validate_batch(old_log_prob: torch.Tensor, log_prob: torch.Tensor, advantage
         if not math.isfinite(v) and not bool(torch.isfinite(t).all()):
             raise ValueError(f"{name} contains NaN or inf")
     k = len(floats)
+    for name, t in (("old_log_prob", old_log_prob), ("log_prob", log_prob)):
+        if vals[k] > log_prob_roundoff(t.dtype):
+            raise ValueError(f"{name} must hold log-probabilities (≤ 0, up to {log_prob_roundoff(t.dtype):.2g} of "
+                             f"{t.dtype} round-off), got a value {vals[k]:.6g}")
+        k += 1
     if rollout_is_weights is not None:
         if vals[k]:
             raise ValueError("rollout_is_weights must be ≥ 0")
@@ -102,8 +186,28 @@ def validate_batch(old_log_prob: torch.Tensor, log_prob: torch.Tensor, advantage
         if vals[k]:
             raise ValueError("response_mask must be binary (0/1 or bool)")
         k += 1
-    if not vals[k]:
-        raise ValueError("response_mask is empty (no valid token)")
+    if not vals[k] and not allow_empty:
+        raise ValueError("response_mask is empty (no valid token); an all-padding micro-batch is accepted when "
+                         "global_batch_info gives the count the aggregation divides by")
+
+
+def checked_inputs(old_log_prob: torch.Tensor, log_prob: torch.Tensor, advantages: torch.Tensor,
+                   response_mask: torch.Tensor, loss_agg_mode: str, config: Any,
+                   rollout_is_weights: torch.Tensor | None, extra: dict[str, Any],
+                   allowed: set[str] | frozenset[str], loss: str
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Every objective's first step: check ``config``, the keyword extras, the aggregation mode and the batch
+    (:func:`validate_batch`), then return ``(old_log_prob, log_prob, advantages, rollout_is_weights)`` in the
+    :func:`working_dtype` (gradient still flows to the caller's ``log_prob``)."""
+    check_config(config)
+    check_extras(extra, allowed, loss)
+    if loss_agg_mode not in AGG_MODES:
+        raise ValueError(f"loss_agg_mode must be one of {AGG_MODES}, got {loss_agg_mode!r}")
+    validate_batch(old_log_prob, log_prob, advantages, response_mask, rollout_is_weights,
+                   allow_empty=_empty_mask_allowed(loss_agg_mode, config))
+    dt = working_dtype(old_log_prob, log_prob, advantages, rollout_is_weights)
+    return (old_log_prob.detach().to(dt), upcast(log_prob, dt), advantages.detach().to(dt),
+            None if rollout_is_weights is None else rollout_is_weights.detach().to(dt))
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -154,7 +258,8 @@ def _agg_kwargs(config: Any) -> dict[str, Any]:
     info = global_batch_info(config)
     kw = {k: info[k] for k in ("dp_size", "batch_num_tokens", "global_batch_size", "loss_scale_factor") if k in info}
     if kw.get("loss_scale_factor") is None:
-        lsf = hparam(config, "loss_scale_factor", None)
+        lsf = hparam_real(config, "loss_scale_factor", None, lo=0.0, lo_open=True,
+                          what="the seq-mean-token-sum-norm divisor")
         if lsf is not None:
             kw["loss_scale_factor"] = lsf
     return kw
@@ -258,23 +363,21 @@ def clipped_surrogate(log_prob: torch.Tensor, old_log_prob: torch.Tensor, advant
 
 
 def _read_dual_clip(config: Any) -> float | None:
-    c = hparam(config, "clip_ratio_c", 3.0)
-    if c is None or (isinstance(c, (int, float)) and c == float("inf")):
-        return None
-    c = float(c)
-    if not c > 1.0:
-        raise ValueError(f"clip_ratio_c must be > 1 (dual clip floors r·A at c·A for A < 0), got {c}")
-    return c
+    """verl's ``clip_ratio_c`` (default 3.0): > 1, or ``inf`` to turn the dual clip off."""
+    c = hparam_real(config, "clip_ratio_c", 3.0, lo=1.0, lo_open=True, allow_inf=True,
+                    what="the dual-clip constant c (inf: off)")
+    return None if math.isinf(c) else c
 
 
 def _read_clip_eps(config: Any) -> tuple[float, float]:
-    eps = float(hparam(config, "clip_ratio", 0.2))
-    lo = float(hparam(config, "clip_ratio_low", eps))
-    hi = float(hparam(config, "clip_ratio_high", eps))
-    if not (0.0 <= lo <= 1.0):
-        raise ValueError(f"clip_ratio_low must be in [0, 1], got {lo}")
-    if not hi >= 0.0:
-        raise ValueError(f"clip_ratio_high must be ≥ 0, got {hi}")
+    """``(ε₋, ε₊)`` from verl's ``clip_ratio`` / ``clip_ratio_low`` / ``clip_ratio_high``."""
+    eps = hparam_real(config, "clip_ratio", 0.2, lo=0.0, what="the clip range ε")
+    lo = hparam_real(config, "clip_ratio_low", None, lo=0.0, hi=1.0, what="the lower clip range ε₋")
+    hi = hparam_real(config, "clip_ratio_high", eps, lo=0.0, what="the upper clip range ε₊")
+    if lo is None:
+        if eps > 1.0:
+            raise ValueError(f"clip_ratio (the default of clip_ratio_low) must be ≤ 1 (1 - ε₋ ≥ 0), got {eps}")
+        lo = eps
     return lo, hi
 
 
@@ -283,7 +386,11 @@ def _finish(loss_mat: torch.Tensor, ind: dict[str, torch.Tensor], neg_log_ratio:
             rollout_is_weights: torch.Tensor | None, extra_metrics: dict[str, torch.Tensor] | None = None,
             clipped_count: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
     """Aggregate, weight and report verl's three metrics plus ``extra_metrics``. ``clipped_count``: the number of
-    valid clipped tokens, from a caller that has counted them already (BandPO's metrics)."""
+    valid clipped tokens, from a caller that has counted them already (BandPO's metrics).
+
+    The loss rides along in the metrics' one host sync: inputs are validated finite, so a non-finite loss can
+    only be an overflow of the working dtype (e.g. |A|·r beyond float32), and it raises instead of
+    returning inf or NaN."""
     if loss_agg_mode not in AGG_MODES:
         raise ValueError(f"loss_agg_mode must be one of {AGG_MODES}, got {loss_agg_mode!r}")
     if rollout_is_weights is not None:
@@ -296,8 +403,13 @@ def _finish(loss_mat: torch.Tensor, ind: dict[str, torch.Tensor], neg_log_ratio:
         "actor/pg_clipfrac_lower": _masked_frac(ind["dual"], response_mask, loss_mat.dtype),
     }
     named.update(extra_metrics or {})
-    values = torch.stack([v.detach().to(torch.float64) for v in named.values()]).tolist()   # one sync
-    return loss, dict(zip(named, values))
+    values = torch.stack([v.detach().to(torch.float64) for v in named.values()]
+                         + [loss.detach().to(torch.float64)]).tolist()                 # one sync
+    if not math.isfinite(values[-1]):
+        raise ValueError(f"the loss overflows {loss.dtype}: the advantages (and rollout_is_weights) times the "
+                         f"ratios or coefficients exceed its range; scale the advantages down or pass float64 "
+                         f"inputs")
+    return loss, dict(zip(named, values[:-1]))
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -314,10 +426,12 @@ def ppo_loss(old_log_prob: torch.Tensor, log_prob: torch.Tensor, advantages: tor
               L = \max(-A r, -A\,\mathrm{clip}(r, 1-\epsilon_-, 1+\epsilon_+)),\ \ A<0: L \leftarrow \min(L, -cA)
 
     Config (verl's actor keys): ``clip_ratio`` (0.2), ``clip_ratio_low``/``clip_ratio_high`` (default
-    ``clip_ratio``; ``clip_ratio_high > clip_ratio_low`` is DAPO's clip-higher), ``clip_ratio_c`` (3.0; ``None``
-    or ``inf`` turns dual clip off — verl itself always applies it).
+    ``clip_ratio``; ``clip_ratio_high > clip_ratio_low`` is DAPO's clip-higher), ``clip_ratio_c`` (3.0; ``inf``
+    turns dual clip off — verl itself always applies it; ``None``, as for every key, means the default).
     """
-    validate_batch(old_log_prob, log_prob, advantages, response_mask, rollout_is_weights)
+    old_log_prob, log_prob, advantages, rollout_is_weights = checked_inputs(
+        old_log_prob, log_prob, advantages, response_mask, loss_agg_mode, config, rollout_is_weights, extra, set(),
+        "ppo")
     eps_low, eps_high = _read_clip_eps(config)
     c = _read_dual_clip(config)
     loss_mat, log_ratio, ratio, ind = clipped_surrogate(log_prob, old_log_prob, advantages,
@@ -331,26 +445,17 @@ BAND_DIVERGENCE_ALIASES = {"bandkl": "kl", "bandtv": "tv", "bandchi2": "chi2"}
 
 def read_band_config(config: Any) -> dict[str, Any]:
     """BandPO's settings from a config: divergence, δ, upper cap, relax (documented in :func:`bandpo_loss`)."""
-    div = hparam(config, "band_divergence", "kl", "tokenwise_ratio_bounds_method")
-    div = BAND_DIVERGENCE_ALIASES.get(div, div)
-    if div not in DIVERGENCES:
-        raise ValueError(f"band_divergence must be one of {DIVERGENCES}, got {div!r}")
-    delta = hparam(config, "band_delta", 0.05, "band_radius_delta")
-    try:
-        delta = float(delta)
-    except (TypeError, ValueError):
-        raise ValueError(f"band_delta must be a positive number, got {delta!r}") from None
-    if not delta > 0.0 or delta != delta or delta == float("inf"):
-        raise ValueError(f"band_delta (the trust-region radius δ) must be positive and finite, got {delta!r}")
-    cap = hparam(config, "band_upper_bound_max", None, "upper_bound_max")
-    relax = bool(hparam(config, "band_relax", False, "does_relax_high_p_bound"))
+    div = hparam_choice(config, "band_divergence", "kl", DIVERGENCES, "tokenwise_ratio_bounds_method",
+                        rename=BAND_DIVERGENCE_ALIASES)
+    delta = hparam_real(config, "band_delta", 0.05, "band_radius_delta", lo=0.0, lo_open=True,
+                        what="the trust-region radius δ, a positive number")
+    cap = hparam_real(config, "band_upper_bound_max", None, "upper_bound_max", lo=1.0,
+                      what="the cap on the band's upper end (the band contains r = 1)")
+    relax = hparam_bool(config, "band_relax", False, "does_relax_high_p_bound")
     # The loss defaults to the lookup table: same accuracy class as the Newton solver (float32 round-off in
     # float32, polished to float64 round-off in float64; see `fiberlab bench band`) at a fraction of the cost.
-    method = hparam(config, "band_method", "table")
-    if method not in ("newton", "table"):
-        raise ValueError(f"band_method must be 'newton' or 'table', got {method!r}")
-    return {"divergence": div, "delta": delta, "upper_bound_max": None if cap is None else float(cap),
-            "relax": relax, "method": method}
+    method = hparam_choice(config, "band_method", "table", ("newton", "table"))
+    return {"divergence": div, "delta": delta, "upper_bound_max": cap, "relax": relax, "method": method}
 
 
 @register_policy_loss("bandpo")
@@ -375,7 +480,9 @@ def bandpo_loss(old_log_prob: torch.Tensor, log_prob: torch.Tensor, advantages: 
     default False; alias ``does_relax_high_p_bound``), ``band_method`` ("table" | "newton": the KL solver,
     see :func:`fiberlab.gpu.band.band_bounds`; default "table"), ``clip_ratio_c``.
     """
-    validate_batch(old_log_prob, log_prob, advantages, response_mask, rollout_is_weights)
+    old_log_prob, log_prob, advantages, rollout_is_weights = checked_inputs(
+        old_log_prob, log_prob, advantages, response_mask, loss_agg_mode, config, rollout_is_weights, extra, set(),
+        "bandpo")
     band = read_band_config(config)
     c = _read_dual_clip(config)
     relax = _read_clip_eps(config) if band["relax"] else None

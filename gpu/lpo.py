@@ -65,8 +65,8 @@ import torch
 import torch.nn.functional as F
 
 from fiberlab.gpu.advantages import _group_tensor
-from fiberlab.gpu.config import hparam
-from fiberlab.gpu.losses import (_finish, _read_clip_eps, clipped_surrogate, register_policy_loss, validate_batch)
+from fiberlab.gpu.config import hparam, hparam_bool, hparam_choice, hparam_real
+from fiberlab.gpu.losses import _finish, _read_clip_eps, checked_inputs, clipped_surrogate, register_policy_loss
 from fiberlab.gpu.segments import (dense_segments, reducer_for, segment_codes, segment_logsumexp, segment_max,
                                    segment_sum)
 
@@ -103,8 +103,32 @@ def _g_hellinger(log_p: torch.Tensor, log_w: torch.Tensor) -> torch.Tensor:
 
 def _g_chi2(log_p: torch.Tensor, log_w: torch.Tensor) -> torch.Tensor:
     # D = Pearson χ²(P‖w*) = Σ (P - w)²/w: ∂D/∂P_k = 2(P_k/w_k - 1)  →  g = 2(P²/w - P). Unbounded as w_k → 0:
-    # the coefficient itself grows like P²/w (finite until exp overflows).
+    # the coefficient itself grows like P²/w. The losses do not use this form (P²/w overflows, then
+    # c = g - P·Σg is inf - inf): see _c_chi2.
     return 2.0 * (torch.exp(2.0 * log_p - log_w) - torch.exp(log_p))
+
+
+def _c_chi2(log_p: torch.Tensor, log_w: torch.Tensor, log_rho_bar: torch.Tensor) -> torch.Tensor:
+    r"""Pearson χ²'s coefficient without the overflow of ``g - P Σg``: with :math:`
+ho_k = P_k/w_k`,
+
+    .. math:: c_k = g_k - P_k\sum_j g_j = 2P_k(
+ho_k - ar
+ho),\qquad
+              \logar
+ho = \log\sum_j P_j
+ho_j = \mathrm{logsumexp}_j(2\log P_j - \log w_j)
+
+    evaluated as :math:`2\,\mathrm{sign}\cdot e^{\log P_k + \max(\ell_k, \logar
+ho)}(1 - e^{-|\ell_k - \logar
+ho|})`,
+    :math:`\ell_k = \log
+ho_k`: finite whenever :math:`c_k` itself is representable (it overflows only when
+    the true coefficient does, and the loss then raises)."""
+    ell = log_p - log_w
+    hi = torch.maximum(ell, log_rho_bar)
+    gap = (ell - log_rho_bar).abs()
+    return 2.0 * torch.sign(ell - log_rho_bar) * torch.exp(log_p + hi) * (-torch.expm1(-gap))
 
 
 LPO_DIVERGENCES: dict[str, GFn] = {"fwd": _g_fwd, "rev": _g_rev, "js": _g_js, "hellinger": _g_hellinger,
@@ -130,13 +154,9 @@ def _resolve_divergence(divergence: Any) -> tuple[str, GFn | None]:
 
 def _resolve_tau(tau: Any) -> str | float:
     if isinstance(tau, str):
-        if tau not in TAU_RULES:
-            try:
-                tau = float(tau)
-            except ValueError:
-                raise ValueError(f"lpo_tau must be one of {TAU_RULES} or a positive number, got {tau!r}") from None
-        else:
-            return tau
+        if tau not in TAU_RULES:           # a number in a string is refused, as for every other numeric key
+            raise ValueError(f"lpo_tau must be one of {TAU_RULES} or a positive number, got {tau!r}")
+        return tau
     if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not (0.0 < float(tau) < math.inf):
         raise ValueError(f"lpo_tau must be one of {TAU_RULES} or a positive finite number, got {tau!r}")
     return float(tau)
@@ -151,7 +171,8 @@ class ListwiseState:
     """Per-group aggregates ``[G]`` (indexed by group id) from which any piece of a group gets its coefficients.
 
     ``count`` K_G; ``pivot`` and ``mean`` of the rewards (μ_G = pivot + mean(R - pivot): exact zeros for a
-    constant group); ``tau``; the log-partitions ``lse_s`` of P_θ and ``lse_phi`` of w*; ``g_sum`` = Σ_j g_j.
+    constant group); ``tau``; the log-partitions ``lse_s`` of P_θ and ``lse_phi`` of w*; ``g_sum`` = Σ_j g_j
+    (for ``chi2`` its log-space form log ρ̄ = log Σ_j P_j²/w_j, which cannot overflow: :func:`_c_chi2`).
     ``tau_rule`` and ``divergence`` record how it was built, and ``dense`` whether the ids were local codes
     (such a state cannot be shared with another piece of the batch).
     """
@@ -189,6 +210,8 @@ def _coefficients(state: ListwiseState, seg: torch.Tensor, s: torch.Tensor, phi:
         return -torch.exp(log_w), log_p, log_w
     if g_fn is _g_fwd:                                # Σ g = -Σ w* = -1 exactly: c = P - w* (Eq. 10)
         return torch.exp(log_p) - torch.exp(log_w), log_p, log_w
+    if g_fn is _g_chi2:                               # c = 2P(ρ - ρ̄) in log space (g_sum holds log ρ̄)
+        return _c_chi2(log_p, log_w, state.g_sum[seg]), log_p, log_w
     g = g_fn(log_p, log_w)
     return g - torch.exp(log_p) * state.g_sum[seg], log_p, log_w
 
@@ -230,9 +253,14 @@ def listwise_state(seq_log_ratio: torch.Tensor, group_ids: Any, *, rewards: torc
         mean = pivot + reducer.sum(segment_sum(r - pivot[seg], seg, G)) / count.clamp_min(1)
         if tau_rule == "grpo":
             centred = (r - pivot[seg]) - (mean - pivot)[seg]
-            ss = reducer.sum(segment_sum(centred * centred, seg, G))
+            # σ_G = a·√(Σ(x/a)²/n) with a = max|x| per group: Σx² would overflow for |R| ≳ 1e19 (float32)
+            # and turn every φ into a silent 0
+            a = reducer.max(segment_max(centred.abs(), seg, G))
+            a = torch.where(a > 0, a, torch.ones_like(a))
+            scaled = centred / a[seg]
+            ss = reducer.sum(segment_sum(scaled * scaled, seg, G))
             denom = (count - 1) if std_unbiased else count
-            tau_g = torch.sqrt(ss / denom.clamp_min(1)) + tau_eps
+            tau_g = a * torch.sqrt(ss / denom.clamp_min(1)) + tau_eps
         elif tau_rule == "drgrpo":
             tau_g = torch.ones(G, dtype=dt, device=s.device)
         elif tau_rule == "rloo":
@@ -247,7 +275,10 @@ def listwise_state(seq_log_ratio: torch.Tensor, group_ids: Any, *, rewards: torc
                None if anchor_log_ratio is None else anchor_log_ratio.detach().to(dt))
     state.lse_s = segment_logsumexp(s, seg, G, reducer)
     state.lse_phi = segment_logsumexp(phi, seg, G, reducer)
-    if g_fn is not None and g_fn is not _g_fwd:
+    if g_fn is _g_chi2:
+        log_p = s - state.lse_s[seg]
+        state.g_sum = segment_logsumexp(2.0 * log_p - (phi - state.lse_phi[seg]), seg, G, reducer)   # log ρ̄
+    elif g_fn is not None and g_fn is not _g_fwd:
         log_p = s - state.lse_s[seg]
         log_w = phi - state.lse_phi[seg]
         state.g_sum = reducer.sum(segment_sum(g_fn(log_p, log_w), seg, G))
@@ -263,19 +294,15 @@ def _read_lpo_config(config: Any, pointwise: bool, have_rewards: bool) -> dict[s
     if tau is None:
         tau = "grpo" if have_rewards else "advantages"
     div = "pointwise" if pointwise else hparam(config, "lpo_divergence", "fwd")
-    clip = hparam(config, "lpo_token_clip", "none")
-    if clip not in TOKEN_CLIPS:
-        raise ValueError(f"lpo_token_clip must be one of {TOKEN_CLIPS}, got {clip!r}")
-    eps = hparam(config, "lpo_tau_eps", TAU_EPS)
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not (0.0 < eps < math.inf):
-        raise ValueError(f"lpo_tau_eps must be a positive finite number, got {eps!r}")
+    clip = hparam_choice(config, "lpo_token_clip", "none", TOKEN_CLIPS)
+    eps = hparam_real(config, "lpo_tau_eps", TAU_EPS, lo=0.0, lo_open=True, what="a positive number")
     gsize = hparam(config, "lpo_group_size", None)
     if gsize is not None and (isinstance(gsize, bool) or not isinstance(gsize, int) or gsize < 1):
         raise ValueError(f"lpo_group_size must be a positive integer, got {gsize!r}")
     div_name, g_fn = _resolve_divergence(div)
     return {"tau": _resolve_tau(tau), "divergence": div, "div_name": div_name, "g_fn": g_fn, "token_clip": clip,
-            "tau_eps": float(eps),
-            "std_unbiased": bool(hparam(config, "lpo_tau_std_unbiased", True)), "group_size": gsize}
+            "tau_eps": eps, "std_unbiased": hparam_bool(config, "lpo_tau_std_unbiased", True),
+            "group_size": gsize}
 
 
 def _check_seq_tensor(name: str, t: Any, b: int, device: torch.device) -> torch.Tensor:
@@ -292,10 +319,10 @@ def _lpo(old_log_prob, log_prob, advantages, response_mask, loss_agg_mode, confi
          pointwise):
     if advantages is None:
         advantages = torch.zeros_like(log_prob)
-    validate_batch(old_log_prob, log_prob, advantages, response_mask, rollout_is_weights)
-    unknown = set(extra) - {"rewards", "group_ids", "anchor_log_prob", "process_group", "lpo_state"}
-    if unknown:
-        raise ValueError(f"unexpected keyword argument(s) for lpo: {sorted(unknown)}")
+    old_log_prob, log_prob, advantages, rollout_is_weights = checked_inputs(
+        old_log_prob, log_prob, advantages, response_mask, loss_agg_mode, config, rollout_is_weights, extra,
+        {"rewards", "group_ids", "anchor_log_prob", "process_group", "lpo_state"},
+        "lpo_pointwise" if pointwise else "lpo")
     rewards = extra.get("rewards")
     cfg = _read_lpo_config(config, pointwise, rewards is not None)
     b, dev, dt = log_prob.shape[0], log_prob.device, log_prob.dtype
@@ -371,6 +398,12 @@ def _lpo(old_log_prob, log_prob, advantages, response_mask, loss_agg_mode, confi
         c, log_p, log_w = _coefficients(state, seg, s, phi, cfg["g_fn"])
         k_g = state.count[seg]
         psi = -k_g * c                                                        # listwise advantage ψ = -K c
+        # Inputs are finite, so a non-finite ψ is an overflow of the working dtype: a target so peaked
+        # (rewards/τ) that the divergence's coefficient itself is beyond its range (χ²'s grows like P²/w*).
+        probes.append((~torch.isfinite(psi)).any().to(torch.float64))
+        checks.append(f"lpo: the listwise coefficients overflow {dt} (lpo_divergence={cfg['div_name']!r}, "
+                      f"lpo_tau={cfg['tau']!r}: rewards/τ make the target so peaked that the coefficient is beyond "
+                      f"the dtype's range); use a larger lpo_tau, the 'fwd' divergence (|c| ≤ 1) or float64 inputs")
     if probes:
         flags = torch.stack(probes).tolist()                                   # one host synchronisation
         for flag, msg in zip(flags, checks):

@@ -40,7 +40,8 @@ def _batch(drift=0.25):
     old = -torch.rand(b, t, generator=g, dtype=torch.float64) * 3 - 0.05
     # one common drift per group (so group aggregates differ from the domain's) plus per-token noise
     grp_shift = torch.randn(n_dom * n_grp_per_dom, generator=g, dtype=torch.float64).repeat_interleave(k)
-    lp = old + drift * (grp_shift[:, None] + 0.5 * torch.randn(b, t, generator=g, dtype=torch.float64))
+    step = drift * (grp_shift[:, None] + 0.5 * torch.randn(b, t, generator=g, dtype=torch.float64))
+    lp = torch.where(old + step > 0, old - step, old + step)          # reflected: old - step ≤ 2·old ≤ 0 there
     mask = (torch.arange(t)[None, :] < torch.randint(2, t + 1, (b,), generator=g)[:, None]).to(torch.float64)
     adv = torch.randn(b, 1, generator=g, dtype=torch.float64).expand(b, t).contiguous()
     gids = torch.arange(b) // k

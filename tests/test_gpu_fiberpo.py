@@ -43,7 +43,8 @@ def _close(a: torch.Tensor, b: torch.Tensor, tol: float = TOL64) -> bool:
 def _batch(b=6, t=7, drift=0.1, seed=0, ragged=True):
     g = torch.Generator().manual_seed(seed)
     old = -torch.rand(b, t, generator=g, dtype=torch.float64) * 3 - 0.05
-    lp = old + drift * torch.randn(b, t, generator=g, dtype=torch.float64)
+    noise = drift * torch.randn(b, t, generator=g, dtype=torch.float64)
+    lp = torch.where(old + noise > 0, old - noise, old + noise)   # reflected: old - noise ≤ 2·old ≤ 0 there
     adv = torch.randn(b, 1, generator=g, dtype=torch.float64).expand(b, t).contiguous()
     lengths = torch.randint(1, t + 1, (b,), generator=g) if ragged else torch.full((b,), t)
     mask = (torch.arange(t)[None, :] < lengths[:, None]).to(torch.float64)
@@ -287,7 +288,7 @@ def test_domain_is_not_block_diagonal_once_a_group_gate_leaves_pass_through():
 def test_restorative_gradient_in_rollback():
     T = 5
     mask = torch.ones(3, T, dtype=torch.float64)
-    old = -torch.rand(3, T, dtype=torch.float64) - 0.1
+    old = -torch.rand(3, T, dtype=torch.float64) - 0.2                               # old + x ≤ 0 below
     adv = torch.ones(3, T, dtype=torch.float64)                                       # Â > 0
     for x0 in (CP + 0.2 * CP / T, CP + 0.5 * CP / T, CP + 0.9 * CP / T):             # inside (C⁺, (1+1/T)C⁺)
         x = torch.tensor(x0, dtype=torch.float64, requires_grad=True)
@@ -436,7 +437,9 @@ def test_gspo_equals_verl_gspo_where_the_formulas_coincide(mode):
     cfg = _verl_gspo_config(0.05, 0.08)
     old, lp, adv, mask = _batch(b=8, t=7, drift=0.15, seed=12)
     mask = mask.bool()
-    lp[0] += 11.0                                          # log s_τ beyond verl's clamp at 10 on one row
+    old[0] -= 12.0                                         # row 0 shifted down (its log-ratios unchanged) ...
+    lp[0] -= 12.0
+    lp[0] += 11.0                                          # ... so log s_τ can go beyond verl's clamp at 10 there
     a, b = lp.clone().requires_grad_(), lp.clone().requires_grad_()
     lv, mv = core_algos.compute_policy_loss_gspo(old, a, adv, mask, mode, cfg)
     lo, mo = gspo(old, b, adv, mask, mode, cfg)

@@ -93,26 +93,40 @@ def make_old_log_prob(g, B, T) -> torch.Tensor:
     return torch.where(torch.rand(B, T, generator=g) < 0.1, torch.zeros_like(old), old)   # some p = 1 tokens
 
 
+def deepen_old_log_prob(g, old: torch.Tensor) -> torch.Tensor:
+    """About 20 % of the tokens other than p = 1 moved to [-45, -25], where a far log-ratio up to +25 stays a
+    log-probability (a ratio r ≤ 1/p_old). Drawn after the mask, advantages and weights, so a seed gives the
+    same ones as without it."""
+    deep = _uniform(g, old.shape, -45.0, -25.0)
+    return torch.where((torch.rand(old.shape, generator=g) < 0.2) & (old != 0), deep, old)
+
+
 def make_advantages(g, B, T, per_sequence: bool) -> torch.Tensor:
     a = torch.randn(B, 1 if per_sequence else T, generator=g, dtype=torch.float64)
     a = torch.where(torch.rand(a.shape, generator=g) < 0.1, torch.zeros_like(a), a)
     return a.expand(B, T).clone()
 
 
-def make_log_ratio(g, adv, lower, upper, c) -> np.ndarray:
-    """Log-ratios: mostly near on-policy, some far (beyond the ±20 clamp), some exactly 0; then each is moved
-    right by 2.5 margins until it is KINK_MARGIN away from all of its token's kinks (≤ 5 kinks, ≤ 6 moves)."""
+def make_log_ratio(g, old, adv, lower, upper, c) -> np.ndarray:
+    """Log-ratios: mostly near on-policy, some far (beyond the ±20 clamp), some exactly 0; reflected
+    (Δ → -Δ) where ``old + Δ`` would exceed 0, so ``old + Δ`` is a log-probability (then Δ > -old ≥ 0 and
+    old - Δ ≤ 2·old ≤ 0). Then each is moved by 2.5 margins until it is KINK_MARGIN away from all of its token's
+    kinks (≤ 5 kinks, ≤ 6 moves): right, or left where 8 moves right could reach ``old + Δ > 0`` (a p = 1 token,
+    whose r = 1 can be a kink)."""
     B, T = adv.shape
     near = 0.3 * torch.randn(B, T, generator=g, dtype=torch.float64)
     far = _uniform(g, (B, T), -25.0, 25.0)
     u = torch.rand(B, T, generator=g)
     delta = torch.where(u < 0.7, near, torch.where(u < 0.9, far, torch.zeros_like(near))).numpy()
+    old = old.numpy()
+    delta = np.where(old + delta > 0, -delta, delta)
+    step = np.where(old + delta + 8 * 2.5 * KINK_MARGIN > 0, -2.5 * KINK_MARGIN, 2.5 * KINK_MARGIN)
     kinks = log_ratio_kinks(adv.numpy(), lower, upper, c)
     for _ in range(8):
         close = (np.abs(delta[..., None] - kinks) < KINK_MARGIN).any(-1)
         if not close.any():
             return delta
-        delta = np.where(close, delta + 2.5 * KINK_MARGIN, delta)
+        delta = np.where(close, delta + step, delta)
     raise AssertionError("could not place log-ratios away from the kinks")
 
 
@@ -128,8 +142,9 @@ def build_batch(seed: int, B: int, T: int, per_sequence: bool, weights: bool, ma
     if weights:
         w = _uniform(g, (B, T), 0.0, 2.0)
         w = torch.where(torch.rand(B, T, generator=g) < 0.1, torch.zeros_like(w), w)
+    old = deepen_old_log_prob(g, old)
     lower, upper, c = bounds(old)
-    delta = make_log_ratio(g, adv, lower, upper, c)
+    delta = make_log_ratio(g, old, adv, lower, upper, c)
     new = old + torch.from_numpy(delta)
     return Batch(old, new, adv, mask, w), lower, upper
 
@@ -347,10 +362,13 @@ class NestedConfig:
 
 
 def _fixed_batch(seed=7, B=4, T=6):
-    """A batch far enough off-policy (log-ratios ~ N(0, 1)) that the clip interval matters on many tokens."""
+    """A batch far enough off-policy (log-ratios ~ N(0, 1), reflected where ``old + Δ`` would exceed 0) that the
+    clip interval matters on many tokens."""
     batch, _, _ = build_batch(seed, B, T, False, True, torch.bool, lambda old: (0.8, 1.3, 2.5))
     g = torch.Generator().manual_seed(seed + 1)
-    batch.log_prob = batch.old_log_prob + torch.randn(B, T, generator=g, dtype=torch.float64)
+    noise = torch.randn(B, T, generator=g, dtype=torch.float64)
+    old = batch.old_log_prob
+    batch.log_prob = torch.where(old + noise > 0, old - noise, old + noise)
     return batch
 
 
@@ -419,7 +437,7 @@ def test_registry():
 
 def _good():
     g = torch.Generator().manual_seed(3)
-    old = -torch.rand(3, 4, generator=g, dtype=torch.float64)
+    old = -0.1 - torch.rand(3, 4, generator=g, dtype=torch.float64)     # ≤ -0.1: log_prob = old + 0.1 ≤ 0
     return {"old_log_prob": old, "log_prob": old + 0.1, "advantages": torch.randn(3, 4, generator=g, dtype=torch.float64),
             "response_mask": torch.ones(3, 4, dtype=torch.bool)}
 
@@ -535,11 +553,13 @@ def test_bad_clip_ratio(key, value):
 def test_bandpo_metrics_match_their_definitions(seed, divergence, delta, mask_dtype, zero_adv):
     """BandPO's own metrics against their definitions over the valid tokens: the high (low) clip fraction counts
     A > 0 and r > r̄ (A < 0 and r < r̲), the band means are the masked mean of r̲ and of log r̄. The ratios are
-    spread far enough (log-ratio noise 0.5) that both sides clip; some advantages are exactly zero."""
+    spread far enough (log-ratio noise 0.5, reflected where ``old + Δ`` would exceed 0) that both sides clip;
+    some advantages are exactly zero."""
     g = torch.Generator().manual_seed(seed)
     B, T = 6, 40
     old = torch.log_softmax(3.0 * torch.randn(B, T, 16, generator=g, dtype=torch.float64), -1)[..., 0]
-    new = old + 0.5 * torch.randn(B, T, generator=g, dtype=torch.float64)
+    noise = 0.5 * torch.randn(B, T, generator=g, dtype=torch.float64)
+    new = torch.where(old + noise > 0, old - noise, old + noise)
     adv = torch.randn(B, T, generator=g, dtype=torch.float64)
     if zero_adv:
         adv[:, ::3] = 0.0

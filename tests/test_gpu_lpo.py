@@ -30,11 +30,17 @@ ppo = get_policy_loss("ppo")
 TOL64 = 1e-12
 
 
+def _reflected(old, noise):
+    """``old + noise``, with the noise reflected (``old - noise``) where ``old + noise`` would exceed 0: a
+    log-probability (then noise > -old ≥ 0 and old - noise ≤ 2·old ≤ 0)."""
+    return torch.where(old + noise > 0, old - noise, old + noise)
+
+
 def _batch(n_groups=3, k=4, t=6, drift=0.3, seed=0, dtype=torch.float64, binary=True):
     g = torch.Generator().manual_seed(seed)
     b = n_groups * k
     old = -torch.rand(b, t, generator=g, dtype=dtype) * 3 - 0.05
-    lp = (old + drift * torch.randn(b, t, generator=g, dtype=dtype)).requires_grad_()
+    lp = _reflected(old, drift * torch.randn(b, t, generator=g, dtype=dtype)).requires_grad_()
     lengths = torch.randint(1, t + 1, (b,), generator=g)
     mask = torch.arange(t)[None, :] < lengths[:, None]
     rewards = (torch.rand(b, generator=g, dtype=dtype) < 0.5).to(dtype) if binary else \
@@ -85,7 +91,7 @@ def test_gradient_equals_autograd_of_the_divergence(div, rule):
 
 def test_anchor_shifts_the_target_as_theorem_1_says():
     old, lp, mask, r, ids = _batch(seed=3)
-    anchor = old + 0.2 * torch.randn_like(old)
+    anchor = _reflected(old, 0.2 * torch.randn_like(old))
     loss, _ = lpo(old, lp, None, mask, "seq-mean-token-sum", {"lpo_divergence": "rev", "lpo_tau": 0.5},
                   rewards=r, group_ids=ids, anchor_log_prob=anchor)
     oracle = _oracle_loss(old, lp, mask, r, ids, "rev", 0.5, anchor=anchor)

@@ -31,7 +31,8 @@ def _batch():
     n_groups, k, t = 4, 6, 7
     b = n_groups * k
     old = -torch.rand(b, t, generator=g, dtype=torch.float64) * 3
-    lp = old + 0.4 * torch.randn(b, t, generator=g, dtype=torch.float64)
+    step = 0.4 * torch.randn(b, t, generator=g, dtype=torch.float64)
+    lp = torch.where(old + step > 0, old - step, old + step)          # reflected: old - step ≤ 2·old ≤ 0 there
     mask = torch.arange(t)[None, :] < torch.randint(1, t + 1, (b,), generator=g)[:, None]
     rewards = (torch.rand(b, generator=g, dtype=torch.float64) < 0.5).to(torch.float64)
     rewards[:k] = 1.0                                   # a zero-variance group as well

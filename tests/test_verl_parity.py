@@ -77,6 +77,13 @@ def _global_batch_config():
 # the interval) must agree too, and are included on purpose.
 # --------------------------------------------------------------------------------------------------------------
 
+def _reflected(old: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+    """``old + delta``, with ``delta`` reflected (``old - delta``) where ``old + delta`` would exceed 0: a
+    log-probability (then delta > -old ≥ 0 and old - delta ≤ 2·old ≤ 0, in any dtype)."""
+    new = old + delta
+    return torch.where(new > 0, old - delta, new)
+
+
 @st.composite
 def verl_batches(draw, dtypes=(torch.float32, torch.float64)):
     B = draw(st.integers(1, 6))
@@ -106,8 +113,12 @@ def verl_batches(draw, dtypes=(torch.float32, torch.float64)):
     weights = None
     if draw(st.booleans()):
         weights = (2 * torch.rand(B, T, generator=g, dtype=torch.float64)).to(dtype)
-    old = old.to(dtype)
-    return old, (old + delta.to(dtype)), adv.to(dtype), mask, weights
+    # about a fifth of the tokens other than p = 1 deep in [-45, -25]: room for far log-ratios up to +25
+    deep = -25.0 - 20.0 * torch.rand(B, T, generator=g, dtype=torch.float64)
+    old = torch.where((torch.rand(B, T, generator=g) < 0.2) & (old != 0), deep, old)
+    old, delta = old.to(dtype), delta.to(dtype)
+    new = _reflected(old, delta)
+    return old, new, adv.to(dtype), mask, weights
 
 
 def _run(fn, batch, mode, config, mask=None):
@@ -209,7 +220,7 @@ def test_vanilla_config_is_read_by_both():
     """The configs differ where they should: clip-higher and c change both implementations alike."""
     g = torch.Generator().manual_seed(1)
     old = -torch.rand(3, 5, generator=g)
-    batch = (old, old + torch.randn(3, 5, generator=g), -torch.rand(3, 5, generator=g).abs() - 0.1,
+    batch = (old, _reflected(old, torch.randn(3, 5, generator=g)), -torch.rand(3, 5, generator=g).abs() - 0.1,
              torch.ones(3, 5, dtype=torch.bool), None)
     vanilla = core_algos.get_policy_loss_fn("vanilla")
     a = _run(ppo_loss, batch, "token-mean", vanilla_config(0.2, 0.2, 1.2))
@@ -241,7 +252,7 @@ def test_bandpo_verl_config_carries_the_band_settings():
     assert (cfg.policy_loss.band_delta, cfg.policy_loss.band_divergence, cfg.clip_ratio_c) == (0.3, "tv", 10.0)
     g = torch.Generator().manual_seed(2)
     old = -4 * torch.rand(4, 6, generator=g)
-    batch = (old, old + torch.randn(4, 6, generator=g), torch.randn(4, 6, generator=g),
+    batch = (old, _reflected(old, torch.randn(4, 6, generator=g)), torch.randn(4, 6, generator=g),
              torch.ones(4, 6, dtype=torch.bool), None)
     assert not torch.equal(_run(bandpo_loss, batch, "token-mean", cfg)[0],
                            _run(bandpo_loss, batch, "token-mean", bandpo_config(0.02, "kl"))[0])
@@ -321,7 +332,7 @@ def test_lpo_via_verl_registry_uses_verl_grpo_advantages_as_the_paired_target(di
     g = torch.Generator().manual_seed(3)
     b = n * groups
     old = -3 * torch.rand(b, t, generator=g, dtype=torch.float64)
-    lp = (old + 0.3 * torch.randn(b, t, generator=g, dtype=torch.float64)).requires_grad_()
+    lp = _reflected(old, 0.3 * torch.randn(b, t, generator=g, dtype=torch.float64)).requires_grad_()
     mask = torch.arange(t)[None, :] < torch.randint(1, t + 1, (b,), generator=g)[:, None]
     rewards = (torch.rand(b, generator=g) < 0.5).to(torch.float64)
     uid = np.array([f"prompt-{i // n}" for i in range(b)], dtype=object)

@@ -71,8 +71,9 @@ def _gated_ratio_matches_reference():
         worst = max(worst, _rel(dom["G"].numpy()[mask], ref))
         # the objective itself, through the registered loss: -Ĵ of Eq. 6
         adv = np.repeat(rng.standard_normal((8, 1)), 9, 1)
-        old = torch.zeros(8, 9, dtype=torch.float64)
-        value, _ = get_policy_loss("fiberpo")(old, torch.from_numpy(lr), torch.from_numpy(adv),
+        # log-probs with log_prob - old_log_prob = lr exactly: (0, lr) where lr ≤ 0, (-lr, 0) where lr > 0
+        old = (-torch.from_numpy(lr)).clamp(max=0.0)
+        value, _ = get_policy_loss("fiberpo")(old, torch.from_numpy(lr).clamp(max=0.0), torch.from_numpy(adv),
                                              torch.from_numpy(mask), "seq-mean-token-mean",
                                              {"fiberpo_eps": EPS, "fiberpo_c_pos": C_POS, "fiberpo_c_neg": C_NEG})
         ref_j = N.fiberpo_objective(flat, adv[mask], rows, EPS, C_POS, C_NEG)
@@ -162,11 +163,13 @@ def _loss_restores_in_rollback():
         x = torch.tensor(x0, dtype=torch.float64, requires_grad=True)
         adv = torch.ones(1, T, dtype=torch.float64)
         mask = torch.ones(1, T, dtype=torch.bool)
-        value, _ = get_policy_loss("fiberpo")(torch.zeros(1, T, dtype=torch.float64), x * torch.ones(1, T), adv, mask,
+        # log-probs: old_log_prob = -x0, log_prob = x - x0 (0 at x = x0, so log r = x0 exactly; d log_prob/dx = 1)
+        old = torch.full((1, T), -x0, dtype=torch.float64)
+        value, _ = get_policy_loss("fiberpo")(old, (x - x0) * torch.ones(1, T), adv, mask,
                                               "seq-mean-token-mean", {"fiberpo_c_pos": C_POS, "fiberpo_c_neg": C_NEG,
                                                                       "fiberpo_eps": EPS})
         (dJ,) = torch.autograd.grad(-value, x)                      # dĴ/dx, Ĵ = -loss
-        value_g, _ = get_policy_loss("grpo_rgf")(torch.zeros(1, T, dtype=torch.float64), x * torch.ones(1, T), adv, mask,
+        value_g, _ = get_policy_loss("grpo_rgf")(old, (x - x0) * torch.ones(1, T), adv, mask,
                                                  "seq-mean-token-mean", {"clip_ratio": EPS})
         (dJ_grpo,) = torch.autograd.grad(-value_g, x)
         worst_sign = max(worst_sign, float(dJ))

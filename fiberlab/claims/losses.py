@@ -29,10 +29,17 @@ LOSS_RTOL = 1e-12
 MODES = ("token-mean", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm")
 
 
+def _reflected(old: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
+    """``old + step``, with the step reflected (``old - step``) where ``old + step`` would exceed 0, so the new
+    log-prob is one (then step > -old ≥ 0 and old - step ≤ 2·old ≤ 0): a ratio never exceeds 1/p_old."""
+    return torch.where(old + step > 0, old - step, old + step)
+
+
 def _batch(seed: int, B: int = 6, T: int = 9) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     old = torch.log_softmax(3 * torch.randn(B, T, 16, generator=g, dtype=torch.float64), -1)[..., 0]
-    new = old + 0.4 * torch.randn(B, T, generator=g, dtype=torch.float64)
+    step = 0.4 * torch.randn(B, T, generator=g, dtype=torch.float64)
+    new = _reflected(old, step)
     adv = torch.randn(B, 1, generator=g, dtype=torch.float64).expand(B, T).contiguous()
     mask = (torch.rand(B, T, generator=g) < 0.8)
     mask[0] = True
@@ -145,8 +152,9 @@ def _bandpo_through_verl_registry() -> Evidence:
 def flat_tie_batch(dtype: torch.dtype, end: float, n: int = 64) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(old_log_prob, log_prob, advantages)``, shape ``[1, n]``: ratios one ulp *outside* the clip end ``end``
     (0.8 or 1.28 here) whose -A·r and -A·end round to the same float, a tie of the two branches where the clip
-    is flat. Searched, not assumed: log-probs one ulp apart around log(end) until exp lands on the float next to
-    ``end``, then advantages (A < 0 below 1, A > 0 above) until the products tie."""
+    is flat. Searched, not assumed: log-ratios one ulp apart around log(end) until exp lands on the float next to
+    ``end``, then advantages (A < 0 below 1, A > 0 above) until the products tie. The log-ratio ``ℓ`` is
+    ``log_prob - old_log_prob`` exactly: ``(0, ℓ)`` for ℓ < 0 and ``(-ℓ, 0)`` for ℓ > 0, both log-probabilities."""
     e = torch.tensor(end, dtype=dtype)
     outside = torch.nextafter(e, torch.tensor(0.0 if end < 1 else float("inf"), dtype=dtype))
     lp = torch.log(outside.double()).to(dtype)
@@ -161,7 +169,10 @@ def flat_tie_batch(dtype: torch.dtype, end: float, n: int = 64) -> tuple[torch.T
     adv = adv[(-adv * outside) == (-adv * e)][:n]
     if adv.numel() == 0:
         raise AssertionError(f"no advantage ties -A·r with -A·{end} in {dtype}")
-    return torch.zeros(1, adv.numel(), dtype=dtype), lp.expand(1, adv.numel()).clone(), adv[None, :]
+    old = torch.zeros(1, adv.numel(), dtype=dtype)
+    if lp > 0:
+        return old - lp, old.clone(), adv[None, :]
+    return old, lp.expand(1, adv.numel()).clone(), adv[None, :]
 
 
 @ppo_vanilla.check("gpu")
@@ -210,7 +221,7 @@ def active_end_case(dtype: torch.dtype, seed: int, k: int):
     step = torch.randint(-1, 2, (k,), generator=g)
     nudged = torch.nextafter(target, torch.where(step > 0, torch.tensor(float("inf"), dtype=dtype),
                                                  torch.tensor(-float("inf"), dtype=dtype)))
-    lp = old + (0.5 * torch.randn(k, generator=g, dtype=torch.float64)).to(dtype)
+    lp = _reflected(old, (0.5 * torch.randn(k, generator=g, dtype=torch.float64)).to(dtype))
     lp = torch.where(torch.rand(k, generator=g) < 0.3, old + torch.where(step == 0, target, nudged), lp)
     return old, torch.where(torch.isfinite(lp), lp, old), adv, lower, upper, b
 

@@ -37,7 +37,8 @@ def _batch(seed, n_groups=4, k=5, t=7, drift=0.3, equal_lengths=False):
     g = torch.Generator().manual_seed(seed)
     b = n_groups * k
     old = -torch.rand(b, t, generator=g, dtype=torch.float64) * 3
-    lp = old + drift * torch.randn(b, t, generator=g, dtype=torch.float64)
+    step = drift * torch.randn(b, t, generator=g, dtype=torch.float64)
+    lp = torch.where(old + step > 0, old - step, old + step)   # reflected: a log-prob (old - step ≤ 2·old ≤ 0)
     lengths = torch.full((b,), t) if equal_lengths else torch.randint(1, t + 1, (b,), generator=g)
     mask = torch.arange(t)[None, :] < lengths[:, None]
     rewards = (torch.rand(b, generator=g, dtype=torch.float64) < 0.5).to(torch.float64)
