@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.fiberlab-installed
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade "pip>=24"
-	$(PIP) -e ".[test,book,verl-runtime]"
+	$(PIP) -e ".[test,book,verl-runtime,verl-actor]"
 	$(PIP) --no-deps verl==0.9.1
 	touch $(STAMP)
 

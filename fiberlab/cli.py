@@ -5,6 +5,7 @@
     fiberlab claims                       # list the registry without running it
     fiberlab train --task T --objective O [--seeds N] [--steps S] [--device D] [--set key=value ...]
     fiberlab experiment NAME|all [--seeds N] [--reduced] [--out DIR]
+    fiberlab verl-check --loss-mode NAME [--set key=value ...] [--agg MODE] [--mixed-precision bf16]
 
 A bad invocation is rejected before any work (checks, warm-ups, training, benchmarks take minutes): one line on
 stderr, ``fiberlab <command>: error: <message>`` naming the flag and the value, and exit status 2, argparse's
@@ -333,6 +334,49 @@ def _experiment(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _verl_check(args: argparse.Namespace, console: Console) -> int:
+    """One real verl 0.9.1 actor step on CPU (``fiberlab.gpu.verl_cpu.check``, in a process of its own)."""
+    from fiberlab.gpu.losses import AGG_MODES
+
+    _one_of("--agg", args.agg, AGG_MODES)
+    if args.dynamic_bsz is not None:
+        _positive("--dynamic-bsz", args.dynamic_bsz)
+    try:
+        from fiberlab.gpu import verl_cpu
+    except ImportError as e:
+        raise UsageError(f"verl-check needs verl 0.9.1 and the verl-actor extra ({e})") from None
+    policy_loss = _settings(args.set)
+    with console.status(f"verl actor step on CPU for loss_mode={args.loss_mode} …"):
+        res = verl_cpu.run_isolated(verl_cpu.check, args.loss_mode, policy_loss, loss_agg_mode=args.agg,
+                                    mixed_precision=args.mixed_precision, max_token_len=args.dynamic_bsz,
+                                    timeout=300)
+    if res["error"]:
+        console.print(f"[red]✗ verl-check {escape(args.loss_mode)}: {escape(res['error'])}[/red]")
+        return 1
+    table = Table(title=f"verl actor step: loss_mode={escape(args.loss_mode)}, {args.agg}, {args.mixed_precision}")
+    for col in ("mini-batch", "micro-batches", "verl Σ micro-batch losses", "one call on the mini-batch", "match",
+                "gradient finite", "clip fraction", "grad norm"):
+        table.add_column(col, justify="right")
+    clip, gnorm = res["metrics"].get("actor/pg_clipfrac", []), res["metrics"].get("actor/grad_norm", [])
+    for i, m in enumerate(res["mini_batches"]):
+        table.add_row(str(i), str(m["micro_batches"]), f"{m['verl_loss']:+.8f}", f"{m['direct_loss']:+.8f}",
+                      "yes" if m["match"] else "[red]NO[/red]", "yes" if m["grad_finite"] else "[red]NO[/red]",
+                      f"{clip[i]:.3f}" if i < len(clip) else "", f"{gnorm[i]:.4f}" if i < len(gnorm) else "")
+    console.print(table)
+    metrics = Table(title="verl's metrics (last mini-batch)")
+    metrics.add_column("metric")
+    metrics.add_column("value", justify="right")
+    for k, v in sorted(res["metrics"].items()):
+        last = v[-1] if isinstance(v, list) and v else v
+        if isinstance(last, (int, float)):
+            metrics.add_row(escape(k), f"{last:.6g}")
+    console.print(metrics)
+    ok = all(m["match"] and m["grad_finite"] for m in res["mini_batches"]) and res["params_finite"]
+    console.print(("[green]✓ the micro-batched loss equals one call on each mini-batch; gradients and weights "
+                   "finite[/green]") if ok else "[red]✗ mismatch or non-finite values (table above)[/red]")
+    return 0 if ok else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="fiberlab", description="Verify trust-region policy-optimisation claims.")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -374,6 +418,16 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--publish", metavar="DIR", help="also copy results.json and the figure to DIR (the book uses "
                                                     "book/results)")
     e.set_defaults(func=_experiment)
+    vc = sub.add_parser("verl-check", help="one real verl actor step on CPU for a loss_mode (tiny random model)")
+    vc.add_argument("--loss-mode", required=True, help="verl's actor.policy_loss.loss_mode (fiberlab's or verl's)")
+    vc.add_argument("--set", action="append", metavar="KEY=VALUE",
+                    help="a policy_loss setting, as in +actor_rollout_ref.actor.policy_loss.KEY=VALUE (repeatable)")
+    vc.add_argument("--agg", default="token-mean", help="actor.loss_agg_mode (default token-mean, verl's)")
+    vc.add_argument("--mixed-precision", choices=("fp32", "bf16"), default="fp32",
+                    help="fp32, or bf16 (verl's default: bf16 parameters under autocast)")
+    vc.add_argument("--dynamic-bsz", type=int, metavar="TOKENS",
+                    help="actor.use_dynamic_bsz with this many tokens per micro-batch")
+    vc.set_defaults(func=_verl_check)
     return ap
 
 

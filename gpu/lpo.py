@@ -333,6 +333,14 @@ def _lpo(old_log_prob, log_prob, advantages, response_mask, loss_agg_mode, confi
         n = cfg["group_size"]
         if n is None:
             raise ValueError("group_ids is required (or set lpo_group_size for contiguous groups of n rows)")
+        # verl's actor config says whether the rows verl hands over are still in rollout order
+        for key, why in (("use_dynamic_bsz", "verl's dynamic batching balances micro-batches by token load, not "
+                          "by group (rearrange_micro_batches)"),
+                         ("shuffle", "verl shuffles the rows of a mini-batch")):
+            if hparam(config, key, False) is True:
+                raise ValueError(f"lpo_group_size={n} takes contiguous rows as a group, but {key}=True: {why}, so "
+                                 f"the rows of one micro-batch are not whole groups and the loss would merge "
+                                 f"groups silently; set actor.{key}=False (or pass group_ids)")
         if b % n:
             raise ValueError(f"lpo_group_size={n} does not divide the batch of {b} sequences")
         group_ids = torch.arange(b, device=dev) // n

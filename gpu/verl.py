@@ -27,7 +27,13 @@ which for every outcome estimator is the paired τ rule, since softmax ignores t
     actor_rollout_ref.actor.shuffle=False
 
 with mini- and micro-batch sizes multiples of ``rollout.n`` so that no group is split (for split groups, see
-:func:`fiberlab.gpu.lpo.listwise_state` and the ``process_group`` extra).
+:func:`fiberlab.gpu.lpo.listwise_state` and the ``process_group`` extra). ``actor.use_dynamic_bsz=True`` and
+``actor.shuffle=True`` regroup rows (verl's ``rearrange_micro_batches`` balances token load, not groups): the
+objective reads both from the actor config and refuses contiguous groups under either. ``trainer.balance_batch``
+reorders rows too but is not in the actor's config: keep it off.
+
+``fiberpo_domain`` and ``apc`` cannot run as a verl ``loss_mode`` (:data:`NEEDS_IDS`):
+:class:`FiberlabPolicyLossConfig` refuses them when verl builds the config.
 
 This module imports verl; the rest of :mod:`fiberlab.gpu` does not need it.
 """
@@ -44,6 +50,17 @@ from fiberlab.gpu.losses import POLICY_LOSSES
 
 #: Alias under which every objective is also registered, whatever its plain name.
 PREFIX = "fiberlab_"
+
+#: Objectives verl 0.9.1 cannot run: its ``ppo_loss`` (``verl.workers.utils.losses``) calls a policy loss with
+#: a fixed set of keywords (the token tensors, ``loss_agg_mode``, ``config``, ``rollout_is_weights``), so ids
+#: that live in the batch (``uid``, ``data_source``) or nowhere (per-token states) never reach it.
+NEEDS_IDS = {
+    "fiberpo_domain": "FiberPO-Domain needs group_ids and domain_ids per trajectory, and verl's ppo_loss passes a "
+                      "policy loss no ids (the batch's uid and data_source stay behind); it cannot run as a verl "
+                      "loss_mode. Use fiberpo (the trajectory level) or call fiberpo_domain_loss with the ids.",
+    "apc": "APC-Obj needs state_ids per token, and verl's ppo_loss passes a policy loss no ids; it cannot run as a "
+           "verl loss_mode (with prefix states it is the per-token clip 1 + clip(r - 1, ±δ) anyway).",
+}
 
 
 @dataclasses.dataclass
@@ -69,6 +86,16 @@ class FiberlabPolicyLossConfig(PolicyLossConfig):
     fiberpo_c_neg: float = 0.06
     fiberpo_c_pos_levels: Optional[list[float]] = None
     fiberpo_c_neg_levels: Optional[list[float]] = None
+
+    def __post_init__(self) -> None:
+        # verl builds this config when the trainer starts: refuse there, not at the first micro-batch, an
+        # objective that verl gives no way to receive the ids it needs.
+        parent = getattr(super(), "__post_init__", None)
+        if parent is not None:
+            parent()
+        name = self.loss_mode.removeprefix(PREFIX)
+        if name in NEEDS_IDS:
+            raise ValueError(f"loss_mode={self.loss_mode!r}: {NEEDS_IDS[name]}")
 
 
 def register(names: list[str] | None = None, *, overwrite: bool = False) -> list[str]:
