@@ -135,7 +135,7 @@ def _verify(args: argparse.Namespace, console: Console) -> int:
         task = progress.add_task("", total=n_checks)
 
         def tick(claim, check) -> None:
-            progress.update(task, advance=1, description=f"{claim.id} [{check.layer}]")
+            progress.update(task, advance=1, description=escape(f"{claim.id} [{check.layer}]"))
 
         runs = run_claims(claims, layer=args.layer, on_check=tick)
 
@@ -172,7 +172,8 @@ def _claims(args: argparse.Namespace, console: Console) -> int:
     for col in ("claim", "paper", "source", "status", "layers", "statement"):
         table.add_column(col, overflow="fold")
     for c in select_claims(paper=args.paper):
-        table.add_row(c.id, c.paper, c.source, c.status, " ".join(c.layers), c.statement)
+        # claim text holds intervals such as [r̲, r̄]: printed as text, never read as rich markup
+        table.add_row(*(escape(x) for x in (c.id, c.paper, c.source, c.status, " ".join(c.layers), c.statement)))
     console.print(table)
     return 0
 

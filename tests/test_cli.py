@@ -75,3 +75,11 @@ def test_every_claim_has_checks_and_refuted_or_conditional_ones_say_why():
 
 def test_claims_listing_runs():
     assert cli.main(["claims", "--paper", "BandPO"]) == 0
+
+
+def test_claims_prints_square_brackets_as_text(capsys):
+    """Statements hold intervals such as [max(1 - δ/p, 0), ...]: rich must not read them as markup (it dropped
+    them: "For TV, the band is .")."""
+    assert cli.main(["claims", "--paper", "BandPO"]) == 0
+    out = capsys.readouterr().out
+    assert "[max(1" in out
