@@ -477,15 +477,19 @@ def test_fiberpo_through_verl_registry_and_config():
         assert torch.equal(torch.autograd.grad(lv, a)[0], torch.autograd.grad(ld, b)[0])
         ld2, _ = fiberpo(old, lp, adv, mask.bool(), "seq-mean-token-mean", None)       # the defaults differ
         assert float(ld2) != float(ld.detach())
-        cfgd = fverl.actor_config({"loss_mode": "fiberpo_domain", "fiberpo_c_pos_levels": [0.2, 0.15, 0.1]})
+        # verl cannot feed fiberpo_domain its ids (the config refuses that loss_mode at start-up), but its config
+        # keys still parse in verl's actor config, for a caller that passes the ids itself
+        cfgd = fverl.actor_config({"loss_mode": "fiberpo", "fiberpo_c_pos_levels": [0.2, 0.15, 0.1]})
         fnd = core_algos.get_policy_loss_fn("fiberpo_domain")
         ids = torch.arange(6)
         lv, _ = fnd(old, lp, adv, mask, "seq-mean-token-mean", cfgd, group_ids=ids // 2, domain_ids=ids // 6)
         ld, _ = fiberpo_domain(old, lp, adv, mask, "seq-mean-token-mean",
                                {"fiberpo_c_pos_levels": [0.2, 0.15, 0.1]}, group_ids=ids // 2, domain_ids=ids // 6)
         assert float(lv) == float(ld)
-        cfga = fverl.actor_config({"loss_mode": "apc", "apc_delta": 0.07})
+        cfga = fverl.actor_config({"loss_mode": "fiberpo", "apc_delta": 0.07})
         assert cfga.policy_loss.apc_delta == 0.07
+        with pytest.raises(Exception, match="passes a policy loss no ids"):
+            fverl.actor_config({"loss_mode": "apc", "apc_delta": 0.07})
     finally:
         core_algos.POLICY_LOSS_REGISTRY.clear()
         core_algos.POLICY_LOSS_REGISTRY.update(snapshot)
