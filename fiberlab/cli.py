@@ -134,10 +134,13 @@ def _verify(args: argparse.Namespace, console: Console) -> int:
                   TimeElapsedColumn(), console=console, transient=True, disable=args.no_progress) as progress:
         task = progress.add_task("", total=n_checks)
 
-        def tick(claim, check) -> None:
-            progress.update(task, advance=1, description=escape(f"{claim.id} [{check.layer}]"))
+        def start(claim, check) -> None:        # the label names the check now running, not the last one done
+            progress.update(task, description=escape(f"{claim.id} [{check.layer}]"))
 
-        runs = run_claims(claims, layer=args.layer, on_check=tick)
+        def tick(claim, check) -> None:
+            progress.update(task, advance=1)
+
+        runs = run_claims(claims, layer=args.layer, on_check=tick, on_start=start)
 
     table = Table(title="fiberlab verify", show_lines=False)
     for col, kw in [("claim", {}), ("paper", {}), ("source", {"overflow": "fold"}), ("checks by layer", {}),

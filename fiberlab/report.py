@@ -33,14 +33,18 @@ class ClaimRun:
 
 
 def run_claims(claims: Iterable[Claim], layer: str | None = None,
-               on_check: Callable[[Claim, Any], None] | None = None) -> list[ClaimRun]:
-    """Run every check (of ``layer`` if given) of each claim; ``on_check`` is called after each check."""
+               on_check: Callable[[Claim, Any], None] | None = None,
+               on_start: Callable[[Claim, Any], None] | None = None) -> list[ClaimRun]:
+    """Run every check (of ``layer`` if given) of each claim; ``on_start`` is called before each check (a
+    progress display names the check that is running) and ``on_check`` after it."""
     runs = []
     for c in claims:
         results = []
         for chk in c.checks:
             if layer and chk.layer != layer:
                 continue
+            if on_start:
+                on_start(c, chk)
             results.append(run_check(chk))
             if on_check:
                 on_check(c, chk)

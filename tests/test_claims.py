@@ -28,3 +28,16 @@ def test_every_band_claim_is_checked_in_at_least_two_layers():
     ``harness``) have one layer by nature."""
     band = [c for c in registry.all_claims() if c.id.startswith(("band.", "clip.")) and c.layers != ["harness"]]
     assert band and all(len(c.layers) >= 2 for c in band), [(c.id, c.layers) for c in band if len(c.layers) < 2]
+
+
+def test_run_claims_announces_each_check_before_running_it():
+    """The progress label names the running check (it showed the last finished one while a slow one ran)."""
+    from fiberlab.registry import get_claim
+    from fiberlab.report import run_claims
+
+    events = []
+    run_claims([get_claim("band.mirror")], layer="theory",
+               on_start=lambda c, k: events.append(("start", c.id, k.layer)),
+               on_check=lambda c, k: events.append(("done", c.id, k.layer)))
+    assert events and events[0][0] == "start"
+    assert [e[0] for e in events] == ["start", "done"] * (len(events) // 2)
