@@ -2,10 +2,11 @@
 
     fiberlab verify [--paper P] [--claim ID ...] [--layer L] [--json PATH]
     fiberlab bench band|lpo|fiberpo|train [--tokens N] [--repeats K] [--json PATH]
-    fiberlab claims                       # list the registry without running it
+    fiberlab claims [--paper P]           # list the registry without running it
     fiberlab train --task T --objective O [--seeds N] [--steps S] [--device D] [--set key=value ...]
     fiberlab experiment NAME|all [--seeds N] [--reduced] [--out DIR]
     fiberlab verl-check --loss-mode NAME [--set key=value ...] [--agg MODE] [--mixed-precision bf16]
+    fiberlab --version
 
 A bad invocation is rejected before any work (checks, warm-ups, training, benchmarks take minutes): one line on
 stderr, ``fiberlab <command>: error: <message>`` naming the flag and the value, and exit status 2, argparse's
@@ -28,7 +29,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from fiberlab.registry import LAYERS, PAPERS
-from fiberlab.report import fmt_err, run_claims, select_claims, verdict
+from fiberlab.report import fmt_err, package_version, run_claims, select_claims, verdict, verify_document
 
 _STYLE = {"verified": "green", "conditional": "yellow", "refuted": "magenta", "FAILED": "bold red"}
 
@@ -163,8 +164,10 @@ def _verify(args: argparse.Namespace, console: Console) -> int:
     counts = {s: sum(1 for run in runs if verdict(run) == s) for s in ("verified", "conditional", "refuted", "FAILED")}
     console.print("  ".join(f"{k}: {v}" for k, v in counts.items()) + f"  checks: {n_checks}")
     if args.json:
+        doc = verify_document(runs, {"paper": args.paper, "claim": args.claim, "layer": args.layer}, n_checks)
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({"claims": [run.as_json() for run in runs]}, indent=2))
+        # UTF-8 and unescaped: statements and details hold δ, χ², r̄ and must stay readable in the file
+        Path(args.json).write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         console.print(f"wrote {args.json}")
     return 1 if failed else 0
 
@@ -381,44 +384,70 @@ def _verl_check(args: argparse.Namespace, console: Console) -> int:
     return 0 if ok else 1
 
 
+EXAMPLES = """\
+examples:
+  fiberlab verify --claim band.tv_closed_form          verify one claim (every layer)
+  fiberlab verify --paper BandPO --layer gpu --json bandpo-gpu.json
+                                                      a paper's gpu checks, evidence written as JSON
+  fiberlab claims --paper LPO                          list a paper's claims without running them
+  fiberlab bench band                                  time the Band bounds and the BandPO loss against PPO
+  fiberlab verl-check --loss-mode bandpo --set band_delta=0.05
+                                                      one real verl actor step on CPU with fiberlab's loss
+
+'fiberlab COMMAND --help' describes each command's options.
+"""
+
+_PAPER_HELP = f"only this paper's claims: {', '.join(PAPERS)} (any case)"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="fiberlab", description="Verify trust-region policy-optimisation claims.")
-    sub = ap.add_subparsers(dest="command", required=True)
+    ap = argparse.ArgumentParser(prog="fiberlab", description="Verify trust-region policy-optimisation claims.",
+                                 epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--version", action="version", version=f"fiberlab {package_version()}")
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
     v = sub.add_parser("verify", help="run the claim registry and print one row per claim")
-    v.add_argument("--paper", help="BandPO, FiberPO, LPO or classical")
-    v.add_argument("--claim", action="append", help="claim id (repeatable; a trailing * matches a prefix)")
-    v.add_argument("--layer", choices=LAYERS)
-    v.add_argument("--json", metavar="PATH", help="also write the evidence as JSON")
+    v.add_argument("--paper", help=_PAPER_HELP)
+    v.add_argument("--claim", action="append", metavar="ID",
+                   help="only this claim: an exact id, or a prefix ending in * such as 'band.*' (no other "
+                        "wildcards); repeatable, a claim matching any of them is run")
+    v.add_argument("--layer", choices=LAYERS,
+                   help=f"only the checks of this layer: {', '.join(LAYERS)} (default: every layer)")
+    v.add_argument("--json", metavar="PATH", help="also write the evidence as JSON (UTF-8): a header (version, "
+                   "commit, time, filters, summary) and one entry per claim")
     v.add_argument("--no-progress", action="store_true", help="no progress bar")
     v.set_defaults(func=_verify)
     c = sub.add_parser("claims", help="list the registry")
-    c.add_argument("--paper")
+    c.add_argument("--paper", help=_PAPER_HELP)
     c.set_defaults(func=_claims)
     b = sub.add_parser("bench", help="run a benchmark")
-    b.add_argument("target", choices=["band", "lpo", "fiberpo", "train"])
+    b.add_argument("target", choices=["band", "lpo", "fiberpo", "train"],
+                   help="what to time: band (the Band bounds and the BandPO loss), lpo or fiberpo (their losses "
+                        "against ppo), train (one RL iteration of the training harness)")
     b.add_argument("--tokens", type=int, default=1 << 20, help="tokens per tensor (default 2^20)")
     b.add_argument("--repeats", type=int, default=15, help="repetitions (round-robin); the median is reported")
     b.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
     b.set_defaults(func=_bench)
     t = sub.add_parser("train", help="train one objective on one task (small model, from scratch)")
-    t.add_argument("--task", required=True)
-    t.add_argument("--objective", required=True)
-    t.add_argument("--seeds", type=int, default=1)
-    t.add_argument("--steps", type=int, default=80)
+    t.add_argument("--task", required=True, help="a task of fiberlab.gpu.tasks (a wrong name lists them)")
+    t.add_argument("--objective", required=True,
+                   help="a policy loss of fiberlab.gpu.losses (a wrong name lists them)")
+    t.add_argument("--seeds", type=int, default=1, help="independent runs (default 1)")
+    t.add_argument("--steps", type=int, default=80, help="RL iterations per run (default 80)")
     t.add_argument("--updates", type=int, default=2, help="optimiser steps per rollout batch")
-    t.add_argument("--lr", type=float, default=1e-3)
-    t.add_argument("--advantage", default="grpo")
+    t.add_argument("--lr", type=float, default=1e-3, help="learning rate (default 1e-3)")
+    t.add_argument("--advantage", default="grpo", help="advantage estimator (default grpo)")
     t.add_argument("--agg", default="token-mean", help="loss_agg_mode")
     t.add_argument("--set", action="append", metavar="KEY=VALUE", help="objective setting (repeatable)")
-    t.add_argument("--device")
-    t.add_argument("--out", default="results")
+    t.add_argument("--device", help="torch device such as cpu or cuda:0 (default: cuda when available)")
+    t.add_argument("--out", default="results", metavar="DIR", help="where the runs are written (default results)")
     t.set_defaults(func=_train)
     e = sub.add_parser("experiment", help="run a named comparison (every arm and seed; resumes)")
     e.add_argument("name", help="an experiment name or 'all'")
-    e.add_argument("--seeds", type=int)
+    e.add_argument("--seeds", type=int, help="seeds per arm (default: the experiment's own)")
     e.add_argument("--reduced", action="store_true", help="the CI size (fewer seeds and iterations)")
-    e.add_argument("--device")
-    e.add_argument("--out", default="results")
+    e.add_argument("--device", help="torch device such as cpu or cuda:0 (default: cuda when available)")
+    e.add_argument("--out", default="results", metavar="DIR",
+                   help="where the runs are written; finished runs there are reused (default results)")
     e.add_argument("--publish", metavar="DIR", help="also copy results.json and the figure to DIR (the book uses "
                                                     "book/results)")
     e.set_defaults(func=_experiment)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import html
+import subprocess
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 from fiberlab.registry import Claim, CheckResult, claim_json, claim_outcome, get_claim, run_check, select
@@ -50,6 +53,47 @@ def run_claims(claims: Iterable[Claim], layer: str | None = None,
                 on_check(c, chk)
         runs.append(ClaimRun(c, results))
     return runs
+
+
+def package_version() -> str:
+    """The installed distribution's version, else the package's own ``__version__`` (a source tree on sys.path)."""
+    try:
+        from importlib.metadata import PackageNotFoundError, version
+
+        return version("fiberlab")
+    except PackageNotFoundError:
+        from fiberlab import __version__
+
+        return __version__
+
+
+def source_commit(timeout: float = 2.0) -> str | None:
+    """The git commit of the tree this package was imported from, or ``None`` (no git, not a checkout, an installed
+    copy, a slow disk). Only when the package's own ``__init__.py`` is tracked there: a copy installed into a
+    virtualenv that happens to sit inside some other checkout does not report that checkout's commit."""
+    here = Path(__file__).resolve().parent
+    try:
+        tracked = subprocess.run(["git", "-C", str(here), "ls-files", "--error-unmatch", "__init__.py"],
+                                 capture_output=True, text=True, timeout=timeout)
+        if tracked.returncode != 0:
+            return None
+        head = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              timeout=timeout)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    commit = head.stdout.strip()
+    return commit if head.returncode == 0 and commit else None
+
+
+def verify_document(runs: list[ClaimRun], filters: dict[str, Any], checks: int) -> dict[str, Any]:
+    """``fiberlab verify --json``: a header (version, source commit, UTC time, the filters as given, the summary
+    line's counts) beside ``"claims"``, one :meth:`ClaimRun.as_json` per claim."""
+    summary: dict[str, int] = {s: sum(1 for run in runs if verdict(run) == s)
+                               for s in ("verified", "conditional", "refuted", "FAILED")}
+    summary["checks"] = checks
+    return {"fiberlab": package_version(), "commit": source_commit(),
+            "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "filters": dict(filters), "summary": summary, "claims": [run.as_json() for run in runs]}
 
 
 def fmt_err(x: float | None) -> str:

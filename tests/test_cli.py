@@ -83,3 +83,40 @@ def test_claims_prints_square_brackets_as_text(capsys):
     assert cli.main(["claims", "--paper", "BandPO"]) == 0
     out = capsys.readouterr().out
     assert "[max(1" in out
+
+
+def test_version_prints_the_package_version_and_exits_0(capsys):
+    from fiberlab.report import package_version
+
+    with pytest.raises(SystemExit) as e:
+        cli.main(["--version"])
+    assert e.value.code == 0
+    assert capsys.readouterr().out.strip() == f"fiberlab {package_version()}"
+
+
+def test_help_has_examples_and_every_option_is_explained(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert "examples:" in out.lower() and "fiberlab verify --claim" in out and "fiberlab verl-check" in out
+    parser = cli.build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, cli.argparse._SubParsersAction))
+    for name, p in sub.choices.items():
+        for action in p._actions:
+            assert action.help, f"fiberlab {name} {action.option_strings or action.dest} has no help text"
+
+
+def test_verify_json_has_a_header_and_keeps_unicode_readable(tmp_path):
+    out = tmp_path / "v.json"
+    assert cli.main(["verify", "--claim", "band.tv_closed_form", "--layer", "theory", "--json", str(out),
+                     "--no-progress"]) == 0
+    text = out.read_text(encoding="utf-8")
+    assert "δ" in text and "\\u03b4" not in text                 # the statement's δ, not an escape
+    doc = json.loads(text)
+    assert {"fiberlab", "commit", "time", "filters", "summary", "claims"} <= set(doc)
+    assert doc["filters"] == {"paper": None, "claim": ["band.tv_closed_form"], "layer": "theory"}
+    assert doc["summary"]["verified"] == 1 and doc["summary"]["FAILED"] == 0 and doc["summary"]["checks"] >= 1
+    assert doc["commit"] is None or len(doc["commit"]) == 40
+    assert doc["time"].endswith("+00:00")
+    assert [c["id"] for c in doc["claims"]] == ["band.tv_closed_form"]

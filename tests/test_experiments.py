@@ -83,3 +83,17 @@ def test_bench_train_reports_its_figures():
     assert r["iteration_seconds"] > 0 and r["tokens_per_second"] > 0 and r["peak_memory_bytes"] > 0
     assert list(r["sample_seconds_by_length"]) == [8, 16, 32, 64]
     assert isinstance(r["linear_in_length"], bool)
+
+
+def test_training_cache_does_not_depend_on_the_working_directory(tmp_path, monkeypatch):
+    """The book (run from book/) and the tests (run from the root) must share the cache, and a run from
+    anywhere else must not leave one behind in that directory."""
+    from fiberlab.claims import harness
+
+    monkeypatch.delenv("FIBERLAB_CACHE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    first = harness.cache_root()
+    monkeypatch.chdir(tmp_path)
+    assert harness.cache_root() == first == tmp_path / "xdg" / "fiberlab"
+    monkeypatch.setenv("FIBERLAB_CACHE", str(tmp_path / "mine"))
+    assert harness.cache_root() == tmp_path / "mine"

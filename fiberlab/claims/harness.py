@@ -7,8 +7,8 @@ every comparison come from the default-size run; the registry check re-runs the 
 passes when every comparison whose default-size verdict was decided (confirmed or reversed) points the same way
 again, and no comparison left undecided at the default size comes out confirmed at the smaller one.
 
-The reduced runs are cached under ``.cache/harness/<hash>`` (or ``$FIBERLAB_CACHE``), keyed by the experiment's configuration and the
-source of the harness, tasks and objectives, so the test suite and the book build share one run and a code change
+The reduced runs are cached under ``<cache>/harness/<hash>`` (:func:`cache_root`: ``$FIBERLAB_CACHE``, else the
+user cache directory), keyed by the experiment's configuration and the source of the harness, tasks and objectives, so the test suite and the book build share one run and a code change
 never reuses stale results.
 """
 
@@ -27,14 +27,14 @@ _ROOT = Path(__file__).resolve().parents[1]
 _SOURCES = ("experiments.py",)
 
 
-def _project_root() -> Path:
-    """The nearest ancestor of the working directory with a ``pyproject.toml`` (the book executes its pages from
-    ``book/``, the tests from the root: both must find the same cache)."""
-    here = Path.cwd().resolve()
-    for d in (here, *here.parents):
-        if (d / "pyproject.toml").exists():
-            return d
-    return here
+def cache_root() -> Path:
+    """Where reduced training runs are kept: ``$FIBERLAB_CACHE``, else the user cache directory
+    (``$XDG_CACHE_HOME/fiberlab`` or ``~/.cache/fiberlab``). One absolute place whatever the working directory:
+    the book executes its pages from ``book/`` and the tests run from the root, and both must find the same runs;
+    running from anywhere else must neither retrain nor leave a cache behind."""
+    if os.environ.get("FIBERLAB_CACHE"):
+        return Path(os.environ["FIBERLAB_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "fiberlab"
 
 
 def _cache_dir(exp) -> Path:
@@ -44,8 +44,7 @@ def _cache_dir(exp) -> Path:
     gpu_dir = Path(gpu.__file__).resolve().parent
     for path in sorted(gpu_dir.glob("*.py")) + [_ROOT / s for s in _SOURCES]:
         h.update(path.read_bytes())
-    base = Path(os.environ["FIBERLAB_CACHE"]) if "FIBERLAB_CACHE" in os.environ else _project_root() / ".cache"
-    return base / "harness" / h.hexdigest()[:16]
+    return cache_root() / "harness" / h.hexdigest()[:16]
 
 
 #: The default-size verdict of each comparison (``fiberlab experiment all``, 5 seeds; numbers in the book chapter
