@@ -64,3 +64,42 @@ def test_f_second_at_one():
 def test_kl_next_order_coefficient_vanishes_only_at_half():
     _, b = T.kl_second_order_root()
     assert sp.solve(sp.Eq(b, 0), T.p) == [sp.Rational(1, 2)]
+
+
+@pytest.mark.parametrize("p_value", T.STATED["kl_radical_ps"])
+def test_kl_equation_is_a_polynomial_at_rational_p(p_value):
+    """e^{-b(g - δ)} - 1 = P(r) e^{bδ}/(b-a)^(b-a) at p = a/b, with P of degree b ≤ 4."""
+    a, b, poly, _ = T.kl_rational_polynomial(p_value)
+    lhs = sp.expand(sp.exp(-b * (T.g("kl").subs(T.p, p_value) - T.delta))) - 1
+    assert sp.simplify(lhs - poly * sp.exp(b * T.delta) / (b - a) ** (b - a)) == 0
+    assert sp.degree(poly, T.r) == b <= 4
+
+
+@pytest.mark.parametrize("p_value", T.STATED["kl_radical_ps"])
+def test_kl_radical_ends_solve_the_band_equation(p_value):
+    """The two radical roots chosen as the ends lie on either side of 1 in (0, 1/p) and satisfy g_KL = δ."""
+    out = T.kl_radical_roots(p_value)
+    assert out["all_radical"] and out["n_roots"] == p_value.q
+    lo, up = out["ends_in_simplex"]
+    assert 0 < lo < 1 < up < 1 / p_value
+    for end in (out["lower"], out["upper"]):
+        residual = (T.g("kl").subs(T.p, p_value) - T.delta).subs(T.r, end).subs(T.delta, T.KL_SELECT_DELTA)
+        assert abs(complex(residual.evalf(40))) < 1e-30
+
+
+def test_kl_third_matches_the_issue_example():
+    """p = 1/3, δ = 0.05: Cardano's roots are the band (0.595458, 1.469207)."""
+    lo, up = T.kl_radical_roots(sp.Rational(1, 3))["ends_in_simplex"]
+    assert (round(lo, 6), round(up, 6)) == (0.595458, 1.469207)
+
+
+def test_kl_half_radicals_are_the_stated_roots():
+    out = T.kl_radical_roots(sp.Rational(1, 2))
+    for got, stated in zip((out["lower"], out["upper"]), T.STATED["kl_half_roots"]):
+        assert sp.simplify(got - stated) == 0
+
+
+def test_a_wrong_half_root_fails_the_radical_check(monkeypatch):
+    monkeypatch.setitem(T.STATED, "kl_half_roots", (1 - sp.sqrt(1 - sp.exp(-T.delta)), 1 + sp.sqrt(1 - sp.exp(-T.delta))))
+    check = next(ch for ch in registry.get_claim("band.kl_bounds").checks if ch.name.endswith("radicals_at_rational_p"))
+    assert registry.run_check(check).status == "fail"

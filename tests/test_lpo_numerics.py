@@ -346,3 +346,17 @@ def test_pointwise_with_eq8_target_does_not_reproduce(monkeypatch):
 def test_pointwise_bad_arguments(call, arg):
     with pytest.raises(ValueError, match=arg):
         call()
+
+
+def test_remax_gap_is_nonzero_only_off_the_mean():
+    pg, ngk, pred, _ = C.remax_gradient_gap(baseline=1.0)
+    assert np.linalg.norm(pg - ngk) > C.REMAX_MIN_GAP * np.linalg.norm(ngk)
+    assert np.allclose(pg - ngk, pred, atol=C.FD_TOL)
+    pg_c, ngk_c, pred_c, _ = C.remax_gradient_gap(baseline=None)
+    assert np.allclose(pg_c, ngk_c, atol=C.FD_TOL) and np.max(np.abs(pred_c)) == 0.0
+
+
+def test_remax_without_the_condition_would_fail(monkeypatch):
+    """A ReMax that centred its advantages would show no gap: the conditional check must then fail."""
+    monkeypatch.setattr(N, "group_advantages", lambda m, R, baseline=None, batch=None: (R - R.mean(), 1.0))
+    assert registry.run_check(_numerics_check("lpo.implicit_target_remax")).status == "fail"

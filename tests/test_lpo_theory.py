@@ -8,7 +8,8 @@ from fiberlab.claims import lpo_theory
 from fiberlab.theory import lpo as T
 
 LPO_IDS = ("lpo.pg_is_reverse_kl", "lpo.gibbs_target", "lpo.zero_sum", "lpo.fwd_bounded", "lpo.rev_unbounded",
-           "lpo.rev_is_proximal", "lpo.implicit_targets", "lpo.monotone_improvement", "lpo.length_normalisation")
+           "lpo.rev_is_proximal", "lpo.implicit_targets", "lpo.monotone_improvement", "lpo.length_normalisation",
+           "lpo.implicit_target_remax")
 
 
 def _all_zero(d):
@@ -200,3 +201,12 @@ def test_pointwise_target_conditional_and_failure(monkeypatch):
         return ids, facts, ce
     monkeypatch.setattr(T, "pointwise_target", uniform_b)
     assert registry.run_check(_theory_check("lpo.pointwise_target")).status == "fail"
+
+
+def test_remax_gap_is_the_uncentred_baseline():
+    """(R_k - b)/K + c^rev_k(s = 0, φ = R) - (μ_G - b)/K simplifies to 0; the gap vanishes only at b = μ_G."""
+    ids, gap, b, mu = T.remax_gap(3)
+    assert _all_zero(ids)
+    assert sp.solve(sp.Eq(gap, 0), b) == [mu]
+    assert registry.get_claim("lpo.implicit_target_remax").status == "conditional"
+    assert "b = μ_G" in registry.get_claim("lpo.implicit_target_remax").condition

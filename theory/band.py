@@ -127,6 +127,10 @@ STATED = {
     # P-clip: upward margin and head-token threshold
     "clip_margin": eps * p,
     "clip_threshold": 1 / (1 + eps),
+    # band.kl_bounds: KL's ends at p = 1/2 (quadratic r(2 - r) = e^{-2δ}) and the rational p at which the
+    # exponentiated equation is a polynomial of degree ≤ 4 in r, hence solvable in radicals (denominator ≤ 4)
+    "kl_half_roots": (1 - sp.sqrt(1 - sp.exp(-2 * delta)), 1 + sp.sqrt(1 - sp.exp(-2 * delta))),
+    "kl_radical_ps": tuple(sp.Rational(a, b) for b in (2, 3, 4) for a in range(1, b) if sp.gcd(a, b) == 1),
 }
 
 
@@ -450,6 +454,58 @@ def kl_root_structure():
             "curvature_positive": bool(curvature.is_positive), "edge_values": ends,
             "value_at_one": sp.simplify(G.subs(r, 1)), "symbolic_solution": symbolic_solution,
             "half_roots": tuple(sorted(half, key=lambda e: float(e.subs(delta, 1))))}
+
+
+# ---------------------------------------------------------------------------------------------
+# KL at rational p: the equation is a polynomial in r, solvable in radicals when its degree is ≤ 4
+# ---------------------------------------------------------------------------------------------
+#: δ at which the radical roots are sorted into the band's ends (any δ > 0 would do: see kl_radical_roots)
+KL_SELECT_DELTA = sp.Rational(1, 20)
+
+
+def kl_rational_polynomial(p_value):
+    """At ``p = a/b`` (lowest terms) the KL equation ``g_KL(p, r) = δ`` is the polynomial equation
+
+        P(r) = r^a (b - a r)^(b-a) - (b - a)^(b-a) e^{-bδ} = 0,   of degree b in r.
+
+    With ``1 - r p = (b - a r)/b`` and ``1 - p = (b - a)/b``, ``e^{-b g} = r^a ((b - a r)/(b - a))^(b-a)``, so
+    ``e^{-b(g - δ)} - 1 = P(r) e^{bδ}/(b - a)^(b-a)``; since ``exp`` is one-to-one on the reals, ``g = δ`` iff
+    ``P(r) = 0``, for ``r`` in the simplex ``(0, 1/p)`` (there ``g`` is real). Returns ``(a, b, P,
+    identity_error)``; ``identity_error`` is the left side minus the right side, expanded (``0``).
+    """
+    p_value = sp.Rational(p_value)
+    a, b = int(p_value.p), int(p_value.q)
+    poly = sp.expand(r**a * (b - a * r)**(b - a) - (b - a)**(b - a) * sp.exp(-b * delta))
+    G = g("kl").subs(p, p_value)
+    identity = sp.expand(sp.exp(-b * (G - delta))) - 1 - sp.expand(poly * sp.exp(b * delta) / (b - a)**(b - a))
+    return a, b, poly, sp.simplify(identity)
+
+
+def kl_radical_roots(p_value):
+    """The KL band's ends at rational ``p`` with denominator ≤ 4, in radicals of ``e^{-bδ}`` (``sympy.roots``).
+
+    ``roots`` solves ``P`` (degree ``b ≤ 4``: Cardano, Ferrari) with every root a radical expression, no
+    ``CRootOf``. ``P`` has exactly two roots in ``(0, 1/p)`` (``kl_root_structure``: one per side of 1), and the
+    others lie outside (``r ≤ 0``, ``r ≥ 1/p`` or complex). Which radical expression is which end is read off
+    at ``δ = KL_SELECT_DELTA`` with 30-digit ``evalf``. The set of roots cannot reorder as ``δ > 0`` varies
+    (``P' = a b r^(a-1) (b - a r)^(b-a-1) (1 - r)`` vanishes only at ``r ∈ {0, 1, b/a}``, where ``P ≠ 0`` for
+    ``δ > 0``, so no two roots meet), but a formula with principal-branch cube roots could still swap labels;
+    the numerics and gpu checks confirm the labels at every ``δ`` they test. For ``b = 3`` all three roots
+    are real (casus irreducibilis), so the radicals pass through complex numbers and evaluate with imaginary
+    parts at rounding level. Returns ``{"lower", "upper", "degree", "n_roots", "all_radical", "ends_in_simplex"}``.
+    """
+    p_value = sp.Rational(p_value)
+    a, b, poly, _ = kl_rational_polynomial(p_value)
+    found = sp.roots(sp.Poly(poly, r))
+    at = {e: complex(e.subs(delta, KL_SELECT_DELTA).evalf(30)) for e in found}
+    tiny = 1e-20
+    lower = [e for e, z in at.items() if abs(z.imag) < tiny and 0 < z.real < 1]
+    upper = [e for e, z in at.items() if abs(z.imag) < tiny and 1 < z.real < 1 / float(p_value)]
+    if len(lower) != 1 or len(upper) != 1:
+        raise ArithmeticError(f"p = {p_value}: expected one root per side of 1 in (0, 1/p), got {at}")
+    return {"lower": lower[0], "upper": upper[0], "degree": sp.degree(poly, r),
+            "n_roots": sum(found.values()), "all_radical": not any(e.has(sp.CRootOf, sp.RootOf) for e in found),
+            "ends_in_simplex": (at[lower[0]].real, at[upper[0]].real)}
 
 
 # ---------------------------------------------------------------------------------------------

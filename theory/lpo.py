@@ -263,6 +263,28 @@ def rloo_coefficients(K):
 
 
 # ---------------------------------------------------------------------------------------------
+# lpo.implicit_target_remax (Table 1, ReMax row)
+# ---------------------------------------------------------------------------------------------
+def remax_gap(K):
+    """ReMax's PG coefficient ``(R_k - b)/K`` minus the reverse-KL one ``-c^rev_k`` (``s = 0``, ``φ = R``, ``τ = 1``).
+
+    On-policy the group PG is ``Σ_k (A_k/K) ∇log π(y_k)`` and ``-∇KL(P_θ‖softmax(R)) = Σ_k (-c^rev_k) ∇log π(y_k)``
+    (``∂s_k/∂θ = ∇log π(y_k)`` at ``θ = θ_old``), so the gradients differ by ``Σ_k gap_k ∇log π(y_k)``. Returns
+    ``(identities, gap, b, mu)``: ``identities`` maps ``gap_k - (μ_G - b)/K`` to its simplified value (must be 0),
+    ``gap`` is the common per-response gap (derived, simplified), ``b`` the baseline symbol and ``μ_G`` the group
+    mean."""
+    s, phi, c = reverse_kl_coefficient_expr(K)
+    R = vec("R", K)
+    b = sp.Symbol("b", real=True)
+    mu = sum(R) / K
+    on = {**{v: 0 for v in s}, **{phi[k]: R[k] for k in range(K)}}
+    gaps = [sp.simplify((R[k] - b) / K + c[k].subs(on)) for k in range(K)]
+    ids = {f"(R_{k + 1} - b)/K + c_rev_{k + 1} - (mu_G - b)/K": sp.simplify(gaps[k] - (mu - b) / K)
+           for k in range(K)}
+    return ids, gaps[0], b, mu
+
+
+# ---------------------------------------------------------------------------------------------
 # lpo.length_normalisation (ambiguity A1)
 # ---------------------------------------------------------------------------------------------
 def length_normalised_net_coefficient():

@@ -25,9 +25,11 @@ chi2_closed_form = claim(
 kl_bounds = claim(
     "band.kl_bounds", paper="BandPO", source="BandPO §3 (KL band)",
     statement="For KL(π_old‖π_θ), the band ends are the two roots of "
-              "-p log r + (1-p) log((1-p)/(1-rp)) = δ in (0, 1) and (1, 1/p), one on each side of 1; as functions "
-              "of p they have no elementary closed form (at p = 1/2 they do: 1 ± √(1 - e^{-2δ})) and are computed "
-              "by root finding.")
+              "-p log r + (1-p) log((1-p)/(1-rp)) = δ in (0, 1) and (1, 1/p), one on each side of 1, computed by "
+              "root finding; as functions of p they have no elementary closed form, but at rational p = a/b the "
+              "equation is the polynomial r^a (b - a r)^(b-a) = (b-a)^(b-a) e^{-bδ} of degree b, so for "
+              "denominator b ≤ 4 (p = 1/2, 1/3, 2/3, 1/4, 3/4) they are radicals; p = 1/2 is one of these: "
+              "1 ± √(1 - e^{-2δ}).")
 
 saturation = claim(
     "band.saturation", paper="BandPO", source="BandPO Prop. 3",

@@ -84,6 +84,29 @@ def _kl_newton_solver_at_roundoff() -> Evidence:
     return _grid_vs_reference("kl")
 
 
+@kl_bounds.check("gpu")
+def _kl_torch_matches_radicals() -> Evidence:
+    """At p ∈ {1/2, 1/3, 2/3, 1/4, 3/4}, float64 torch band_bounds equals the radical ends to round-off."""
+    from fiberlab.claims.band_numerics import RADICAL_DELTAS, kl_radical_ends
+    from fiberlab.theory import band as T
+    worst, where, n = 0.0, None, 0
+    for pv in T.STATED["kl_radical_ps"]:
+        log_p = math.log(float(pv))
+        for delta in RADICAL_DELTAS:
+            lo, up = band_bounds(_torch(np.array([log_p])), "kl", delta)
+            conds = _condition(log_p, "kl", delta)
+            for name, got, ref, cond in zip(("lower", "upper"), (float(lo[0]), float(up[0])),
+                                            kl_radical_ends(pv, delta), conds):
+                units = abs(got - float(ref)) / float(ref) / (EPS64 * cond)
+                n += 1
+                if not units <= worst:
+                    worst, where = units, (str(pv), delta, name, got, float(ref))
+    return Evidence.within(worst, ROUNDOFF_UNITS, n,
+                           detail="float64 torch band_bounds(kl) vs sympy.roots radicals at 60 digits, p ∈ {1/2, 1/3, "
+                                  f"2/3, 1/4, 3/4}}, δ ∈ {RADICAL_DELTAS}; relative error in units of eps × condition "
+                                  f"number (as above); worst (p, δ, end, got, radical) = {where}")
+
+
 @tv_closed_form.check("gpu")
 def _tv_torch_matches_reference() -> Evidence:
     return _grid_vs_reference("tv")

@@ -301,6 +301,48 @@ def _kl_float64_solver_vs_reference() -> Evidence:
                                   f"p ∈ [e^-690, 1 - 1e-12], δ ∈ {{1e-6, 0.01, 0.05, 0.2, 1}}: {worst:.2e}")
 
 
+#: δ at which the radical KL ends of rational p are compared with the solvers (small δ puts two roots near
+#: r = 1, where Cardano/Ferrari cancel; 60 digits leave > 40 after the worst cancellation, ~√δ).
+RADICAL_DELTAS = (1e-6, 1e-3, 0.01, 0.05, 0.2, 1.0, 5.0)
+
+
+def kl_radical_ends(p_value, delta, dps: int = 60) -> tuple[mp.mpf, mp.mpf]:
+    """The radical KL ends of theory.kl_radical_roots at exact rational p, evaluated at ``dps`` digits.
+
+    Casus irreducibilis (p = 1/3, 2/3) passes through complex radicals: the imaginary part must be rounding.
+    """
+    out = T.kl_radical_roots(p_value)
+    ends = []
+    with mp.workdps(dps):
+        for e in (out["lower"], out["upper"]):
+            z = mp.mpc(T.lambdify_mp(e, T.delta)(mp.mpf(delta)))
+            if abs(z.imag) > mp.mpf(10) ** (-(dps - 15)):
+                raise ArithmeticError(f"p = {p_value}, δ = {delta}: radical end {z} is not real")
+            ends.append(+z.real)
+    return ends[0], ends[1]
+
+
+@kl_bounds.check("numerics")
+def _kl_radicals_vs_solvers() -> Evidence:
+    """Radical ends at p ∈ {1/2, 1/3, 2/3, 1/4, 3/4} vs the 50-digit reference roots and the float64 solver."""
+    worst_mp, worst_f64, cases = mp.mpf(0), 0.0, 0
+    for pv in T.STATED["kl_radical_ps"]:
+        for delta in RADICAL_DELTAS:
+            rad = kl_radical_ends(pv, delta)
+            with mp.workdps(50):
+                # exact rational p (mp.log of a/b at 50 digits), so the reference is graded at 1e-20 and not
+                # at the rounding of float(p)
+                ref = N.band_bounds_mp(mp.log(mp.mpf(int(pv.p)) / int(pv.q)), "kl", delta)
+                worst_mp = max(worst_mp, *(abs(r_ - q_) / q_ for r_, q_ in zip(rad, ref)))
+            lo, up = N.band_bounds(np.array([float(pv)]), "kl", delta)
+            worst_f64 = max(worst_f64, _log_error(float(lo[0]), rad[0]), _log_error(float(up[0]), rad[1]))
+            cases += 1
+    return _normalised({"radicals vs band_bounds_mp (relative)": (float(worst_mp), REFERENCE_ROOT_TOL),
+                        "float64 band_bounds vs radicals (log r)": (worst_f64, FAST_KL_TOL)}, cases,
+                       f"sympy.roots radicals of r^a (b - a r)^(b-a) = (b-a)^(b-a) e^(-bδ) at p = a/b ∈ "
+                       f"{{1/2, 1/3, 2/3, 1/4, 3/4}}, δ ∈ {RADICAL_DELTAS}, evaluated at 60 digits")
+
+
 # ---------------------------------------------------------------------------------------------
 # band.saturation (BandPO Prop. 3)
 # ---------------------------------------------------------------------------------------------

@@ -106,6 +106,26 @@ def _kl_roots_unique_on_each_branch() -> Evidence:
                                         f"δ > 0; symbolic p: {found}; p = 1/2: roots {out['half_roots']}")
 
 
+@kl_bounds.check("theory")
+def _kl_radicals_at_rational_p() -> Evidence:
+    """At p = a/b, b ≤ 4: e^{-b(g - δ)} - 1 = P(r) e^{bδ}/(b-a)^(b-a), deg P = b, and roots() solves P in radicals."""
+    ids, facts, ends = {}, {}, []
+    for pv in T.STATED["kl_radical_ps"]:
+        a, b, poly, identity = T.kl_rational_polynomial(pv)
+        out = T.kl_radical_roots(pv)
+        ids[f"p = {pv}: e^(-{b}(g - δ)) - 1 - P(r) e^({b}δ)/{(b - a) ** (b - a)}"] = identity
+        facts[f"p = {pv}: deg P = {b} ≤ 4"] = out["degree"] == b <= 4
+        facts[f"p = {pv}: roots() returns all {b} roots, none a CRootOf"] = out["n_roots"] == b and out["all_radical"]
+        ends.append(f"p = {pv}: ({out['ends_in_simplex'][0]:.6f}, {out['ends_in_simplex'][1]:.6f})")
+    half = T.kl_radical_roots(sp.Rational(1, 2))
+    for name, got, stated in zip(("lower", "upper"), (half["lower"], half["upper"]), T.STATED["kl_half_roots"]):
+        ids[f"p = 1/2 {name} radical - (1 ∓ √(1 - e^(-2δ)))"] = sp.simplify(got - stated)
+    return _symbolic(ids, facts, detail="g_KL = δ at p = a/b is r^a (b - a r)^(b-a) = (b-a)^(b-a) e^{-bδ}, degree b: "
+                                        "quadratic (1/2), cubic (1/3, 2/3), quartic (1/4, 3/4), all solved in "
+                                        f"radicals by sympy.roots; ends at δ = {T.KL_SELECT_DELTA}: "
+                                        + "; ".join(ends))
+
+
 # ---------------------------------------------------------------------------------------------
 # band.saturation (BandPO Prop. 3)
 # ---------------------------------------------------------------------------------------------

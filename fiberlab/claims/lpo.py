@@ -39,8 +39,16 @@ rev_is_proximal = claim(
 implicit_targets = claim(
     "lpo.implicit_targets", paper="LPO", source="LPO Table 1 / Table 2 (App. C.3)",
     statement="On-policy group PG of GRPO/DAPO (τ = σ_G), Dr.GRPO (τ = 1), RLOO (τ = (K-1)/K exactly), MaxRL "
-              "(τ = μ_G), ReMax (τ = 1) and REINFORCE++ w/ baseline (τ = σ_B') is the first-order reverse-KL "
-              "projection toward softmax(R/τ).")
+              "(τ = μ_G) and REINFORCE++ w/ baseline (τ = σ_B') is the first-order reverse-KL projection toward "
+              "softmax(R/τ) (ReMax: lpo.implicit_target_remax).")
+
+implicit_target_remax = claim(
+    "lpo.implicit_target_remax", paper="LPO", source="LPO Table 1 / Table 2 (App. C.3), ReMax row",
+    status="conditional",
+    statement="On-policy group PG of ReMax (A_k = R_k - b, b the greedy response's reward, τ = 1) is the "
+              "first-order reverse-KL projection toward softmax(R): PG = -∇ D_KL(P_θ‖softmax(R)).",
+    condition="Holds only with b = μ_G (centred advantages). Per group, PG + ∇KL = ((μ_G - b)/K) Σ_k ∇log π(y_k) "
+              "exactly: zero in expectation under on-policy sampling, but not zero in a group with b ≠ μ_G.")
 
 monotone_improvement = claim(
     "lpo.monotone_improvement", paper="LPO", source="LPO Thm. 2",

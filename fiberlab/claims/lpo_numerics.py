@@ -309,9 +309,11 @@ def implicit_target_errors(n_groups=60, seed_offset=7, taus=None):
     """Per method: max |A_k/K - (-c^rev_k(s = 0, φ = R/τ))| over random groups (binary and continuous rewards).
 
     ``taus`` may override a method's τ (``method -> function(R, tau_method) -> tau``) to show the check can fail.
-    ReMax's uncentred part (μ_G - b)/K Σ_k ∇log π(y_k) is reported separately (see the check)."""
+    ReMax is not among the methods: its PG equals the projection only after centring, which is the condition of
+    ``lpo.implicit_target_remax`` (its own checks, below)."""
     rng = _rng(seed_offset)
-    worst = {m: 0.0 for m in N.METHODS}
+    methods = tuple(m for m in N.METHODS if m != "remax")
+    worst = {m: 0.0 for m in methods}
     K = 8
     batch = None
     for g in range(n_groups):
@@ -321,12 +323,10 @@ def implicit_target_errors(n_groups=60, seed_offset=7, taus=None):
             if g >= 30:
                 batch = batch * 0.9 + 0.1 * rng.uniform(size=(10, K))  # non-binary rewards (Countdown-like)
         R = batch[g % 10]
-        for m in N.METHODS:
-            A, tau = N.group_advantages(m, R, baseline=float(rng.uniform()), batch=batch)
+        for m in methods:
+            A, tau = N.group_advantages(m, R, batch=batch)
             if taus and m in taus:
                 tau = taus[m](R, tau)
-            if m == "remax":
-                A = A - A.mean()        # the per-prompt baseline's part; its own check is below
             c_rev = N.reverse_coefficients(np.zeros(K), R / tau)
             worst[m] = max(worst[m], _rel(A / K, -c_rev))
     return worst, n_groups
@@ -344,15 +344,64 @@ def score_expectation_error(seed_offset=8):
 @implicit_targets.check("numerics")
 def _group_pg_equals_reverse_projection() -> Evidence:
     worst, n = implicit_target_errors()
-    e_score = score_expectation_error()
-    err = max(max(worst.values()), e_score)
-    return Evidence.within(err, ROUNDOFF_TOL, n * len(N.METHODS),
+    err = max(worst.values())
+    return Evidence.within(err, ROUNDOFF_TOL, n * len(worst),
                            detail=f"{n} groups (K = 8; binary, then non-binary rewards), per method max|A/K + c^rev| "
                                   + ", ".join(f"{m} {v:.0e}" for m, v in worst.items())
-                                  + f". ReMax's A = R - b differs from R - μ_G by a per-prompt constant: same target "
-                                    f"softmax(R), and the extra PG term (μ_G - b)/K Σ∇log π(y_k) has expectation "
-                                    f"E_π[∇log π] = 0 (exact to {e_score:.0e}), not zero per group; REINFORCE++'s "
-                                    f"μ_B' = 0 exactly for equal group sizes")
+                                  + ". REINFORCE++'s μ_B' = 0 exactly for equal group sizes; ReMax is "
+                                    "lpo.implicit_target_remax (conditional)")
+
+
+from fiberlab.claims.lpo import implicit_target_remax  # noqa: E402
+
+# The ReMax counterexample must be far from round-off: the gap ‖PG + ∇KL‖ relative to ‖∇KL‖ at least this.
+REMAX_MIN_GAP = 1e-2
+
+
+def remax_gradient_gap(baseline, seed_offset=9, K=8):
+    """On-policy θ-gradients of one group under a log-linear policy (20 responses, d = 4, K sampled).
+
+    Returns ``(pg, neg_grad_kl, predicted, score_sum)``: ReMax's PG ``Σ_k (R_k - b)/K ∇log π(y_k)``,
+    ``-∇_θ KL(P_θ‖softmax(R))`` by central differences in θ with ``s_k(θ) = log π_θ(y_k) - log π_old(y_k)``
+    (independent of c^rev), the predicted gap ``((μ_G - b)/K) Σ_k ∇log π(y_k)`` and ``Σ_k ∇log π(y_k)``.
+    ``baseline=None`` uses ``b = μ_G`` (the condition)."""
+    rng = _rng(seed_offset)
+    pol = N.LogLinearPolicy(rng.normal(size=(20, 4)))
+    th0 = rng.normal(size=4)
+    ys = rng.choice(20, size=K, p=softmax(pol.Phi @ th0))
+    R = np.where(rng.uniform(size=K) < 0.5, 1.0, 0.0)
+    R[0], R[1] = 1.0, 0.0
+    b = R.mean() if baseline is None else float(baseline)
+    A, tau = N.group_advantages("remax", R, baseline=b)
+    score = pol.score(th0, ys)
+    pg = (A / K) @ score
+    lp0 = pol.log_prob(th0, ys)
+    kl = lambda th: N.kl_logits(pol.log_prob(th, ys) - lp0, R / tau)   # noqa: E731
+    neg_grad_kl = -N.fd_gradient(kl, th0, FD_STEP)
+    return pg, neg_grad_kl, (R.mean() - b) / K * score.sum(axis=0), score.sum(axis=0)
+
+
+@implicit_target_remax.check("numerics")
+def _remax_counterexample() -> Evidence:
+    """b = 1 (greedy response correct) > μ_G: PG + ∇KL = ((μ_G - b)/K) Σ∇log π ≠ 0; at b = μ_G the gap is 0."""
+    pg, ngk, pred, ssum = remax_gradient_gap(baseline=1.0)
+    pg_c, ngk_c, _, _ = remax_gradient_gap(baseline=None)
+    e_pred = _rel(pg - ngk, pred)                         # the gap is exactly the predicted term
+    e_cond = _rel(pg_c, ngk_c)                            # the condition b = μ_G: PG = -∇KL
+    gap = float(np.linalg.norm(pg - ngk) / np.linalg.norm(ngk))
+    e_score = score_expectation_error()
+    err = max(e_pred, e_cond)
+    ev = Evidence.within(err, FD_TOL, 2,
+                         detail=f"log-linear policy (20 responses, d = 4), K = 8 on-policy samples, binary R: with "
+                                f"b = 1 ≠ μ_G the gap ‖PG + ∇KL‖/‖∇KL‖ = {gap:.3f} and equals ((μ_G - b)/K) Σ∇log π "
+                                f"to {e_pred:.1e}; with b = μ_G, PG = -∇KL to {e_cond:.1e} (∇KL by central "
+                                f"differences, tol {FD_TOL:.0e}); the gap's expectation E_π[∇log π] = 0 to "
+                                f"{e_score:.0e}, so ReMax is unbiased but not equal per group",
+                         counterexample={"baseline": 1.0, "relative_gap": gap,
+                                         "score_sum": [float(v) for v in ssum]})
+    if not (gap >= REMAX_MIN_GAP and e_score <= ROUNDOFF_TOL):
+        ev.passed = False
+    return ev
 
 
 # ---------------------------------------------------------------------------------------------

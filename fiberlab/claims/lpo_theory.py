@@ -91,6 +91,22 @@ def _rloo_temperature() -> Evidence:
                                  "equals -A^RLOO/K")
 
 
+from fiberlab.claims.lpo import implicit_target_remax  # noqa: E402
+
+
+@implicit_target_remax.check("theory")
+def _remax_gap_is_uncentred_baseline() -> Evidence:
+    """(R_k - b)/K + c^rev_k(s = 0, φ = R) ≡ (μ_G - b)/K for every k (K = 3, 4); the gap vanishes iff b = μ_G."""
+    ids, facts = {}, {}
+    for K in (3, 4):
+        gap_ids, gap, b, mu = T.remax_gap(K)
+        ids.update({f"{k} (K={K})": v for k, v in gap_ids.items()})
+        facts[f"gap ≢ 0 (K={K})"] = sp.simplify(gap) != 0
+        facts[f"gap = 0 only at b = μ_G (K={K})"] = sp.solve(sp.Eq(gap, 0), b) == [mu]
+    return _symbolic(ids, facts, detail="ReMax's PG minus -∇KL(P_θ‖softmax(R)) on-policy is ((μ_G - b)/K) Σ_k ∇log π(y_k): "
+                                        "the same gap on every response, zero iff b = μ_G (the condition)")
+
+
 @monotone_improvement.check("theory")
 def _target_gain_is_jeffreys() -> Evidence:
     """Thm. 2(a): R̂(w*) - R̂(P_t) - τ[KL(w*‖P_t) + KL(P_t‖w*)] ≡ 0 (K = 3)."""
