@@ -11,6 +11,7 @@ import math
 
 import torch
 
+from fiberlab.claims.lpo import implicit_targets as _implicit_targets
 from fiberlab.claims.lpo import length_normalisation, pg_is_reverse_kl, zero_sum
 from fiberlab.gpu.advantages import get_advantage
 from fiberlab.gpu.losses import get_policy_loss
@@ -185,3 +186,40 @@ def _per_sequence_mean_breaks_zero_sum():
                     detail=f"lpo loss, per-group shift gradient: seq-mean-token-mean with ragged lengths "
                            f"{broken:.2e} (counterexample, > {BROKEN_MIN:g}); equal lengths {equal:.1e}; "
                            f"seq-mean-token-sum {summed:.1e}")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# lpo.implicit_targets: the objective's τ rule against the claims layer's (population vs Bessel σ_G)
+# --------------------------------------------------------------------------------------------------------------
+
+#: τ from one float64 group: a sum of K ≤ 8 squares and one sqrt in a different order than NumPy's, relative.
+TAU_RTOL = 1e-13
+
+
+@_implicit_targets.check("gpu")
+def _objective_tau_matches_the_claims_layer() -> Evidence:
+    """The numerics layer reads GRPO's implicit temperature as the population σ_G (Table 1, spec A4); the
+    objective's default is the Bessel-corrected σ_G, so that (R - μ_G)/τ is verl's GRPO advantage. Both are
+    checked here: ``lpo_tau_std_unbiased=False`` is the claims layer's τ, and the default is √(K/(K-1)) times it
+    (each plus the same ε)."""
+    import numpy as np
+
+    from fiberlab.numerics.lpo import group_advantages
+
+    g = torch.Generator().manual_seed(11)
+    worst, n = 0.0, 0
+    for K in range(2, 9):
+        for _ in range(6):
+            r = torch.rand(K, generator=g, dtype=torch.float64) * 3.0
+            _, sd = group_advantages("grpo", r.numpy())
+            ids = torch.zeros(K, dtype=torch.long)
+            for unbiased, want in ((False, sd), (True, sd * math.sqrt(K / (K - 1)))):
+                st = listwise_state(torch.zeros(K, dtype=torch.float64), ids, rewards=r, tau="grpo",
+                                    std_unbiased=unbiased)
+                got = float(st.tau[0]) - 1e-6                     # TAU_EPS, added to σ_G by the objective
+                worst = max(worst, abs(got - want) / max(want, 1e-300))
+                n += 1
+    return Evidence.within(worst, TAU_RTOL, n, detail="lpo_tau='grpo': the objective's τ with "
+                           "lpo_tau_std_unbiased=False equals the numerics layer's population σ_G (Table 1's reading, "
+                           "A4); its default, Bessel's σ_G (verl's GRPO), equals √(K/(K-1)) times it; K = 2..8, "
+                           "relative error after removing ε = 1e-6")
