@@ -31,6 +31,9 @@ from rich.table import Table
 from fiberlab.registry import LAYERS, PAPERS
 from fiberlab.report import fmt_err, package_version, run_claims, select_claims, verdict, verify_document
 
+#: Below this terminal width `fiberlab claims` prints one claim per block instead of a six-column table.
+NARROW = 100
+
 _STYLE = {"verified": "green", "conditional": "yellow", "refuted": "magenta", "FAILED": "bold red"}
 
 
@@ -144,7 +147,9 @@ def _verify(args: argparse.Namespace, console: Console) -> int:
         runs = run_claims(claims, layer=args.layer, on_check=tick, on_start=start)
 
     table = Table(title="fiberlab verify", show_lines=False)
-    for col, kw in [("claim", {}), ("paper", {}), ("source", {"overflow": "fold"}), ("checks by layer", {}),
+    id_width = max((len(run.claim.id) for run in runs), default=5)     # ids whole: they are what --claim takes
+    for col, kw in [("claim", {"no_wrap": True, "min_width": id_width}), ("paper", {}),
+                    ("source", {"overflow": "fold"}), ("checks by layer", {}),
                     ("status", {}), ("worst error/tol", {"justify": "right"}), ("time (s)", {"justify": "right"})]:
         table.add_column(col, **kw)
     for run in runs:
@@ -174,11 +179,23 @@ def _verify(args: argparse.Namespace, console: Console) -> int:
 
 def _claims(args: argparse.Namespace, console: Console) -> int:
     _paper(args.paper)
+    claims = select_claims(paper=args.paper)
+    # claim text holds intervals such as [r̲, r̄]: printed as text, never read as rich markup
+    if console.width < NARROW:
+        # a narrow terminal: one header line per claim (the id whole: it is what --claim takes), then the
+        # statement wrapped under it, instead of six columns squeezed to a few characters each
+        for c in claims:
+            console.print(f"[bold]{escape(c.id)}[/bold]  {escape(c.paper)} · {escape(c.status)} · "
+                          f"{escape(' '.join(c.layers))} · {escape(c.source)}")
+            console.print(escape(c.statement), style="dim", overflow="fold")
+            console.print()
+        return 0
     table = Table(title="fiberlab claims")
-    for col in ("claim", "paper", "source", "status", "layers", "statement"):
+    table.add_column("claim", no_wrap=True, min_width=max((len(c.id) for c in claims), default=5))
+    for col in ("paper", "source", "status", "layers"):
         table.add_column(col, overflow="fold")
-    for c in select_claims(paper=args.paper):
-        # claim text holds intervals such as [r̲, r̄]: printed as text, never read as rich markup
+    table.add_column("statement", overflow="fold", ratio=1)
+    for c in claims:
         table.add_row(*(escape(x) for x in (c.id, c.paper, c.source, c.status, " ".join(c.layers), c.statement)))
     console.print(table)
     return 0

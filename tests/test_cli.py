@@ -120,3 +120,35 @@ def test_verify_json_has_a_header_and_keeps_unicode_readable(tmp_path):
     assert doc["commit"] is None or len(doc["commit"]) == 40
     assert doc["time"].endswith("+00:00")
     assert [c["id"] for c in doc["claims"]] == ["band.tv_closed_form"]
+
+
+@pytest.mark.parametrize("width", [80, 120])
+def test_claims_keeps_every_id_whole_at_terminal_widths(width):
+    """At 80 columns the six-column table split ids mid-word (``band.reduc``/``tion``) and gave statements 10
+    characters; every id must appear whole on one line, since it is what ``--claim`` takes."""
+    import argparse
+    import io
+
+    from rich.console import Console
+
+    buf = io.StringIO()
+    cli._claims(argparse.Namespace(paper=None), Console(file=buf, width=width))
+    from rich.cells import cell_len
+
+    lines = buf.getvalue().splitlines()
+    assert all(cell_len(line) <= width for line in lines)        # display cells (r̲'s combining mark takes none)
+    for c in registry.all_claims():
+        assert any(c.id in line for line in lines), c.id
+
+
+def test_verify_keeps_ids_whole_at_120_columns(monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    buf = io.StringIO()
+    monkeypatch.setattr(cli, "Console", lambda **kw: Console(file=buf, width=120))
+    assert cli.main(["verify", "--claim", "band.chi2_closed_form", "--claim", "lpo.gibbs_target", "--layer",
+                     "theory", "--no-progress"]) == 0
+    out = buf.getvalue()
+    assert "band.chi2_closed_form" in out and "lpo.gibbs_target" in out
