@@ -25,3 +25,18 @@ def test_no_formula_continuation_line_reads_as_a_bullet():
     assert bullet_continuations("$$\na\n+ b\n$$") == []                      # ... and display math is left alone
     bad = {p.name: bullet_continuations(p.read_text(encoding="utf-8")) for p in sorted(BOOK.glob("*.md"))}
     assert not {k: v for k, v in bad.items() if v}, bad
+
+
+def test_registry_cells_hide_their_input():
+    """A claim's card and evidence are the page's content; the ``claim_card(…)``/``show_claims(…)`` call that
+    makes them is boilerplate, hidden with ``remove-input`` (the output, the evidence, stays)."""
+    shown = []
+    for p in sorted(BOOK.glob("*.md")):
+        lines = p.read_text(encoding="utf-8").splitlines()
+        for i, line in enumerate(lines[:-1]):
+            if line.strip() == "```{code-cell} python3":
+                body = [x for x in lines[i + 1:i + 3] if not x.startswith(":")]
+                if body and body[0].startswith(("claim_card(", "show_claims(")) and \
+                        lines[i + 1] != ":tags: [remove-input]":
+                    shown.append(f"{p.name}:{i + 1}")
+    assert not shown, f"registry cells showing their code: {shown}"
