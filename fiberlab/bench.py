@@ -355,8 +355,8 @@ def check_args(target: str, n_tokens: int, repeats: int) -> None:
         raise ValueError(f"--tokens must be a positive integer, got {n_tokens}")
     if repeats < 1:
         raise ValueError(f"--repeats must be a positive integer, got {repeats}")
-    if target == "lpo" and bench_shape(n_tokens)[0] % LPO_GROUP:
-        rows, cols = bench_shape(n_tokens)
+    rows, cols = bench_shape(n_tokens)
+    if target == "lpo" and rows % LPO_GROUP:
         raise ValueError(f"--tokens must give whole groups of {LPO_GROUP} rows of 1024 tokens for bench lpo "
                          f"(a multiple of {LPO_GROUP * 1024}), got {n_tokens} ({rows} row(s) of {cols})")
 

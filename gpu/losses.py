@@ -390,9 +390,7 @@ def _finish(loss_mat: torch.Tensor, ind: dict[str, torch.Tensor], neg_log_ratio:
 
     The loss rides along in the metrics' one host sync: inputs are validated finite, so a non-finite loss can
     only be an overflow of the working dtype (e.g. |A|·r beyond float32), and it raises instead of
-    returning inf or NaN."""
-    if loss_agg_mode not in AGG_MODES:
-        raise ValueError(f"loss_agg_mode must be one of {AGG_MODES}, got {loss_agg_mode!r}")
+    returning inf or NaN. ``loss_agg_mode`` was checked by :func:`checked_inputs`, every objective's first step."""
     if rollout_is_weights is not None:
         loss_mat = loss_mat * rollout_is_weights
     loss = agg_loss(loss_mat, response_mask, loss_agg_mode, **_agg_kwargs(config))
