@@ -589,3 +589,38 @@ def local_regime(log_r, traj_ids, eps, C_pos=1.0, C_neg=1.0) -> np.ndarray:
     clipped = np.bincount(p.index, weights=(np.abs(p.u) >= eps).astype(float), minlength=n)
     T = np.bincount(p.index, minlength=n)
     return np.where(clipped == 0, 0, np.where(clipped < T, 1, 2))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Fig. 4: the parameterised drift r_i = 1 + t Δ̂_i (§5.3)
+# ----------------------------------------------------------------------------------------------------------
+
+
+def parameterised_drift(ts, delta_hat) -> tuple[np.ndarray, np.ndarray]:
+    """Fig. 4's drift path ``r_i(t) = 1 + t Δ̂_i`` for every ``t`` in ``ts``, one trajectory per ``t``.
+
+    Returns flat ``(log_r, traj_ids)`` with trajectory ``k`` = the tokens at ``ts[k]`` (``len(delta_hat)``
+    tokens each), ready for :func:`fiberpo_parts`; every ratio must stay positive (``1 + t Δ̂_i > 0``).
+    """
+    ts = np.atleast_1d(np.asarray(ts, dtype=float))
+    d = _log_ratios(delta_hat, "delta_hat")
+    if ts.ndim != 1 or not np.all(np.isfinite(ts)):
+        raise ValueError("ts must be a 1-d array of finite drift parameters")
+    r = 1.0 + ts[:, None] * d[None, :]
+    if np.any(r <= 0):
+        raise ValueError("ts leaves the positive orthant: some 1 + t Δ̂_i ≤ 0")
+    return np.log(r).ravel(), np.repeat(np.arange(ts.size), d.size)
+
+
+def fiberpo_log_gated_ratio_slope(log_r, traj_ids, eps, C_pos, C_neg, k=None) -> np.ndarray:
+    """Eq. 7's ``log 𝒢_i`` with the rollback slope ``k`` of ``g_agg`` decoupled from ``T_τ``.
+
+    Fig. 4 draws FiberPO with ``k = 32`` for a trajectory of ``T_τ = 10`` tokens "for illustration" (spec A15):
+    ``log w^base_τ = g_agg(log s⁺_τ, C⁺, k) - g_agg(log s⁻_τ, C⁻, k)`` while the aggregates (Eq. 9) and the
+    fiber residual (Eq. 16) keep their ``1/T_τ`` means. ``k = None`` is Eq. 7 itself (``k = T_τ``).
+    """
+    p = fiberpo_parts(log_r, traj_ids, eps, C_pos, C_neg)
+    if k is None:
+        return p.log_w_base + p.log_r_fiber
+    k = _positive(k, "k")
+    return g_agg(p.log_s_pos, C_pos, k) - g_agg(p.log_s_neg, C_neg, k) + p.log_r_fiber

@@ -446,3 +446,217 @@ def snis_measure(samples, weights, n_responses):
     if y.shape != w.shape:
         raise ValueError(f"weights must have the shape of samples {y.shape}, got {w.shape}")
     return np.bincount(y, weights=w, minlength=int(n_responses))
+
+
+# ---------------------------------------------------------------------------------------------
+# lpo.single_response (LPO App. C.2): the K = 1 "virtual simplex"
+# ---------------------------------------------------------------------------------------------
+def virtual_simplex_coefficient(s, reward, baseline, tau):
+    """App. C.2: one real response (listwise logit ``s``, reward ``R``) paired with a *virtual* response whose logit is
+    fixed at 0 and whose reward is the batch baseline ``b``. ``P = softmax(s, 0)``, ``w* = softmax(R/τ, b/τ)``, and
+    the forward coefficient of the real response is ``c = P_1 - w*_1 = σ(s) - σ((R - b)/τ)`` (Eq. 10 on the
+    two-point simplex); on-policy (``s = 0``) ``c = ½ - σ((R - b)/τ)``. The virtual response carries ``-c`` but has no
+    parameters, so the gradient keeps only ``c``: zero-sum is lost. Vectorised over matching arrays."""
+    from scipy.special import expit
+    s, R, b = (np.asarray(x, dtype=float) for x in (s, reward, baseline))
+    for name, x in (("s", s), ("reward", R), ("baseline", b)):
+        if not np.all(np.isfinite(x)):
+            raise ValueError(f"{name} must be finite")
+    return expit(s) - expit((R - b) / _tau(tau))
+
+
+# ---------------------------------------------------------------------------------------------
+# lpo.target_consistency: the group target as a self-normalised importance-sampling estimate
+# ---------------------------------------------------------------------------------------------
+def compositions(K, M):
+    """Every count vector ``n ∈ N^M`` with ``Σ n = K`` (the outcomes of a multinomial), as rows of an int array."""
+    K, M = int(K), int(M)
+    if K < 0 or M < 1:
+        raise ValueError(f"K must be >= 0 and M >= 1, got K={K}, M={M}")
+    if M == 1:
+        return np.array([[K]], dtype=np.int64)
+    blocks = []
+    for n0 in range(K + 1):
+        rest = compositions(K - n0, M - 1)
+        blocks.append(np.column_stack([np.full(len(rest), n0, dtype=np.int64), rest]))
+    return np.concatenate(blocks)
+
+
+def density_target(pi_b, rewards, tau, pi_t=None):
+    """The full-space KL-regularised target ``π* ∝ π_t e^{R/τ}`` (``π_t = π_b`` on-policy): Thm. 1 with ``K → ∞``."""
+    b = _simplex(pi_b, "pi_b")
+    R = _vec(rewards, "rewards")
+    if R.shape != b.shape:
+        raise ValueError(f"rewards must have the shape of pi_b {b.shape}, got {R.shape}")
+    anchor = b if pi_t is None else _simplex(pi_t, "pi_t")
+    if anchor.shape != b.shape:
+        raise ValueError(f"pi_t must have the shape of pi_b {b.shape}, got {anchor.shape}")
+    with np.errstate(divide="ignore"):
+        return softmax(np.log(anchor) + R / _tau(tau))
+
+
+def snis_group_target_exact(pi_b, rewards, K, tau=None, tau_rule=None, pi_t=None, eps=1e-6, target=None):
+    """Exact law of the group target over ``K`` responses drawn from ``π_b`` on a finite response set.
+
+    A group is a multinomial count vector ``n ~ Mult(K, π_b)``; Eq. 8 puts ``w*_k = softmax(R/τ + s_t)_k`` on the
+    sampled ``y_k`` (``s_t = log π_t/π_b``), i.e. the measure ``μ_K(y) = n_y g_y/Σ_j n_j g_j`` with
+    ``g = (π_t/π_b) e^{R/τ}``: a self-normalised importance-sampling (SNIS) estimate of ``π* ∝ π_t e^{R/τ}``.
+    ``tau_rule="grpo"`` uses the group's population σ_G + eps as τ (its limit is π_b's σ(R) + eps); otherwise
+    ``tau`` is fixed. ``target(R_group, tau, b_group)`` (default: Eq. 8's ``listwise_target`` with ``s_t``) may replace
+    the group target, for a mutation. Every outcome is enumerated and weighted by its multinomial probability,
+    so the moments are exact up to round-off.
+
+    Returns a dict: ``limit`` (π*), ``bias`` (``E μ_K - π*``), ``mse`` (``E Σ_y (μ_K(y) - π*(y))²``), ``tv``
+    (``E TV(μ_K, π*)``), ``outcomes``, ``prob_mass`` (Σ of the enumerated probabilities, 1 up to round-off)."""
+    from scipy.special import gammaln
+    b = _simplex(pi_b, "pi_b")
+    R = _vec(rewards, "rewards")
+    if R.shape != b.shape:
+        raise ValueError(f"rewards must have the shape of pi_b {b.shape}, got {R.shape}")
+    if np.any(b <= 0):
+        raise ValueError("pi_b must be positive on every response")
+    if int(K) != K or K < 1:
+        raise ValueError(f"K must be an integer >= 1, got {K}")
+    if tau_rule not in (None, "grpo"):
+        raise ValueError(f"tau_rule must be None (fixed tau) or 'grpo', got {tau_rule!r}")
+    st = np.zeros_like(b) if pi_t is None else np.log(_simplex(pi_t, "pi_t")) - np.log(b)
+    n = compositions(int(K), b.size)
+    logp = gammaln(K + 1) - gammaln(n + 1).sum(1) + n @ np.log(b)
+    prob = np.exp(logp)
+    if tau_rule == "grpo":
+        mean = n @ R / K
+        taus = np.sqrt(np.maximum(n @ (R * R) / K - mean ** 2, 0.0)) + eps
+        tau_lim = float(np.sqrt(max(b @ (R * R) - (b @ R) ** 2, 0.0))) + eps
+    else:
+        taus = np.full(len(n), _tau(tau))
+        tau_lim = _tau(tau)
+    limit = density_target(b, R, tau_lim, None if pi_t is None else pi_t)
+    if target is None:
+        logw = R[None, :] / taus[:, None] + st[None, :]          # Eq. 8 per distinct response, times n_y copies
+        logw = np.where(n > 0, logw, -np.inf)                   # unsampled responses: no weight (and no max)
+        logw = logw - logw.max(1, keepdims=True)
+        mu = n * np.exp(logw)
+        mu /= mu.sum(1, keepdims=True)
+    else:
+        mu = np.empty((len(n), b.size))
+        for i, (row, t) in enumerate(zip(n, taus)):
+            ys = np.repeat(np.arange(b.size), row)
+            mu[i] = np.bincount(ys, weights=target(R[ys], t, b[ys]), minlength=b.size)
+    err = mu - limit[None, :]
+    return {"limit": limit, "bias": prob @ err, "mse": float(prob @ (err ** 2).sum(1)),
+            "tv": float(prob @ (0.5 * np.abs(err).sum(1))), "outcomes": len(n), "prob_mass": float(prob.sum()),
+            "tau_limit": tau_lim}
+
+
+def snis_asymptotics(pi_b, rewards, tau, pi_t=None):
+    """Delta-method constants of the SNIS estimate ``μ_K(y)`` of ``π*(y)`` (fixed τ): with ``g = (π_t/π_b) e^{R/τ}``
+    and ``m = E_{π_b} g``, ``K·Var μ_K(y) → σ_y² = E_{π_b}[g² (1{Y=y} - π*(y))²]/m²`` and ``K·(E μ_K(y) - π*(y)) →
+    β_y = -E_{π_b}[g² (1{Y=y} - π*(y))]/m²``. So ``K·MSE → Σ σ_y²``, ``√K·E TV → ½√(2/π) Σ_y σ_y`` (a Gaussian's
+    mean absolute value) and ``K·bias → β``. Returns ``(sigma2 per y, beta per y)``."""
+    b = _simplex(pi_b, "pi_b")
+    R = _vec(rewards, "rewards")
+    anchor = b if pi_t is None else _simplex(pi_t, "pi_t")
+    g = anchor / b * np.exp((R - R.max()) / _tau(tau))
+    m = b @ g
+    pstar = b * g / m
+    ind = np.eye(b.size)                                        # row y: 1{Y = y} over Y
+    diff = ind - pstar[:, None]                                 # [y, Y]
+    sigma2 = (diff ** 2 * (b * g * g)[None, :]).sum(1) / m ** 2
+    beta = -(diff * (b * g * g)[None, :]).sum(1) / m ** 2
+    return sigma2, beta
+
+
+# ---------------------------------------------------------------------------------------------
+# lpo.inexact_projection, lpo.gradient_norm, lpo.bandit_fwd_coverage: inside one bandit iteration
+# ---------------------------------------------------------------------------------------------
+def bandit_inner_trace(method, config, n_seeds=32, seed=0):
+    """:func:`fiberlab.numerics.lpo_bandit.simulate`, step for step (same random stream, same arithmetic, so the same
+    logits bit for bit), recording what happens *inside* each iteration: per iteration ``t`` and inner step ``e``
+    the listwise logits ``s`` the step sees (``s = 0`` at ``e = 0``; at ``e ≥ 1`` they are the projection reached by
+    the previous ``e`` steps), the coefficients ``c``, and per iteration the group's rewards ``R``, temperature
+    ``τ``, centred advantages ``A`` and the listwise logits ``s_end`` after all ``E`` steps.
+
+    Returns a dict of arrays: ``s`` and ``c`` (S, T, E, K); ``s_end``, ``R``, ``A`` (S, T, K); ``tau`` (S, T);
+    ``logits`` (S, T+1, M); ``grad_norm`` (S, T, E)."""
+    from fiberlab.numerics import lpo_bandit as B
+    if method not in B.METHODS:
+        raise ValueError(f"method must be one of {B.METHODS}, got {method!r}")
+    if not isinstance(config, B.BanditConfig):
+        raise ValueError(f"config must be a BanditConfig, got {type(config).__name__}")
+    if int(n_seeds) != n_seeds or n_seeds < 1:
+        raise ValueError(f"n_seeds must be an integer >= 1, got {n_seeds}")
+    cfg = config
+    S, K, E, T = int(n_seeds), int(cfg.K), int(cfg.E), int(cfg.iterations)
+    r = cfg.reward_vector
+    M = r.size
+    rng = np.random.default_rng(seed)
+    theta = np.tile(np.zeros(M) if cfg.init_logits is None else np.asarray(cfg.init_logits, float), (S, 1))
+    m_adam, v_adam, t_adam = np.zeros_like(theta), np.zeros_like(theta), 0
+    rows = np.arange(S)[:, None]
+    out = {"s": np.empty((S, T, E, K)), "c": np.empty((S, T, E, K)), "s_end": np.empty((S, T, K)),
+           "R": np.empty((S, T, K)), "A": np.empty((S, T, K)), "tau": np.empty((S, T)),
+           "logits": np.empty((S, T + 1, M)), "grad_norm": np.empty((S, T, E))}
+    out["logits"][:, 0] = theta
+    for t in range(T):
+        logp_b = log_softmax(theta, axis=-1)
+        cdf = np.cumsum(np.exp(logp_b), axis=-1)
+        u = rng.random((S, K))
+        y = np.minimum((u[..., None] >= cdf[:, None, :]).sum(-1), M - 1)
+        R = r[y]
+        mu, tau = B.group_temperature(R, cfg.tau_family, cfg.std, cfg.eps)
+        A = (R - mu[:, None]) / tau[:, None]
+        lb = logp_b[rows, y]
+        for e in range(E):
+            s = log_softmax(theta, axis=-1)[rows, y] - lb
+            c = B.descent_coefficients(method, s, A, cfg.clip_eps)
+            g = B.tabular_gradient(theta, y, c)
+            out["s"][:, t, e], out["c"][:, t, e] = s, c
+            out["grad_norm"][:, t, e] = np.linalg.norm(g, axis=-1)
+            if cfg.optimizer == "sgd":
+                theta = theta - cfg.lr * g
+            else:
+                b1, b2 = cfg.betas
+                t_adam += 1
+                m_adam = b1 * m_adam + (1 - b1) * g
+                v_adam = b2 * v_adam + (1 - b2) * g * g
+                theta = theta - cfg.lr * (m_adam / (1 - b1 ** t_adam)) / (
+                    np.sqrt(v_adam / (1 - b2 ** t_adam)) + cfg.adam_eps)
+        out["s_end"][:, t] = log_softmax(theta, axis=-1)[rows, y] - lb
+        out["R"][:, t], out["A"][:, t], out["tau"][:, t] = R, A, tau
+        out["logits"][:, t + 1] = theta
+    return out
+
+
+def projection_errors(trace, r_max="literal"):
+    """Thm. 2 on every group of a :func:`bandit_inner_trace` (on-policy anchor: ``P_t = 1/K``, ``w* = softmax(A)``).
+
+    For ``P_e = softmax(s)`` after ``e = 1..E`` inner steps: ``ε_e = TV(P_e, w*)`` (the projection error actually
+    reached), ``TV_0 = TV(P_t, w*)``, ``gain = τ·[KL(w*‖P_t) + KL(P_t‖w*)]`` (= R̂(w*) - R̂(P_t), Thm. 2(a)),
+    ``R_max`` (``"literal"``: ``max_k |R_k|``, the paper's ``|R_k| ≤ R_max`` at its tightest on the group;
+    ``"centred"``: ``(max R - min R)/2``, Thm. 2 applied to ``R - (max R + min R)/2``, legitimate because a constant
+    shift changes neither R̂ differences nor w*), ``improvement_e = R̂(P_e) - R̂(P_t)`` and the bound's slack
+    ``improvement_e - (gain - 2 R_max ε_e)`` (≥ 0 always: the theorem). The *certificate* of improvement is
+    ``2 R_max ε_e ≤ gain``. Arrays (S, T) or (S, T, E); ``informative`` marks groups with ``gain > 0``."""
+    if r_max not in ("literal", "centred"):
+        raise ValueError(f"r_max must be 'literal' or 'centred', got {r_max!r}")
+    R, A, tau = trace["R"], trace["A"], trace["tau"]
+    S, T, E, K = trace["s"].shape
+    w = softmax(A, axis=-1)
+    lw = log_softmax(A, axis=-1)
+    p0 = np.full(K, 1.0 / K)
+    tv0 = 0.5 * np.abs(w - p0).sum(-1)
+    jeff = (w * (lw - np.log(p0))).sum(-1) + (p0 * (np.log(p0) - lw)).sum(-1)
+    gain = tau * jeff
+    Rhat0 = R.mean(-1)
+    rmax = np.abs(R).max(-1) if r_max == "literal" else 0.5 * (R.max(-1) - R.min(-1))
+    # after e steps: s seen by step e (e = 1..E-1) and s_end after the last one
+    s_after = np.concatenate([trace["s"][:, :, 1:], trace["s_end"][:, :, None]], axis=2)   # (S, T, E, K)
+    P = softmax(s_after, axis=-1)
+    eps_e = 0.5 * np.abs(P - w[:, :, None]).sum(-1)
+    improvement = (P * R[:, :, None]).sum(-1) - Rhat0[:, :, None]
+    slack = improvement - (gain[:, :, None] - 2 * rmax[:, :, None] * eps_e)
+    # Rhat(w*) - Rhat(P_t) computed directly, for the identity gain = τ·Jeffreys (Thm. 2(a))
+    identity = np.abs((w * R).sum(-1) - Rhat0 - gain)
+    return {"eps": eps_e, "tv0": tv0, "gain": gain, "rmax": rmax, "improvement": improvement, "slack": slack,
+            "certified": 2 * rmax[:, :, None] * eps_e <= gain[:, :, None], "informative": gain > 0,
+            "identity": identity, "P": P, "w": w}

@@ -518,3 +518,225 @@ def sample_actions(rng, pi_old, n_traj):
     pi_old = _array(pi_old, "pi_old", ndim=2)
     u = rng.random((n_traj, pi_old.shape[0], 1))
     return np.minimum((u > np.cumsum(pi_old, axis=1)[None]).sum(-1), pi_old.shape[1] - 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Finite-horizon undiscounted MDPs (γ = 1): what holds where Thm 2.1's discounted radius is 0
+# ---------------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class FiniteHorizonMDP:
+    """An undiscounted MDP with horizon ``H`` (steps ``t = 0..H-1``, ``γ = 1``) and a stationary policy table.
+
+    Values and advantages are time-indexed and come from backward induction, state distributions from forward
+    propagation; nothing is sampled:
+
+    .. math::
+        V_H = 0,\\quad Q_t(s,a) = R(s,a) + P(\\cdot|s,a)\\cdot V_{t+1},\\quad V_t(s) = \\sum_a\\pi(a|s)Q_t(s,a),\\quad
+        A_t = Q_t - V_t,\\quad d_{t+1} = d_t P_\\pi,\\ d_0 = \\mu_0 .
+
+    The linear surrogate is the γ = 1 form of Eq. 1 on θ_old's state distributions,
+    ``J^(1)(π|π_old) = J(π_old) + Σ_t d^{old}_t · Σ_a π(a|·) A^{old}_t(·, a)``. An absorbing zero-reward state models
+    an end-of-sequence token (random lengths)."""
+
+    P: np.ndarray
+    R: np.ndarray
+    mu0: np.ndarray
+    H: int
+
+    def __post_init__(self):
+        self.P = _array(self.P, "P", ndim=3)
+        S, A, S2 = self.P.shape
+        if S2 != S or np.any(self.P < 0) or np.max(np.abs(self.P.sum(-1) - 1)) > 1e-12:
+            raise ValueError("P must have shape (S, A, S) with rows on the probability simplex")
+        self.R = _array(self.R, "R", ndim=2)
+        if self.R.shape != (S, A):
+            raise ValueError(f"R must have shape {(S, A)}, got {self.R.shape}")
+        self.mu0 = _array(self.mu0, "mu0", ndim=1)
+        if self.mu0.shape != (S,) or np.any(self.mu0 < 0) or abs(self.mu0.sum() - 1) > 1e-12:
+            raise ValueError("mu0 must be a probability vector over the states")
+        if int(self.H) != self.H or self.H < 1:
+            raise ValueError(f"H must be a positive integer horizon, got {self.H}")
+        self.H = int(self.H)
+
+    def _policy(self, pi):
+        pi = _array(pi, "pi", ndim=2)
+        if pi.shape != self.R.shape or np.any(pi < 0) or np.max(np.abs(pi.sum(-1) - 1)) > 1e-12:
+            raise ValueError(f"pi must be a policy table of shape {self.R.shape} with rows on the simplex")
+        return pi
+
+    def q_values(self, pi):
+        """``(V[t, s], Q[t, s, a])`` for ``t = 0..H-1`` by backward induction (``V[H] = 0``)."""
+        pi = self._policy(pi)
+        S, A = self.R.shape
+        V, Q = np.zeros((self.H + 1, S)), np.zeros((self.H, S, A))
+        for t in range(self.H - 1, -1, -1):
+            Q[t] = self.R + self.P @ V[t + 1]
+            V[t] = np.sum(pi * Q[t], axis=1)
+        return V[:-1], Q
+
+    def advantages(self, pi):
+        """Time-indexed ``A_t(s, a) = Q_t(s, a) - V_t(s)``, shape ``(H, S, A)``."""
+        V, Q = self.q_values(pi)
+        return Q - V[:, :, None]
+
+    def state_dists(self, pi):
+        """``d_t(s) = P(s_t = s)`` for ``t = 0..H-1``, shape ``(H, S)``."""
+        pi = self._policy(pi)
+        P_pi = np.einsum("sa,sat->st", pi, self.P)
+        d = np.zeros((self.H, self.R.shape[0]))
+        d[0] = self.mu0
+        for t in range(1, self.H):
+            d[t] = d[t - 1] @ P_pi
+        return d
+
+    def J(self, pi):
+        """``J(π) = E[Σ_{t<H} R(s_t, a_t)] = μ0 · V_0``."""
+        return float(self.mu0 @ self.q_values(pi)[0][0])
+
+    def linear_surrogate(self, pi, pi_old):
+        """``J^(1)(π|π_old) = J(π_old) + Σ_t d^{old}_t · Σ_a π A^{old}_t`` (Eq. 1 at γ = 1, finite horizon)."""
+        pi = self._policy(pi)
+        A, d = self.advantages(pi_old), self.state_dists(pi_old)
+        return self.J(pi_old) + float(np.sum(d * np.sum(pi[None] * A, axis=2)))
+
+    def gap_coefficient(self, pi_old):
+        """``2H(H-1)‖A^{old}‖_∞`` with ``‖A‖_∞ = max_{t,s,a}|A_t(s, a)|``: the finite-horizon coefficient of
+        ``(D^max_TV)²`` (½-TV) — TRPO's coupling argument with ``Σ_{t<H} t = H(H-1)/2`` in place of
+        ``Σ_t γ^t t = γ/(1-γ)²`` (see :func:`fiberlab.theory.trpo.finite_horizon_coefficient`)."""
+        return 2.0 * self.H * (self.H - 1) * float(np.max(np.abs(self.advantages(pi_old))))
+
+    def tv_trpo_step(self, pi_old, coefficient=None, solver="CLARABEL"):
+        """Maximise the finite-horizon minoriser ``J^(1)(π|π_old) - c (D^max_TV)²`` over policy tables with cvxpy
+        (epigraph: ``½ Σ_a |π - π_old| ≤ α`` at every state; ``c`` defaults to :meth:`gap_coefficient`).
+        Returns ``(π_new, α, minoriser value)``; by Eq. 55's finite-horizon form ``J(π_new) ≥`` the value."""
+        pi_old = self._policy(pi_old)
+        c = self.gap_coefficient(pi_old) if coefficient is None else float(coefficient)
+        w = np.sum(self.state_dists(pi_old)[:, :, None] * self.advantages(pi_old), axis=0)   # Σ_t d_t(s) A_t(s,a)
+        pi, alpha = cp.Variable(pi_old.shape), cp.Variable()
+        cons = [pi >= 0, cp.sum(pi, axis=1) == 1, 0.5 * cp.sum(cp.abs(pi - pi_old), axis=1) <= alpha]
+        prob = cp.Problem(cp.Maximize(cp.sum(cp.multiply(w, pi)) - c * cp.square(alpha)), cons)
+        prob.solve(solver=solver)
+        if prob.status != cp.OPTIMAL:
+            raise RuntimeError(f"cvxpy status {prob.status}")
+        pi_new = np.clip(np.asarray(pi.value, float), 0.0, None)
+        pi_new /= pi_new.sum(axis=1, keepdims=True)
+        return pi_new, float(alpha.value), self.J(pi_old) + float(prob.value)
+
+
+def random_finite_horizon_mdp(rng, n_states, n_actions, H, reward_scale=1.0, concentration=1.0, absorbing=False):
+    """A random finite-horizon MDP: Dirichlet transition rows and start, Gaussian rewards. With ``absorbing`` the
+    last state is a zero-reward sink (an end-of-sequence state) that every other state can reach."""
+    if n_states < 1 or n_actions < 1:
+        raise ValueError("n_states and n_actions must be positive")
+    P = rng.dirichlet(np.full(n_states, concentration), size=(n_states, n_actions))
+    R = rng.normal(size=(n_states, n_actions)) * reward_scale
+    mu0 = rng.dirichlet(np.ones(n_states))
+    if absorbing and n_states > 1:
+        P[-1] = 0.0
+        P[-1, :, -1] = 1.0
+        R[-1] = 0.0
+        mu0[-1] = 0.0
+        mu0 /= mu0.sum()
+    return FiniteHorizonMDP(P, R, mu0, H)
+
+
+# ---------------------------------------------------------------------------------------------
+# Population forms of Eq. 56 and Eq. 68 (the factor ½ of spec A2) on a discounted tabular MDP
+# ---------------------------------------------------------------------------------------------
+def population_tvtrpo(mdp, pi_old, tv_scale, solver="CLARABEL"):
+    """Maximise ``Σ_s ρ^{old}(s) Σ_a π_old Δ A^{old} - c (max_s tv_scale·Σ_a π_old|Δ|)²`` over ratio deviations ``Δ``
+    with ``Σ_a π_old Δ = 0`` and ``1 + Δ ≥ 0`` (cvxpy), ``c = 4γ‖A‖∞/(1-γ)²``.
+
+    ``tv_scale = ½`` is Eq. 56 exactly (the linear term is ``J^(1) - J(π_old)``, and ``½ Σ π_old|Δ|`` is Eq. 37's
+    D_TV); ``tv_scale = 1`` is Eq. 68 in the population limit (``n/T_s → π_old``, ``Γ(s)/Γ → (1-γ)ρ(s)``,
+    ``Â → A``), whose penalty uses Eq. 39's estimator without ½. Returns ``(Δ, t, value)`` with
+    ``t = max_s Σ_a π_old|Δ|`` (the level in Eq. 39's units, ``= 2 D^max_TV``)."""
+    pi_old = mdp._policy(pi_old)
+    A, rho = mdp.advantages(pi_old), mdp.occupancy(pi_old)
+    c = mdp.gap_coefficient(pi_old)
+    d, t = cp.Variable(pi_old.shape), cp.Variable()
+    cons = [cp.sum(cp.multiply(pi_old, cp.abs(d)), axis=1) <= t, cp.sum(cp.multiply(pi_old, d), axis=1) == 0,
+            d >= -1]
+    lin = cp.sum(cp.multiply(rho[:, None] * pi_old * A, d))
+    prob = cp.Problem(cp.Maximize(lin - c * cp.square(tv_scale * t)), cons)
+    prob.solve(solver=solver)
+    if prob.status != cp.OPTIMAL:
+        raise RuntimeError(f"cvxpy status {prob.status}")
+    dev = np.asarray(d.value, float)
+    return dev, float(np.max(np.sum(pi_old * np.abs(dev), axis=1))), float(prob.value)
+
+
+def population_t_star(mdp, pi_old):
+    """Thm D.3's ``t* = (1-γ)M/(8γ‖A‖∞)`` in the population limit: ``M = Σ_s d(s)(max_a A - min_a A)/2`` with the
+    normalised occupancy ``d = (1-γ)ρ`` (Eq. 68's ``Γ(s)/Γ``) and every action present. Returns ``(t*, M)``."""
+    pi_old = mdp._policy(pi_old)
+    A, rho = mdp.advantages(pi_old), mdp.occupancy(pi_old)
+    g = mdp.gamma
+    M = float(np.sum((1 - g) * rho * (A.max(axis=1) - A.min(axis=1)) / 2))
+    return (1 - g) * M / (8 * g * float(np.max(np.abs(A)))), M
+
+
+def expected_tv_hat(pi_old_row, dev_row, T_s):
+    """Exact ``E[D̂_TV(s)]`` of Eq. 39 over all multinomial samples of ``T_s`` actions from ``π_old(·|s)``
+    (enumerated), for a ratio deviation ``Δ`` over the action set. Equals ``Σ_a π_old|Δ| = 2 D_TV(s)``."""
+    from itertools import product
+    p, dev = _array(pi_old_row, "pi_old_row", ndim=1), _array(dev_row, "dev_row", ndim=1)
+    total = 0.0
+    for draw in product(range(p.size), repeat=int(T_s)):
+        total += float(np.prod(p[list(draw)])) * float(np.mean(np.abs(dev[list(draw)])))
+    return total
+
+
+def lifted_policy(pi_old, state_of_pair, action_of_pair, dev):
+    """The policy an update defines from ratio deviations on sampled pairs (complete parametrisation):
+    ``π(a|s) ∝ π_old(a|s)(1 + Δ_{s,a})`` on sampled actions, ``π_old(a|s)`` on unsampled ones, renormalised per
+    state (the exact probability constraint ``Σ_a π_old Δ = 0`` is not (65)'s ``Σ_a n Δ = 0``)."""
+    pi_old = _array(pi_old, "pi_old", ndim=2)
+    ratio = np.ones_like(pi_old)
+    ratio[np.asarray(state_of_pair), np.asarray(action_of_pair)] = 1.0 + _array(dev, "dev", ndim=1)
+    if np.any(ratio < 0):
+        raise ValueError("dev must keep every ratio 1 + Δ non-negative")
+    pi = pi_old * ratio
+    return pi / pi.sum(axis=1, keepdims=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# FiberPO's sign channels (Eq. 9) under sampling from π_old: exact expectations by enumeration
+# ---------------------------------------------------------------------------------------------
+def sign_channels(log_r, mask):
+    """``(log s⁺_τ, log s⁻_τ)`` of Eq. 9 per row: ``(1/T_τ) Σ_t max(±log r_t, 0)`` over the masked tokens."""
+    log_r, mask, L, _ = _trajectories(log_r, mask, np.zeros(np.shape(log_r)[0]))
+    return np.maximum(log_r, 0).sum(axis=1) / L, np.maximum(-log_r, 0).sum(axis=1) / L
+
+
+def chain_channel_expectation(pi_old, pi, eos=None):
+    """Exact expectations over trajectories sampled from ``π_old`` on a chain (position t is state t, at most
+    ``L`` positions, K actions): returns ``(E[log s⁻ - log s⁺], E[Σ_t -log r_t], E[T_τ], mean_t KL_t)``.
+
+    ``eos`` (an action index) ends the trajectory after that token, so lengths depend on the sampled actions;
+    without it every trajectory has length L. Enumerates all K^L sequences (keep K^L small)."""
+    pi_old, pi = _array(pi_old, "pi_old", ndim=2), _array(pi, "pi", ndim=2)
+    if pi.shape != pi_old.shape:
+        raise ValueError(f"pi must have the shape of pi_old {pi_old.shape}, got {pi.shape}")
+    L, K = pi_old.shape
+    lr = np.log(pi) - np.log(pi_old)
+    e_mean = e_sum = e_len = 0.0
+
+    def walk(t, prob, acc):
+        nonlocal e_mean, e_sum, e_len
+        if t == L:
+            e_mean += prob * (-acc / t)
+            e_sum += prob * (-acc)
+            e_len += prob * t
+            return
+        for a in range(K):
+            p = prob * pi_old[t, a]
+            if eos is not None and a == eos:
+                e_mean += p * (-(acc + lr[t, a]) / (t + 1))
+                e_sum += p * (-(acc + lr[t, a]))
+                e_len += p * (t + 1)
+            else:
+                walk(t + 1, p, acc + lr[t, a])
+    walk(0, 1.0, 0.0)
+    kl = np.sum(pi_old * (np.log(pi_old) - np.log(pi)), axis=1)
+    return e_mean, e_sum, e_len, float(kl.mean())

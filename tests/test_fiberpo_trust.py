@@ -170,7 +170,7 @@ def test_claims_declared_with_statuses():
     status = {i: registry._REGISTRY[i].status for i in IDS}
     assert status["apc.delta_formula"] == "refuted"
     assert {i for i, s in status.items() if s == "conditional"} == {"apc.tvtrpo_equivalence", "apc.relaxations",
-                                                                     "gspo.tv_bound"}
+                                                                     "gspo.tv_bound", "trpo.gamma1_collapse"}
     assert all(registry._REGISTRY[i].paper == "FiberPO" and registry._REGISTRY[i].checks for i in IDS)
     assert all(registry._REGISTRY[i].condition for i in IDS if status[i] != "verified")
 

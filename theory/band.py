@@ -576,3 +576,100 @@ def authors_clamp_edge():
 def lambdify_mp(expr, *args):
     """``expr`` as an mpmath function of ``args`` (for numerical checks against derived expressions)."""
     return sp.lambdify(args, expr, modules="mpmath")
+
+
+# ---------------------------------------------------------------------------------------------
+# band.trust_region: what clipping every sampled token to its Band implies for the whole state
+# ---------------------------------------------------------------------------------------------
+STATED["trust_region_chi2_term"] = (1 - p) * delta        # χ²: P_i f(r_i) at a Band end, unclamped
+STATED["trust_region_tv_term"] = delta / 2                # TV: P_i f(r_i) at a Band end, unclamped
+P_j = sp.Symbol("P_j", positive=True)      # π_old of the unsampled action that takes all the unsampled mass
+a_rest = sp.Symbol("a", positive=True)      # π_old mass of the other unsampled actions (|U| ≥ 2 ⇒ a > 0)
+# Unsampled floor max_j P_j f(P_U/P_j) + (P_U - P_j) f(0), with P_U = P_j + a
+STATED["trust_region_floor"] = {"tv": a_rest, "chi2": (P_j + a_rest) * a_rest / P_j, "kl": sp.oo}
+
+
+def trust_region_per_token():
+    """Per-token terms of ``D_f(P‖Q) = Σ_i P_i f(r_i)`` when every ``r_i`` is in its Band (``g_f(P_i, r_i) ≤ δ``).
+
+    * generic ``f``: ``P_i f(r_i) = g_f(P_i, r_i) - (1 - P_i) f(s_i)`` (the definition of ``g_f``), and ``f ≥ 0`` for
+      the three generators (``f(1) = 0`` is the minimum: ``f'(1) = 0``, ``f'' ≥ 0``), so ``P_i f(r_i) ≤ δ``;
+    * χ²: ``p f(r) = (1 - p) g_χ²(p, r)``, so the term at a Band end is ``(1 - p) δ``;
+    * TV: ``p f(r) = g_TV(p, r)/2`` (on both branches), so the term at a Band end is ``δ/2``;
+    * ``K = 2``: ``D_f((p, 1-p) ‖ (rp, 1-rp)) = g_f(p, r)`` for generic ``f`` — one sampled token's Band *is* the
+      trust region of a binary state.
+
+    Returns ``{"identities": name -> expression that must simplify to 0, "facts": name -> bool}``.
+    """
+    fc = generator("chi2")
+    ft = generator("tv")
+    ids = {
+        "generic: p f(r) - (g_f - (1-p) f(s))": p * f(r) - (g_f(f) - (1 - p) * f(complement())),
+        "chi2: p f(r) - (1-p) g": sp.simplify((p * fc(r) - (1 - p) * g("chi2")).subs(ON_UNIT_INTERVAL)),
+        "chi2: term at g = δ - (1-p) δ": sp.simplify(((1 - p) * g("chi2")).subs(r, 1 + sp.sqrt(delta * (1 - p) / p))
+                                                      - STATED["trust_region_chi2_term"]),
+        "K = 2: D_f((p,1-p)‖(rp,1-rp)) - g_f": p * f(r * p / p) + (1 - p) * f((1 - r * p) / (1 - p)) - g_f(f),
+    }
+    for name, sub in (("r<1", LOWER_BRANCH), ("1<r<1/p", UPPER_BRANCH)):
+        expr = ((p * ft(r) - g("tv") / 2).subs(sub)).subs(ON_UNIT_INTERVAL)
+        ids[f"tv {name}: p f(r) - g/2"] = sp.simplify(expr)
+    ids["tv: term at g = δ - δ/2"] = sp.simplify((g("tv") / 2).subs(r, 1 + delta / p).subs(ON_UNIT_INTERVAL)
+                                                 - STATED["trust_region_tv_term"])
+    facts = {}
+    for div in DIVERGENCES:
+        fn = generator(div)
+        # f ≥ 0 with minimum at 1: convex (f'' ≥ 0 off the kink), f(1) = 0, and 1 is a stationary point or a kink
+        second = sp.diff(fn(u), u, 2)
+        convex = (second.subs(sp.DiracDelta(u - 1), 0) if div == "tv" else second)
+        facts[f"{div}: f(1) = 0"] = sp.simplify(fn(sp.Integer(1))) == 0
+        facts[f"{div}: f'' >= 0"] = bool(sp.simplify(convex).is_nonnegative)
+        left = sp.limit(sp.diff(fn(u), u), u, 1, "-")
+        right = sp.limit(sp.diff(fn(u), u), u, 1, "+")
+        facts[f"{div}: 0 is a subgradient at 1"] = bool(left <= 0) and bool(right >= 0)
+    return {"identities": ids, "facts": facts}
+
+
+def trust_region_unsampled_floor():
+    """The divergence the unsampled actions alone can reach, whatever δ is.
+
+    Pin every sampled action at ``Q_i = P_i`` (inside every Band, even at δ = 0) and put all the unsampled mass
+    ``P_U = P_j + a`` on one unsampled action ``j`` (the other unsampled actions, total ``a > 0``, get 0):
+    ``D_f = P_j f(P_U/P_j) + a f(0)``. This is ``a`` (TV), ``(P_j + a) a/P_j`` (χ²), ``+∞`` (KL, ``f(0) = +∞``).
+    Returns ``{"identities", "facts", "floor": {div: expr}}``.
+    """
+    Pj, a = P_j, a_rest
+    PU = Pj + a
+    floors, ids = {}, {}
+    for div in DIVERGENCES:
+        fn = generator(div)
+        f0 = sp.limit(fn(u), u, 0, "+")
+        floors[div] = sp.oo if f0 == sp.oo else sp.simplify(Pj * fn(PU / Pj) + a * f0)
+    stated = STATED["trust_region_floor"]
+    for div in ("tv", "chi2"):
+        ids[f"{div}: floor - stated"] = floors[div] - stated[div]
+    facts = {"kl: f(0) = +oo": floors["kl"] == stated["kl"],
+             "tv floor > 0": bool(floors["tv"].is_positive), "chi2 floor > 0": bool(floors["chi2"].is_positive),
+             "floors do not depend on delta": not any(sp.sympify(v).has(delta) for v in floors.values())}
+    return {"identities": ids, "facts": facts, "floor": floors}
+
+
+def trust_region_uniform_sup():
+    """Every action sampled, ``P`` uniform on ``K`` (``p = 1/K``), ``K`` even, no Band end clamped.
+
+    Half the actions at their upper end, half at their lower end is a vertex of the clipped polytope (the sum is
+    still 1, by the symmetry of the unclamped χ² and TV Bands). There ``D_χ² = K · (1 - p) δ = (K - 1) δ``, which is
+    the per-token bound ``Σ (1 - P_i) δ`` — so it is the supremum; ``D_TV = K · δ/2``, which meets the pairing bound
+    ``⌊K/2⌋ δ`` (TV = total increase = total decrease, each token moving ``≤ δ``). No clamp means
+    ``√(δ p (1-p)) ≤ p`` (χ², i.e. ``δ ≤ 1/(K-1)``) and ``δ ≤ p`` (TV, i.e. ``δ ≤ 1/K``).
+    Returns ``{"identities", "chi2", "tv", "chi2_delta_max", "tv_delta_max", "K"}``.
+    """
+    K = sp.Symbol("K", positive=True, integer=True)
+    pu = 1 / K
+    half_chi2 = sp.sqrt(delta * pu * (1 - pu))            # |Δπ| at the χ² Band ends (Prop. 4)
+    chi2 = sp.simplify(K * half_chi2 ** 2 / pu)
+    tv = sp.simplify(K * delta / 2)
+    chi2_max = sp.solve(sp.Eq(half_chi2, pu), delta)
+    return {"identities": {"chi2: K (Δπ)²/p - (K-1)δ": chi2 - (K - 1) * delta,
+                           "chi2: sum of per-token bounds - (K-1)δ": sp.simplify(K * (1 - pu) * delta) - (K - 1) * delta,
+                           "tv: K δ/2 - (K/2) δ": tv - K / 2 * delta},
+            "chi2": chi2, "tv": tv, "chi2_delta_max": chi2_max, "tv_delta_max": pu, "K": K}

@@ -553,3 +553,72 @@ def pointwise_target(K):
              "c_point at P = w* is not 0": all(sp.simplify(c_point[k].subs(at_target) + w[k]) == 0 for k in range(K))
              and sp.simplify(c_point[0].subs(at_target)) != 0}
     return ids, facts, {"b": [inst[v] for v in b], "wC4_1": wc4_i, "w*_1": w_i}
+
+
+# ---------------------------------------------------------------------------------------------
+# lpo.single_response (LPO App. C.2): the K = 1 virtual simplex
+# ---------------------------------------------------------------------------------------------
+def _sigmoid(z):
+    return 1 / (1 + sp.exp(-z))
+
+
+def single_response(stated=None):
+    """App. C.2: a single response (listwise logit ``s``, reward ``R``) and a *virtual* response (logit ``v``, reward
+    the batch baseline ``b``). ``L = D_KL(softmax(R/τ, b/τ) ‖ softmax(s, v))`` (Eq. 10 on the two-point simplex) is
+    differentiated, not typed in. ``stated(x)`` is the paper's on-policy coefficient as a function of
+    ``x = (R - b)/τ`` (default ``½ - σ(x)``; a test passes a wrong one).
+
+    Returns ``(identities, facts, limits)``:
+
+    * identities (→ 0): ``∂L/∂s - (σ(s - v) - σ(x))``; ``∂L/∂s`` at ``s = v = 0`` minus ``stated(x)``; the same minus
+      ``-½ tanh(x/2)``; ``∂L/∂s + ∂L/∂v`` (the *pair* is zero-sum, App. C.6: the virtual response carries ``-c``, and
+      having no parameters it drops out of the gradient);
+    * facts: ``½ - c = σ(x) > 0`` and ``½ + c = σ(-x) > 0`` (so ``|c| < ½``); ``c = 0`` only at ``R = b`` (SymPy
+      solves ``c = 0`` for ``R``: one root, ``b``), so the single coefficient, which is all the gradient keeps,
+      does not sum to zero;
+    * limits ``x → ±∞``: ``c → ∓½`` (the bound ½ is sharp and not attained)."""
+    s, v, R, b = sp.symbols("s v R b", real=True)
+    x = sp.Symbol("x", real=True)
+    stated = stated or (lambda z: sp.Rational(1, 2) - _sigmoid(z))
+    L = kl_logits([R / tau, b / tau], [s, v])
+    c, c_v = sp.diff(L, s), sp.diff(L, v)
+    on = {s: 0, v: 0}
+    c0 = c.subs(on)
+    ids = {"dL/ds - (sigma(s - v) - sigma((R-b)/tau))": c - (_sigmoid(s - v) - _sigmoid((R - b) / tau)),
+           "c(s=0) - stated((R-b)/tau)": c0 - stated((R - b) / tau),
+           "c(s=0) + tanh((R-b)/(2 tau))/2": (c0 + sp.tanh((R - b) / (2 * tau)) / 2).rewrite(sp.exp),
+           "dL/ds + dL/dv (pair is zero-sum)": c + c_v}
+    cx = sp.Rational(1, 2) - _sigmoid(x)                       # c0 as a function of x (identity above)
+    ids["c(s=0) - (1/2 - sigma(x)) at x = (R-b)/tau"] = c0 - cx.subs(x, (R - b) / tau)
+    roots = sp.solve(sp.Eq(c0, 0), R)
+    facts = {"1/2 - c = sigma(x) > 0": sp.simplify(sp.Rational(1, 2) - cx - _sigmoid(x)) == 0
+             and _sigmoid(x).is_positive is True,
+             "1/2 + c = sigma(-x) > 0": sp.simplify(sp.Rational(1, 2) + cx - _sigmoid(-x)) == 0
+             and _sigmoid(-x).is_positive is True,
+             "c = 0 only at R = b": len(roots) == 1 and sp.simplify(roots[0] - b) == 0}
+    limits = {"x->+oo c": (sp.limit(cx, x, sp.oo), -sp.Rational(1, 2)),
+              "x->-oo c": (sp.limit(cx, x, -sp.oo), sp.Rational(1, 2))}
+    return ids, facts, limits
+
+
+# ---------------------------------------------------------------------------------------------
+# lpo.inexact_projection (LPO Thm. 2 with the ε_proj of 1-2 gradient steps)
+# ---------------------------------------------------------------------------------------------
+def binary_group_gain():
+    """On-policy group with ``n`` successes (reward 1) and ``m`` failures (reward 0), ``K = n + m``, ``x = e^{1/τ}``:
+    ``w*_succ = x/(nx + m)``, ``w*_fail = 1/(nx + m)``, ``P_t = 1/K``. Returns identities (→ 0):
+
+    * ``n(w_s - 1/K) + m(w_f - 1/K)`` (zero-sum), so for ``x ≥ 1`` ``TV(P_t, w*) = n(w_s - 1/K)``;
+    * ``[R̂(w*) - R̂(P_t)] - TV(P_t, w*)``: the target gain τ·Jeffreys (Thm. 2(a)) *equals* TV(P_t, w*).
+
+    Hence Thm. 2 certifies ``R̂(P_{t+1}) ≥ R̂(P_t)`` iff ``2 R_max ε_proj ≤ TV(P_t, w*)``: with the literal
+    ``R_max = max|R_k| = 1`` the projection must halve the TV distance to the target; with the rewards centred
+    (``R_max = ½``) it need only not increase it."""
+    n, m, x = sp.symbols("n m x", positive=True)
+    K = n + m
+    ws, wf = x / (n * x + m), 1 / (n * x + m)
+    tv0 = n * (ws - 1 / K)
+    gain = n * ws * 1 + m * wf * 0 - (n * 1 + m * 0) / K
+    return {"n(w_s - 1/K) + m(w_f - 1/K)": n * (ws - 1 / K) + m * (wf - 1 / K),
+            "[R(w*) - R(P_t)] - TV(P_t, w*)": gain - tv0,
+            "w_s - 1/K at x = 1": (ws - 1 / K).subs(x, 1)}

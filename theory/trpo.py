@@ -217,3 +217,110 @@ def gspo_scale():
     d = sp.Symbol("delta", positive=True)
     return {"delta": sp.sqrt(eps / 2), "solve": sp.solve(sp.Eq(d ** 2, eps / 2), d),
             "budget convention (no ½)": 2 * sp.sqrt(eps / 2)}
+
+
+# ---------------------------------------------------------------------------------------------
+# γ = 1 with a finite horizon: the coupling sum behind Eq. 55, truncated instead of discounted
+# ---------------------------------------------------------------------------------------------
+def finite_horizon_coefficient():
+    """TRPO's coupling argument (Eq. 55's proof): with ``α = D^max_TV`` (½-TV) the surrogate gap is at most
+    ``Σ_t w_t · 2(1 - (1-α)^t) · 2α‖A‖ ≤ 4α²‖A‖ Σ_t w_t t``. Discounted, ``w_t = γ^t`` over ``t ≥ 0``; with a horizon
+    ``H`` and no discount, ``w_t = 1`` for ``t < H``. Derived here with ``summation``:
+
+    * ``Σ_{t≥0} γ^t t = γ/(1-γ)²``, so the discounted coefficient is Eq. 55's ``4γ‖A‖/(1-γ)²``, infinite at γ = 1
+      only because the sum runs over infinitely many steps;
+    * ``Σ_{t<H} t = H(H-1)/2``, so the finite-horizon coefficient is ``c_H = 2H(H-1)‖A‖``;
+    * the exact coupling sum ``Σ_{t<H} (1 - (1-α)^t) = H - (1 - (1-α)^H)/α`` (before Bernoulli's ``1-(1-α)^t ≤ tα``);
+    * the MM step ``max_α α M_H - c_H α²`` (``M_H = Σ_t E_{d_t}[max_a A_t - min_a A_t] ≤ 2H‖A‖``) is at
+      ``α* = M_H/(4H(H-1)‖A‖) ≤ 1/(2(H-1))``, positive for every finite H.
+
+    Returns ``(identities, facts, values)``."""
+    H = sp.Symbol("H", integer=True, positive=True)
+    tt = sp.Symbol("t", integer=True, nonnegative=True)
+    al = sp.Symbol("alpha", positive=True)
+    MH = sp.Symbol("M_H", nonnegative=True)
+    disc = sp.summation(gamma ** tt * tt, (tt, 0, sp.oo))
+    disc = sp.simplify(disc.args[0][0]) if isinstance(disc, sp.Piecewise) else sp.simplify(disc)
+    fin = sp.summation(tt, (tt, 0, H - 1))
+    coupling = sp.summation(1 - (1 - al) ** tt, (tt, 0, H - 1))
+    cH = 4 * A_inf * fin
+    j = al * MH - cH * al ** 2
+    sols = sp.solve(sp.diff(j, al), al)
+    a_star = sols[0] if len(sols) == 1 else sp.nan
+    radius = sp.simplify(a_star.subs(MH, 2 * H * A_inf))
+    ids = {"Σ_t γ^t t - γ/(1-γ)²": sp.simplify(disc - gamma / (1 - gamma) ** 2),
+           "4‖A‖Σ_t γ^t t - 4γ‖A‖/(1-γ)² (Eq. 55)": sp.simplify(4 * A_inf * disc - 4 * gamma * A_inf / (1 - gamma) ** 2),
+           "Σ_{t<H} t - H(H-1)/2": sp.simplify(fin - H * (H - 1) / 2),
+           "c_H - 2H(H-1)‖A‖": sp.simplify(cH - 2 * H * (H - 1) * A_inf),
+           "Σ_{t<H}(1-(1-α)^t) - (H - (1-(1-α)^H)/α)": sp.simplify(
+               sp.simplify(coupling) - (H - (1 - (1 - al) ** H) / al)),
+           "α* - M_H/(4H(H-1)‖A‖)": sp.simplify(a_star - MH / (4 * H * (H - 1) * A_inf)),
+           "α*(M_H = 2H‖A‖) - 1/(2(H-1))": sp.simplify(radius - 1 / (2 * (H - 1)))}
+    # Bernoulli 1 - (1-α)^t ≤ tα on α ∈ [0, 1], for t = 0..6: tα - 1 + (1-α)^t has non-negative derivative
+    # t(1 - (1-α)^{t-1}) there and vanishes at α = 0.
+    a01 = sp.Symbol("a", nonnegative=True)
+    bern = all(sp.simplify(sp.diff(k * a01 - 1 + (1 - a01) ** k, a01) - k * (1 - (1 - a01) ** (k - 1))) == 0
+               for k in range(1, 7))
+    facts = {"one stationary point": len(sols) == 1,
+             "lim_{γ→1⁻} 4γ/(1-γ)² = ∞ while c_H < ∞": sp.limit(4 * gamma / (1 - gamma) ** 2, gamma, 1, "-") == sp.oo
+             and cH.subs({H: 1000, A_inf: 1}).is_finite,
+             "α* > 0 at H = 1000, M_H = ‖A‖": bool(sp.simplify(a_star.subs({H: 1000, MH: A_inf})) > 0),
+             "Bernoulli step (t ≤ 6)": bern}
+    return ids, facts, {"c_H": sp.factor(cH), "alpha_star": a_star, "radius": radius, "discounted": disc}
+
+
+# ---------------------------------------------------------------------------------------------
+# Spec A2: Eq. 39 estimates 2·D_TV, so Eq. 68 penalises 4× the Monte Carlo version of Eq. 56
+# ---------------------------------------------------------------------------------------------
+def half_factor(K=3):
+    """For ``K`` actions: ``E_{a~π_old}|r_a - 1| = Σ_a |π_a - π_old,a| = 2 D_TV`` (Eq. 37 keeps the ½, Eq. 39 drops
+    it), so ``E[D̂_TV(s)] = 2 D_TV(s)``; along ``Δ = tΔ̂*`` (``t`` = the common D̂_TV level, Thm D.3) Eq. 56 reads
+    ``tM/(1-γ) - c(t/2)²`` while Eq. 68 reads ``tM/(1-γ) - ct²``. Returns ``(identities, facts, values)``: the
+    maximisers ``t_56 = 4 t*`` and ``t_68 = t*``, and ``t_56`` at ``M = ‖A‖`` (``(1-γ)/(2γ)``: 2δ^(TRPO) in ½-TV)."""
+    p = sp.symbols(f"p1:{K + 1}", positive=True)
+    q = sp.symbols(f"q1:{K + 1}", positive=True)
+    ratio_form = sum(pi * sp.Abs(qi / pi - 1) for pi, qi in zip(p, q))
+    direct = sum(sp.Abs(qi - pi) for pi, qi in zip(p, q))
+    c = 4 * gamma * A_inf / (1 - gamma) ** 2
+    j56 = t * M / (1 - gamma) - c * (t / 2) ** 2
+    j68 = t * M / (1 - gamma) - c * t ** 2
+    t56, t68 = sp.solve(sp.diff(j56, t), t), sp.solve(sp.diff(j68, t), t)
+    t_star = (1 - gamma) * M / (8 * gamma * A_inf)
+    ids = {"Σ π_old|r - 1| - Σ|π - π_old| (Eq. 37 × 2)": sp.simplify(ratio_form - direct),
+           "t_68 - t*": sp.simplify(t68[0] - t_star),
+           "t_56 - 4t*": sp.simplify(t56[0] - 4 * t_star),
+           "t_56(M = ‖A‖) - (1-γ)/(2γ)": sp.simplify(t56[0].subs(M, A_inf) - (1 - gamma) / (2 * gamma)),
+           "penalty_68/penalty_56 - 4": sp.simplify((c * t ** 2) / (c * (t / 2) ** 2) - 4)}
+    facts = {"one stationary point each": len(t56) == 1 and len(t68) == 1}
+    return ids, facts, {"t56": t56[0], "t68": t68[0]}
+
+
+# ---------------------------------------------------------------------------------------------
+# FiberPO App. E.5: the sign channels and the reverse KL (the reason for C⁻ < C⁺)
+# ---------------------------------------------------------------------------------------------
+def channel_drift_identity(T_traj=3, K=3):
+    """``log s⁻ - log s⁺ = -(1/T) Σ_t log r_t`` (Eq. 9, from ``max(x,0) - max(-x,0) = x``, ``T = T_traj``), and
+    ``KL(p‖q) = Σ_a p_a φ(q_a/p_a)`` with ``φ(x) = x - 1 - log x`` when ``Σ p = Σ q = 1`` (``K`` actions), where
+    ``φ ≥ 0``: ``φ(1) = 0``, the only stationary point is ``x = 1`` and ``φ'' = 1/x² > 0``. So
+    ``E_{a~p}[-log r] = KL ≥ 0``, zero only at ``q = p``. Returns ``(identities, facts)``."""
+    x = sp.symbols(f"x1:{T_traj + 1}", real=True)
+    # per token max(-x,0) - max(x,0) = -x (case analysis); the channel means are sums of these over the trajectory
+    per_token = [_zero_piecewise(sp.Max(-v, 0) - sp.Max(v, 0) + v) for v in x]
+    s_pos = sum(sp.Max(v, 0) for v in x) / T_traj
+    s_neg = sum(sp.Max(-v, 0) for v in x) / T_traj
+    terms = [sp.Max(-v, 0) - sp.Max(v, 0) + v for v in x]
+    ids = {f"log s⁻ - log s⁺ + mean log r - (1/T)Σ_t(per-token term) (T={T_traj})":
+           sp.expand(s_neg - s_pos + sum(x) / T_traj - sum(terms) / T_traj),
+           "per-token max(-x,0) - max(x,0) + x (case analysis)": per_token[0]}
+    p = sp.symbols(f"p1:{K + 1}", positive=True)
+    q = sp.symbols(f"q1:{K + 1}", positive=True)
+    sub = {p[-1]: 1 - sum(p[:-1]), q[-1]: 1 - sum(q[:-1])}
+    kl = sum(pi * sp.log(pi / qi) for pi, qi in zip(p, q))
+    xs = sp.Symbol("x", positive=True)
+    phi = xs - 1 - sp.log(xs)
+    via_phi = sum(pi * phi.subs(xs, qi / pi) for pi, qi in zip(p, q))
+    ids[f"KL - Σ p φ(q/p) (K={K}, Σp = Σq = 1)"] = sp.simplify(sp.expand_log((kl - via_phi).subs(sub), force=True))
+    stat = sp.solve(sp.diff(phi, xs), xs)
+    facts = {"φ(1) = 0": phi.subs(xs, 1) == 0, "φ' = 0 only at x = 1": stat == [1],
+             "φ'' = 1/x² > 0": sp.simplify(sp.diff(phi, xs, 2) - 1 / xs ** 2) == 0}
+    return ids, facts
