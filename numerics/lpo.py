@@ -579,12 +579,7 @@ def bandit_inner_trace(method, config, n_seeds=32, seed=0):
     Returns a dict of arrays: ``s`` and ``c`` (S, T, E, K); ``s_end``, ``R``, ``A`` (S, T, K); ``tau`` (S, T);
     ``logits`` (S, T+1, M); ``grad_norm`` (S, T, E)."""
     from fiberlab.numerics import lpo_bandit as B
-    if method not in B.METHODS:
-        raise ValueError(f"method must be one of {B.METHODS}, got {method!r}")
-    if not isinstance(config, B.BanditConfig):
-        raise ValueError(f"config must be a BanditConfig, got {type(config).__name__}")
-    if int(n_seeds) != n_seeds or n_seeds < 1:
-        raise ValueError(f"n_seeds must be an integer >= 1, got {n_seeds}")
+    B.check_run_args(method, config, n_seeds)
     cfg = config
     S, K, E, T = int(n_seeds), int(cfg.K), int(cfg.E), int(cfg.iterations)
     r = cfg.reward_vector

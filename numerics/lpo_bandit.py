@@ -206,6 +206,16 @@ def _entropy(logp):
 # ---------------------------------------------------------------------------------------------
 # The simulator
 # ---------------------------------------------------------------------------------------------
+def check_run_args(method, config, n_seeds):
+    """The arguments of a bandit run (:func:`simulate` and its tracing twin), each error naming its argument."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if not isinstance(config, BanditConfig):
+        raise ValueError(f"config must be a BanditConfig, got {type(config).__name__}")
+    if int(n_seeds) != n_seeds or n_seeds < 1:
+        raise ValueError(f"n_seeds must be an integer >= 1, got {n_seeds}")
+
+
 def simulate(method, config, n_seeds=32, seed=0):
     """Run ``method`` on ``config`` for ``n_seeds`` independent seeds; returns a :class:`BanditRun`.
 
@@ -213,12 +223,7 @@ def simulate(method, config, n_seeds=32, seed=0):
     iteration, turned into arms by inverse-CDF sampling from ``π_b``: methods run with the same ``seed`` see the same
     uniforms, so their groups coincide for as long as their policies do (common random numbers; paired comparisons
     across methods are per seed)."""
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    if not isinstance(config, BanditConfig):
-        raise ValueError(f"config must be a BanditConfig, got {type(config).__name__}")
-    if int(n_seeds) != n_seeds or n_seeds < 1:
-        raise ValueError(f"n_seeds must be an integer >= 1, got {n_seeds}")
+    check_run_args(method, config, n_seeds)
     cfg = config
     S, K, E, T = int(n_seeds), int(cfg.K), int(cfg.E), int(cfg.iterations)
     r = cfg.reward_vector

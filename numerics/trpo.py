@@ -101,6 +101,22 @@ def _per_state_sum(state, x):
 # ---------------------------------------------------------------------------------------------
 # Exact tabular MDPs (Eq. 1/55, Thm 2.1)
 # ---------------------------------------------------------------------------------------------
+def _mdp_arrays(P, R, mu0):
+    """``(P, R, mu0)`` as float arrays, checked: ``P[s, a, s']`` rows on the simplex, ``R[s, a]``, ``mu0`` a
+    distribution over the states. Shared by the discounted and the finite-horizon MDP."""
+    P = _array(P, "P", ndim=3)
+    S, A, S2 = P.shape
+    if S2 != S or np.any(P < 0) or np.max(np.abs(P.sum(-1) - 1)) > 1e-12:
+        raise ValueError("P must have shape (S, A, S) with rows on the probability simplex")
+    R = _array(R, "R", ndim=2)
+    if R.shape != (S, A):
+        raise ValueError(f"R must have shape {(S, A)}, got {R.shape}")
+    mu0 = _array(mu0, "mu0", ndim=1)
+    if mu0.shape != (S,) or np.any(mu0 < 0) or abs(mu0.sum() - 1) > 1e-12:
+        raise ValueError("mu0 must be a probability vector over the states")
+    return P, R, mu0
+
+
 @dataclasses.dataclass
 class TabularMDP:
     """A finite discounted MDP: ``P[s, a, s']`` transition, ``R[s, a]`` reward, ``mu0`` start distribution."""
@@ -111,16 +127,7 @@ class TabularMDP:
     gamma: float
 
     def __post_init__(self):
-        self.P = _array(self.P, "P", ndim=3)
-        S, A, S2 = self.P.shape
-        if S2 != S or np.any(self.P < 0) or np.max(np.abs(self.P.sum(-1) - 1)) > 1e-12:
-            raise ValueError("P must have shape (S, A, S) with rows on the probability simplex")
-        self.R = _array(self.R, "R", ndim=2)
-        if self.R.shape != (S, A):
-            raise ValueError(f"R must have shape {(S, A)}, got {self.R.shape}")
-        self.mu0 = _array(self.mu0, "mu0", ndim=1)
-        if self.mu0.shape != (S,) or np.any(self.mu0 < 0) or abs(self.mu0.sum() - 1) > 1e-12:
-            raise ValueError("mu0 must be a probability vector over the states")
+        self.P, self.R, self.mu0 = _mdp_arrays(self.P, self.R, self.mu0)
         self.gamma = _gamma(self.gamma)
 
     @property
@@ -544,16 +551,7 @@ class FiniteHorizonMDP:
     H: int
 
     def __post_init__(self):
-        self.P = _array(self.P, "P", ndim=3)
-        S, A, S2 = self.P.shape
-        if S2 != S or np.any(self.P < 0) or np.max(np.abs(self.P.sum(-1) - 1)) > 1e-12:
-            raise ValueError("P must have shape (S, A, S) with rows on the probability simplex")
-        self.R = _array(self.R, "R", ndim=2)
-        if self.R.shape != (S, A):
-            raise ValueError(f"R must have shape {(S, A)}, got {self.R.shape}")
-        self.mu0 = _array(self.mu0, "mu0", ndim=1)
-        if self.mu0.shape != (S,) or np.any(self.mu0 < 0) or abs(self.mu0.sum() - 1) > 1e-12:
-            raise ValueError("mu0 must be a probability vector over the states")
+        self.P, self.R, self.mu0 = _mdp_arrays(self.P, self.R, self.mu0)
         if int(self.H) != self.H or self.H < 1:
             raise ValueError(f"H must be a positive integer horizon, got {self.H}")
         self.H = int(self.H)
