@@ -25,7 +25,8 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                           TimeRemainingColumn)
 from rich.table import Table
 
 from fiberlab.registry import LAYERS, PAPERS
@@ -258,12 +259,18 @@ def _device(name: str | None):
 
 def _verdict_table(result: dict, console: Console) -> None:
     t = Table(title=f"{result['experiment']} ({result['claim']}): {result['seeds']} seeds × {result['steps']} iterations")
-    for col in ("prediction", "statistic", "effect", "95% CI", "verdict"):
+    for col in ("prediction", "statistic (better − worse)", "effect", "95% CI (paired t)", "p", "p (Holm)", "gate",
+                "verdict"):
         t.add_column(col, overflow="fold")
-    colour = {"confirmed": "green", "reversed": "magenta", "not confirmed": "yellow"}
+    colour = {"confirmed": "green", "refuted": "magenta", "equivalent": "cyan", "inconclusive": "yellow",
+              "not testable": "red"}
     for v in result["verdicts"]:
-        t.add_row(escape(v["description"]), f"{v['statistic']} ({v['better']} − {v['worse']})", f"{v['effect']:+.4f}",
-                  f"[{v['ci'][0]:+.4f}, {v['ci'][1]:+.4f}]", f"[{colour[v['verdict']]}]{v['verdict']}[/]")
+        ci = "–" if v["ci"] is None else f"[{v['ci'][0]:+.4g}, {v['ci'][1]:+.4g}]"
+        gate = ", ".join(f"{a} {g['passed']}/{g['run']}" for a, g in v["gate"].items())
+        t.add_row(("[bold]primary:[/bold] " if v["primary"] else "") + escape(v["description"]),
+                  f"{escape(v['statistic'])} ({v['better']} − {v['worse']})", f"{v['effect']:+.4g}", ci,
+                  "–" if v["p"] is None else f"{v['p']:.3g}", "–" if v["p_holm"] is None else f"{v['p_holm']:.3g}",
+                  gate, f"[{colour[v['verdict']]}]{v['verdict']}[/]")
     console.print(t)
 
 
@@ -290,7 +297,7 @@ def _train(args: argparse.Namespace, console: Console) -> int:
         raise UsageError(f"--updates must be at most {rl.prompts_per_step} (one mini-batch per prompt group), "
                          f"got {args.updates}")
     arm = Arm(args.objective, args.objective, loss_config, advantage=args.advantage, loss_agg_mode=args.agg)
-    exp = Experiment(name=f"train_{args.task}", claim="", task=args.task, arms=[arm], comparisons=[], rl=rl,
+    exp = Experiment(name=f"train_{args.task}", claim="", task=args.task, arms=[arm], predictions=[], rl=rl,
                      seeds=args.seeds)
     try:
         check_arm(exp, arm)
@@ -321,39 +328,44 @@ def _train(args: argparse.Namespace, console: Console) -> int:
 
 
 def _experiment(args: argparse.Namespace, console: Console) -> int:
-    from fiberlab.experiments import EXPERIMENTS, plot_experiment, reduced, run_experiment
+    from fiberlab import experiments as ex
 
-    if args.name != "all" and args.name not in EXPERIMENTS:
-        raise UsageError(f"experiment must be one of {', '.join(sorted(EXPERIMENTS))} or 'all'; got {args.name!r}")
-    names = list(EXPERIMENTS) if args.name == "all" else [args.name]
-    paired = any(EXPERIMENTS[n].comparisons for n in names)
-    _positive("--seeds", args.seeds, 2 if paired else 1, " (a verdict pairs the arms' runs seed by seed)")
+    if args.name != "all" and args.name not in ex.EXPERIMENTS:
+        raise UsageError(f"experiment must be one of {', '.join(sorted(ex.EXPERIMENTS))} or 'all'; got {args.name!r}")
+    names = list(ex.EXPERIMENTS) if args.name == "all" else [args.name]
+    _positive("--seeds", args.seeds, 2, " (a verdict pairs the arms' runs seed by seed)")
+    if args.workers is not None:
+        _positive("--workers", args.workers)
     device = _device(args.device)
     _writable("--out", args.out, directory=True)
     if args.publish:
         _writable("--publish", args.publish, directory=True)
     out = Path(args.out)
-    for name in names:
-        exp = reduced(EXPERIMENTS[name]) if args.reduced else EXPERIMENTS[name]
-        seeds = args.seeds or exp.seeds
-        total = len(exp.arms) * seeds
-        with Progress(TextColumn(f"[bold]{name}"), BarColumn(), MofNCompleteColumn(),
-                      TextColumn("{task.description}"), TimeElapsedColumn(), console=console,
-                      transient=True) as progress:
-            task = progress.add_task("", total=total)
-            # called as each run starts: the bar counts runs started (finished runs are read back, not redone)
-            result = run_experiment(exp, out, device, seeds=seeds,
-                                    progress=lambda m: progress.update(task, description=m, advance=1))
+    exps = [ex.reduced(ex.EXPERIMENTS[n]) if args.reduced else ex.EXPERIMENTS[n] for n in names]
+    # the Holm family is every registered primary: experiments not run now count with their published results
+    others = ex.published(Path(args.publish)) if args.publish and not args.reduced else {}
+    with Progress(TextColumn("[bold]experiments"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.description}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                  console=console, transient=True) as progress:
+        task = progress.add_task("", total=None)
+
+        def tick(done: int, total: int, message: str) -> None:
+            progress.update(task, completed=done, total=total, description=escape(message))
+
+        results = ex.run_experiments(exps, out, device, seeds=args.seeds, workers=args.workers, progress=tick,
+                                     others=others)
+    for exp in exps:
+        result = results[exp.name]
         _verdict_table(result, console)
-        figure = plot_experiment(exp, out, seeds)
-        console.print(f"results {out / name / 'results.json'}, figure {figure}")
+        figure = ex.plot_experiment(exp, out, args.seeds or exp.seeds)
+        console.print(f"results {out / exp.name / 'results.json'}, figure {figure}")
         if args.publish:
             import shutil
 
             dest = Path(args.publish)
             dest.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(out / name / "results.json", dest / f"{name}.json")
-            shutil.copyfile(figure, dest / f"{name}.png")
+            shutil.copyfile(out / exp.name / "results.json", dest / f"{exp.name}.json")
+            shutil.copyfile(figure, dest / f"{exp.name}.png")
             console.print(f"published to {dest}")
     return 0
 
@@ -461,7 +473,8 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("experiment", help="run a named comparison (every arm and seed; resumes)")
     e.add_argument("name", help="an experiment name or 'all'")
     e.add_argument("--seeds", type=int, help="seeds per arm (default: the experiment's own)")
-    e.add_argument("--reduced", action="store_true", help="the CI size (fewer seeds and iterations)")
+    e.add_argument("--reduced", action="store_true", help="the CI size (the primaries' arms, fewer seeds)")
+    e.add_argument("--workers", type=int, help="parallel single-threaded runs (default: one per core)")
     e.add_argument("--device", help="torch device such as cpu or cuda:0 (default: cuda when available)")
     e.add_argument("--out", default="results", metavar="DIR",
                    help="where the runs are written; finished runs there are reused (default results)")

@@ -1,18 +1,23 @@
 """A small-model RL harness: a decoder-only transformer trained from scratch on tasks with exact verifiers.
 
-Read it top to bottom: the model (a plain causal transformer with a KV cache), sampling, token log-probabilities,
-the supervised warm-up, and the RL loop, which calls any policy loss of :mod:`fiberlab.gpu.losses` by name with
-verl's ``(loss, metrics)`` contract. Same code on CPU and CUDA; configuration as dataclasses.
+Read it top to bottom: the model (a plain causal transformer with a preallocated KV cache), sampling, token
+log-probabilities, the supervised warm-up, and the RL loop, which calls any policy loss of
+:mod:`fiberlab.gpu.losses` by name with verl's ``(loss, metrics)`` contract. Same code on CPU and CUDA;
+configuration as dataclasses.
 
-One RL iteration: sample ``prompts_per_step`` prompts, ``group_size`` responses each from the current policy
-(π_old), reward them with the task's verifier, compute advantages with the advantage registry, then take
-``updates_per_step`` optimiser steps over mini-batches of the rollout (every step after the first is
-off-policy, as in the papers' two-mini-batch setting).
+One RL iteration: sample ``prompts_per_step`` prompts, ``group_size`` responses each from the behaviour policy
+(π_old: the current policy, or the policy of ``rollout_lag`` iterations earlier), reward them with the task's
+verifier (and let an adaptive task see the rewards), compute advantages with the advantage registry, then take
+``epochs`` passes over the rollout, each split into ``updates_per_step`` mini-batches of whole groups: one
+optimiser step per mini-batch, every step after the first off-policy, as in the papers' two-mini-batch setting.
+The metrics of an iteration (:data:`METRICS`) are accumulated as tensors and read to the host once.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
+import math
 import time
 from typing import Any, Callable
 
@@ -23,7 +28,7 @@ import torch.nn.functional as F
 
 from fiberlab.gpu.advantages import get_advantage
 from fiberlab.gpu.losses import get_policy_loss
-from fiberlab.gpu.tasks import BOS, EOS, PAD, VOCAB, Task
+from fiberlab.gpu.tasks import BOS, EOS, PAD, VOCAB, Task, decode
 
 # --------------------------------------------------------------------------------------------------------------
 # Model
@@ -39,6 +44,10 @@ class ModelConfig:
     max_len: int = 48
 
 
+#: One layer's KV cache: preallocated ``(k, v)`` buffers ``[B, n_head, length, head_dim]``, filled in place.
+KVCache = tuple[torch.Tensor, torch.Tensor]
+
+
 class Block(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -48,23 +57,40 @@ class Block(nn.Module):
         self.proj = nn.Linear(cfg.d_model, cfg.d_model)
         self.mlp = nn.Sequential(nn.Linear(cfg.d_model, 4 * cfg.d_model), nn.GELU(), nn.Linear(4 * cfg.d_model, cfg.d_model))
 
-    def forward(self, x: torch.Tensor, cache: tuple[torch.Tensor, torch.Tensor] | None = None
-                ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, start: int = 0
+                ) -> tuple[torch.Tensor, KVCache]:
+        """``x [B, t, d]`` at positions ``start .. start+t-1``. Without a cache: the whole sequence, causal; with
+        one: ``k, v`` are written into the buffers at those positions and ``q`` attends to positions ``< start+t``
+        (the filled prefix). Returns the block's output and the cache (the buffers, or this pass's ``(k, v)``)."""
         b, t, d = x.shape
         q, k, v = self.qkv(self.ln1(x)).split(d, dim=-1)
         shape = (b, t, self.n_head, d // self.n_head)
-        q, k, v = (z.view(shape).transpose(1, 2) for z in (q, k, v))
-        if cache is not None:                                    # decoding: attend to every cached position
-            k, v = torch.cat([cache[0], k], 2), torch.cat([cache[1], v], 2)
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=False)
-        else:
+        q, k, v = (z.view(shape).transpose(1, 2) for z in (q, k, v))         # [B, n_head, t, head_dim]
+        if cache is None:                                                      # teacher forcing
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            kv = (k, v)
+        else:
+            k_buf, v_buf = cache                                               # [B, n_head, length, head_dim]
+            end = start + t
+            k_buf[:, :, start:end] = k
+            v_buf[:, :, start:end] = v
+            k, v = k_buf[:, :, :end], v_buf[:, :, :end]                        # [B, n_head, end, head_dim]
+            if t == 1:                                                         # decoding: every filled position
+                y = F.scaled_dot_product_attention(q, k, v, is_causal=False)
+            elif start == 0:                                                   # prefill: causal, as without cache
+                y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            else:                                   # a chunk after a prefix: query i sees positions ≤ start + i
+                allowed = torch.ones(t, end, dtype=torch.bool, device=x.device).tril(start)
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
+            kv = cache
         x = x + self.proj(y.transpose(1, 2).reshape(b, t, d))
-        return x + self.mlp(self.ln2(x)), (k, v)
+        return x + self.mlp(self.ln2(x)), kv
 
 
 class TinyLM(nn.Module):
-    """Causal transformer LM; ``forward(tokens, caches)`` returns logits and the updated KV caches."""
+    """Causal transformer LM. ``forward(tokens, caches=None, start=0)`` returns logits ``[B, t, V]`` and the
+    caches: without ``caches``, every layer's ``(k, v)`` of this pass (teacher forcing); with ``caches`` from
+    :meth:`new_cache`, the same buffers, filled at positions ``start .. start+t-1`` (incremental decoding)."""
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -75,16 +101,27 @@ class TinyLM(nn.Module):
         self.ln = nn.LayerNorm(cfg.d_model)
         self.head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
 
-    def forward(self, tokens: torch.Tensor, caches: list | None = None, start: int = 0
-                ) -> tuple[torch.Tensor, list]:
+    def new_cache(self, batch: int, length: int | None = None) -> list[KVCache]:
+        """Empty per-layer KV buffers ``[batch, n_head, length, head_dim]`` (``length`` ≤ ``max_len``, default
+        ``max_len``) on the model's device and dtype, allocated once and written in place by :meth:`forward`."""
+        length = self.cfg.max_len if length is None else min(length, self.cfg.max_len)
+        w = self.head.weight
+        shape = (batch, self.cfg.n_head, length, self.cfg.d_model // self.cfg.n_head)
+        return [(torch.empty(shape, device=w.device, dtype=w.dtype), torch.empty(shape, device=w.device, dtype=w.dtype))
+                for _ in self.blocks]
+
+    def forward(self, tokens: torch.Tensor, caches: list[KVCache] | None = None, start: int = 0
+                ) -> tuple[torch.Tensor, list[KVCache]]:
         t = tokens.shape[1]
         if start + t > self.cfg.max_len:
             raise ValueError(f"sequence of {start + t} tokens exceeds max_len={self.cfg.max_len}")
+        if caches is not None and start + t > caches[0][0].shape[2]:
+            raise ValueError(f"sequence of {start + t} tokens exceeds the cache's {caches[0][0].shape[2]} positions")
         pos = torch.arange(start, start + t, device=tokens.device)
         x = self.tok(tokens) + self.pos(pos)[None]
         new = []
         for i, blk in enumerate(self.blocks):
-            x, kv = blk(x, None if caches is None else caches[i])
+            x, kv = blk(x, None if caches is None else caches[i], start)
             new.append(kv)
         return self.head(self.ln(x)), new
 
@@ -98,17 +135,21 @@ class TinyLM(nn.Module):
 
 @torch.no_grad()
 def sample(model: TinyLM, prompts: torch.Tensor, max_new: int, generator: torch.Generator | None = None,
-           temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sample responses after ``[BOS] + prompt`` with a KV cache (cost linear in the response length).
+           temperature: float = 1.0, stop_early: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sample responses after ``[BOS] + prompt`` with a preallocated KV cache (cost linear in the response length).
 
     Returns ``(responses [N, max_new], mask [N, max_new])``: tokens after the first EOS are PAD and masked out;
-    the EOS itself is part of the response (its probability is learned like any other token).
+    the EOS itself is part of the response (its probability is learned like any other token). With
+    ``stop_early`` decoding stops once every row has emitted EOS; every step draws for the whole batch, so the
+    output equals that of decoding all ``max_new`` steps with the same generator (only the generator's final
+    state differs).
     """
     n = prompts.shape[0]
     dev = prompts.device
-    ctx = torch.cat([torch.full((n, 1), BOS, device=dev, dtype=torch.long), prompts], 1)
-    logits, caches = model(ctx)
+    ctx = torch.cat([torch.full((n, 1), BOS, device=dev, dtype=torch.long), prompts], 1)      # [N, P+1]
     pos = ctx.shape[1]
+    caches = model.new_cache(n, pos + max(max_new - 1, 0))      # the last sampled token is never fed back
+    logits, _ = model(ctx, caches)
     out = torch.full((n, max_new), PAD, dtype=torch.long, device=dev)
     done = torch.zeros(n, dtype=torch.bool, device=dev)
     mask = torch.zeros(n, max_new, dtype=torch.bool, device=dev)
@@ -119,25 +160,27 @@ def sample(model: TinyLM, prompts: torch.Tensor, max_new: int, generator: torch.
         out[:, t] = nxt
         mask[:, t] = ~done
         done = done | (nxt == EOS)
-        if t + 1 < max_new:
-            logits, caches = model(nxt[:, None], caches, start=pos)
-            pos += 1
+        if t + 1 == max_new or (stop_early and bool(done.all())):   # one sync per token; the rest stays PAD
+            break
+        logits, _ = model(nxt[:, None], caches, start=pos)
+        pos += 1
     return out, mask
 
 
-def token_log_probs(model: TinyLM, prompts: torch.Tensor, responses: torch.Tensor,
-                    with_entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+def token_log_probs(model: TinyLM, prompts: torch.Tensor, responses: torch.Tensor, with_entropy: bool = False,
+                    full_log_probs: bool = False) -> tuple[torch.Tensor, ...]:
     """``log π(response_t | BOS, prompt, response_<t)`` as ``[N, L]`` (teacher forcing, one forward pass),
-    and optionally the per-position entropy of π."""
+    and optionally the per-position entropy of π (else ``None``); with ``full_log_probs`` also a third element,
+    the whole ``log π(· | prefix)`` as ``[N, L, V]``."""
     n, p = prompts.shape
     bos = torch.full((n, 1), BOS, device=prompts.device, dtype=torch.long)
     seq = torch.cat([bos, prompts, responses], 1)
     logits, _ = model(seq[:, :-1])
     logits = logits[:, p:].float()                                   # positions predicting the response
-    logp = torch.log_softmax(logits, -1)
+    logp = torch.log_softmax(logits, -1)                             # [N, L, V]
     lp = logp.gather(-1, responses[..., None]).squeeze(-1)
-    ent = -(logp.exp() * logp).sum(-1) if with_entropy else None
-    return lp, ent
+    ent = -(logp.exp() * logp).sum(-1) if with_entropy else None     # H = −Σ_v π_v log π_v
+    return (lp, ent, logp) if full_log_probs else (lp, ent)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -179,19 +222,81 @@ def warmup(model: TinyLM, task: Task, cfg: WarmupConfig, rng: np.random.Generato
 
 @dataclasses.dataclass
 class RLConfig:
-    objective: str = "ppo"
-    advantage: str = "grpo"
-    loss_agg_mode: str = "token-mean"
-    loss_config: dict = dataclasses.field(default_factory=dict)
-    steps: int = 100
-    prompts_per_step: int = 16
-    group_size: int = 8
-    updates_per_step: int = 2
-    lr: float = 1e-3
-    max_grad_norm: float = 1.0
-    eval_prompts: int = 64
-    eval_k: int = 8
-    eval_every: int = 10
+    objective: str = "ppo"                   # policy loss, by its registry name (fiberlab.gpu.losses)
+    advantage: str = "grpo"                  # advantage estimator, by its registry name (fiberlab.gpu.advantages)
+    loss_agg_mode: str = "token-mean"        # verl's loss aggregation
+    loss_config: dict = dataclasses.field(default_factory=dict)   # the objective's hyper-parameters
+    steps: int = 100                         # RL iterations (rollout + updates)
+    prompts_per_step: int = 16               # prompts (groups) per rollout
+    group_size: int = 8                      # responses per prompt
+    updates_per_step: int = 2                # mini-batches per epoch (of whole groups): one optimiser step each
+    lr: float = 1e-3                         # AdamW learning rate
+    max_grad_norm: float = 1.0               # gradient-norm clip per optimiser step
+    eval_prompts: int = 64                   # fresh prompts per evaluation
+    eval_k: int = 8                          # samples per evaluation prompt (pass@k)
+    eval_every: int = 10                     # evaluate every this many iterations and at the last (0: never)
+    #: Passes over each rollout batch; groups are reshuffled every epoch. Optimiser steps per iteration:
+    #: ``epochs × updates_per_step``.
+    epochs: int = 1
+    #: Responses are sampled by the policy as it was ``rollout_lag`` iterations earlier (the start policy during
+    #: the first ``rollout_lag`` iterations), and π_old is that behaviour policy: ratios start away from 1.
+    rollout_lag: int = 0
+
+
+#: Every key of an RL iteration's row (patterns in ``<>``), with its meaning: what a book can print.
+METRICS: dict[str, str] = {
+    "step": "iteration index (0-based)",
+    "reward": "mean verifier reward of the rollout responses",
+    "response_length": "mean response length in tokens (EOS included) of the rollout",
+    "length_correct": "mean response length of rewarded (reward > 0.5) rollout responses; absent when none",
+    "length_wrong": "mean response length of unrewarded rollout responses; absent when none",
+    "empty_frac": "fraction of rollout responses whose first token is EOS (empty answers)",
+    "mixed_frac": "fraction of groups with both rewarded and unrewarded responses (the ones a group baseline "
+                  "learns from)",
+    "kl_to_start": "k1 estimate of KL(π_old ‖ π_start): mean of log π_old − log π_start over rollout tokens",
+    "kl_start_k3": "k3 estimate of KL(π_old ‖ π_start): mean of e^Δ − 1 − Δ, Δ = log π_start − log π_old",
+    "entropy": "entropy of the current policy π_θ per response token, mean over mini-batches",
+    "entropy_decision": "entropy of π_old at decision positions (≥ 2 tokens keep the answer correct; tasks "
+                        "with choices only)",
+    "entropy_valid": "entropy of π_old renormalised over the answer-keeping tokens at decision positions "
+                     "(tasks with choices only)",
+    "ratio_mean": "mean ratio π_θ/π_old over tokens before each optimiser step, mean over mini-batches",
+    "ratio_max": "largest token ratio π_θ/π_old over the iteration's mini-batches",
+    "kl_old_k3": "k3 estimate of KL(π_old ‖ π_θ) before each optimiser step, mean over mini-batches",
+    "kl_old_k3_last": "kl_old_k3 of the last mini-batch of the last epoch",
+    "drift_p50": "median over trajectories of |mean over the trajectory's tokens of log r|, mean over mini-batches",
+    "drift_p90": "90th percentile of the same trajectory drift, mean over mini-batches",
+    "drift_p90_last": "drift_p90 of the last mini-batch of the last epoch",
+    "grad_norm": "gradient norm before clipping, mean over mini-batches",
+    "grad_norm_max": "largest gradient norm before clipping over the iteration's mini-batches",
+    "clip_high_frac": "fraction of tokens with A > 0 sent zero gradient (of all tokens), mean over mini-batches",
+    "clip_low_frac": "fraction of tokens with A < 0 sent zero gradient (of all tokens), mean over mini-batches",
+    "clip_frac/<bucket>/<sign>": "among tokens with π_old in bucket (p<0.1, 0.1<=p<0.5, p>=0.5) and advantage "
+                                 "sign (pos, neg), the fraction sent zero gradient, pooled over the iteration; "
+                                 "absent when no such token",
+    "actor/<name>, fiberlab/<name>": "the objective's own metrics (verl's names), mean over mini-batches",
+    "pass@1": "evaluation: mean reward of single samples on fresh prompts",
+    "pass@<k>": "evaluation: fraction of prompts with a correct answer among k samples",
+    "distinct_correct": "evaluation: mean over prompts of the number of distinct correct answers among k samples",
+    "correct_mass": "evaluation (tasks with correct_answers): mean over prompts of the total probability of the "
+                    "correct answers",
+    "weakest_correct_mass": "evaluation (tasks with correct_answers): mean over prompts of the probability of "
+                            "the least likely correct answer",
+    "weakest_correct_logp": "evaluation (tasks with correct_answers): mean over prompts of log π of the least "
+                           "likely correct answer (nats; a ratio of masses is a difference here)",
+    "correct_entropy": "evaluation (tasks with correct_answers): entropy of the policy restricted to the correct "
+                       "answers",
+    "eval_seconds": "wall time of the iteration's evaluation (evaluation iterations only)",
+    "seconds": "wall time of the whole iteration, evaluation included",
+}
+
+#: π_old-probability buckets of ``clip_frac/<bucket>/<sign>``: names for p < 0.1, 0.1 ≤ p < 0.5, p ≥ 0.5.
+CLIP_BUCKETS = ("p<0.1", "0.1<=p<0.5", "p>=0.5")
+CLIP_BUCKET_EDGES = (0.1, 0.5)
+CLIP_SIGNS = ("pos", "neg")
+
+#: Log-ratios are clamped before ``exp`` in the metrics, as the losses do (``losses.LOG_RATIO_CLAMP``).
+LOG_RATIO_CLAMP = 20.0
 
 
 def prefix_state_ids(prompts: torch.Tensor, responses: torch.Tensor) -> torch.Tensor:
@@ -222,20 +327,151 @@ def _extras(objective: str, rewards: torch.Tensor, group_ids: torch.Tensor, prom
     return {}
 
 
+# ---- mechanism metrics: tensor helpers (no host sync), read to the host once per iteration ---------------------
+
+def k3(delta: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The k3 estimator of KL(π_old ‖ π): masked mean of e^Δ − 1 − Δ with Δ = log π − log π_old on tokens drawn
+    from π_old (unbiased, ≥ 0 token by token). Δ is clamped to ±:data:`LOG_RATIO_CLAMP`."""
+    d = delta.clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
+    m = mask.to(d.dtype)
+    return ((torch.expm1(d) - d) * m).sum() / m.sum()                # e^Δ − 1 − Δ, expm1 exact near Δ = 0
+
+
+def trajectory_drift(log_ratio: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``[N]``: |mean over a trajectory's tokens of log r|, log r = log π_θ − log π_old (every response has a
+    token: the first is always in the mask)."""
+    m = mask.to(log_ratio.dtype)
+    return ((log_ratio * m).sum(1) / m.sum(1).clamp(min=1)).abs()
+
+
+def clip_bucket_counts(g_tok: torch.Tensor, old_log_prob: torch.Tensor, advantages: torch.Tensor,
+                       mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(blocked [3, 2], tokens [3, 2])``: per π_old-probability bucket (:data:`CLIP_BUCKETS`, p = exp(old_log_prob))
+    and advantage sign (:data:`CLIP_SIGNS`: A > 0, A < 0; A = 0 tokens are in neither), the number of response
+    tokens, and of those the loss sends zero gradient (``g_tok == 0``, the objective-agnostic clip)."""
+    edges = torch.tensor(CLIP_BUCKET_EDGES, device=old_log_prob.device, dtype=old_log_prob.dtype)
+    bucket = torch.bucketize(old_log_prob.exp(), edges, right=True)          # 0: p<0.1, 1: 0.1≤p<0.5, 2: p≥0.5
+    cell = (bucket * 2 + (advantages < 0).long()).reshape(-1)               # bucket-major, pos before neg
+    counted = (mask & (advantages != 0)).reshape(-1)
+    blocked = counted & (g_tok == 0).reshape(-1)
+    zeros = torch.zeros(6, device=g_tok.device, dtype=torch.float64)
+    return (zeros.index_add(0, cell, blocked.to(torch.float64)).view(3, 2),
+            zeros.index_add(0, cell, counted.to(torch.float64)).view(3, 2))
+
+
+def clip_bucket_fractions(blocked: Any, tokens: Any) -> dict[str, float]:
+    """``{"clip_frac/<bucket>/<sign>": blocked / tokens}`` from the (summed) counts of
+    :func:`clip_bucket_counts`, omitting the cells without tokens."""
+    b, n = torch.as_tensor(blocked).reshape(-1).tolist(), torch.as_tensor(tokens).reshape(-1).tolist()
+    keys = [f"clip_frac/{bk}/{s}" for bk in CLIP_BUCKETS for s in CLIP_SIGNS]
+    return {key: bi / ni for key, bi, ni in zip(keys, b, n) if ni > 0}
+
+
+def decision_entropies(log_probs: torch.Tensor, valid: torch.Tensor, mask: torch.Tensor
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """From ``log π [N, L, V]``, the answer-keeping tokens ``valid [N, L, V]`` and the response ``mask [N, L]``:
+    ``(decision [N, L], H(π) [N, L], H(q) [N, L])``, decision = a response position where ≥ 2 tokens are valid,
+    q = π restricted to the valid tokens and renormalised (H(q) is meaningful at decision positions only)."""
+    decision = mask & (valid.sum(-1) >= 2)
+    full = -(log_probs.exp() * log_probs).sum(-1)                            # H(π) = −Σ_v π_v log π_v
+    restricted = log_probs.masked_fill(~valid, -math.inf)
+    log_q = restricted - torch.logsumexp(restricted, -1, keepdim=True)      # log q = log π − log Σ_valid π
+    h_valid = -torch.where(valid, log_q.exp() * log_q, torch.zeros_like(log_q)).sum(-1)   # H(q) = −Σ q log q
+    return decision, full, h_valid
+
+
+def count_distinct_correct(responses: torch.Tensor, rewards: torch.Tensor, k: int) -> float:
+    """Mean over prompts of the number of distinct correct (reward > 0.5) decoded answers among its ``k``
+    responses; ``responses [n·k, L]`` with a prompt's responses adjacent, ``rewards [n·k]``."""
+    answers = [decode(r) for r in responses.tolist()]
+    ok = (rewards > 0.5).tolist()
+    n = len(answers) // k
+    return float(np.mean([len({a for a, c in zip(answers[i * k:(i + 1) * k], ok[i * k:(i + 1) * k]) if c})
+                          for i in range(n)]))
+
+
+def _to_host(tensors: dict[str, torch.Tensor]) -> dict[str, list[float]]:
+    """Every tensor flattened to a list of Python floats, all in one device-to-host copy (one sync)."""
+    if not tensors:
+        return {}
+    flat = torch.cat([t.detach().reshape(-1).to(torch.float64) for t in tensors.values()]).tolist()
+    out, i = {}, 0
+    for key, t in tensors.items():
+        out[key], i = flat[i:i + t.numel()], i + t.numel()
+    return out
+
+
+class PolicyLag:
+    """A FIFO of policy snapshots: :meth:`push` the current state at the start of an iteration and get the
+    state ``lag`` iterations earlier (the oldest held, i.e. the start policy, during the first ``lag``)."""
+
+    def __init__(self, lag: int) -> None:
+        self.lag = lag
+        self.snapshots: collections.deque[dict[str, torch.Tensor]] = collections.deque()
+
+    def push(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        self.snapshots.append({k: v.detach().clone() for k, v in state.items()})
+        if len(self.snapshots) > self.lag + 1:
+            self.snapshots.popleft()
+        return self.snapshots[0]
+
+
 @torch.no_grad()
 def evaluate(model: TinyLM, task: Task, n: int, k: int, rng: np.random.Generator, device: torch.device,
              generator: torch.Generator) -> dict[str, float]:
-    """pass@1 (mean reward of single samples) and pass@k (any of k samples correct) on fresh prompts."""
+    """pass@1 (mean reward of single samples), pass@k (any of k samples correct) and the mean number of distinct
+    correct answers among the k samples, on fresh prompts."""
     prompts, info = task.prompts(n, rng)
     rep = prompts.repeat_interleave(k, 0).to(device)
     resp, _ = sample(model, rep, task.max_response, generator)
-    r = task.reward([i for i in info for _ in range(k)], resp.cpu()).view(n, k)
-    return {"pass@1": float(r.mean()), f"pass@{k}": float((r > 0.5).any(1).float().mean())}
+    resp = resp.cpu()
+    r = task.reward([i for i in info for _ in range(k)], resp)
+    acc = task.accuracy([i for i in info for _ in range(k)], resp)
+    out = {"pass@1": float(r.mean()), f"pass@{k}": float((r > 0.5).view(n, k).any(1).float().mean()),
+           "distinct_correct": count_distinct_correct(resp, acc, k)}
+    answers = getattr(task, "correct_answers", None)
+    if answers is not None:
+        out.update(correct_answer_mass(model, prompts, [answers(i) for i in info], device))
+    return out
+
+
+@torch.no_grad()
+def correct_answer_mass(model: TinyLM, prompts: torch.Tensor, answers: list[list[list[int]]],
+                        device: torch.device) -> dict[str, float]:
+    """Exact probabilities of every correct answer (token ids ending in EOS; equal lengths per prompt) by teacher
+    forcing: ``correct_mass`` = mean over prompts of Σ_y π(y), ``weakest_correct_mass`` = mean over prompts of
+    min_y π(y) (Cor. 2's mode coverage), ``correct_entropy`` = entropy of π restricted to the correct answers."""
+    counts = [len(a) for a in answers]
+    rows = torch.tensor([y for a in answers for y in a], device=device)                    # [Σ counts, L]
+    rep = prompts.to(device).repeat_interleave(torch.tensor(counts, device=device), 0)
+    lp, _ = token_log_probs(model, rep, rows)
+    seq = lp.sum(1).split(counts)                                                         # log π(y) per prompt
+    mass = torch.stack([s.exp().sum() for s in seq])
+    weakest = torch.stack([s.exp().min() for s in seq])
+    log_weakest = torch.stack([s.min() for s in seq])
+    ent = torch.stack([-(torch.softmax(s, 0) * torch.log_softmax(s, 0)).sum() for s in seq])
+    return {"correct_mass": float(mass.mean()), "weakest_correct_mass": float(weakest.mean()),
+            "weakest_correct_logp": float(log_weakest.mean()),
+            "correct_entropy": float(ent.mean())}
+
+
+def _check_config(cfg: RLConfig) -> None:
+    if cfg.epochs < 1:
+        raise ValueError(f"epochs must be ≥ 1, got {cfg.epochs}")
+    if cfg.rollout_lag < 0:
+        raise ValueError(f"rollout_lag must be ≥ 0, got {cfg.rollout_lag}")
+    if not 1 <= cfg.updates_per_step <= cfg.prompts_per_step:
+        raise ValueError(f"updates_per_step (mini-batches of whole groups) must be in [1, prompts_per_step="
+                         f"{cfg.prompts_per_step}], got {cfg.updates_per_step}")
 
 
 def rl_train(model: TinyLM, task: Task, cfg: RLConfig, seed: int, device: torch.device,
              log: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
-    """Run ``cfg.steps`` RL iterations; returns (and passes to ``log``) one metrics dict per iteration."""
+    """Run ``cfg.steps`` RL iterations; returns (and passes to ``log``) one metrics dict per iteration
+    (keys: :data:`METRICS`). A task with ``adapt(rewards)`` is shown every rollout's rewards ``[n]`` (CPU; not
+    the evaluation's); a task with ``choices(info, length) -> [n, length, V] bool | None`` gets the decision
+    entropies."""
+    _check_config(cfg)
     rng = np.random.default_rng(seed)
     gen = torch.Generator(device=device.type).manual_seed(seed)
     loss_fn = get_policy_loss(cfg.objective)
@@ -244,64 +480,122 @@ def rl_train(model: TinyLM, task: Task, cfg: RLConfig, seed: int, device: torch.
     ref = {k: v.detach().clone() for k, v in model.state_dict().items()}
     start_model = TinyLM(model.cfg).to(device)
     start_model.load_state_dict(ref)
+    # The behaviour policy π_old: the model itself without lag, else a second instance loaded with a snapshot.
+    behaviour, lag = model, None
+    if cfg.rollout_lag > 0:
+        behaviour, lag = TinyLM(model.cfg).to(device), PolicyLag(cfg.rollout_lag)
+    adapt = getattr(task, "adapt", None)
+    choices = getattr(task, "choices", None)
     history = []
-    k = cfg.group_size
+    k, g = cfg.group_size, cfg.prompts_per_step
+    n = g * k
+    group_ids = torch.arange(g, device=device).repeat_interleave(k)
+    groups = torch.arange(n, device=device).view(g, k)                  # [groups, k]: rows of each group
     for step in range(cfg.steps):
         t0 = time.perf_counter()
-        prompts, info = task.prompts(cfg.prompts_per_step, rng)
+        if lag is not None:
+            behaviour.load_state_dict(lag.push(model.state_dict()))
+        prompts, info = task.prompts(g, rng)
         rep = prompts.repeat_interleave(k, 0).to(device)
-        resp, mask = sample(model, rep, task.max_response, gen)
-        rewards = task.reward([i for i in info for _ in range(k)], resp.cpu()).to(device)
-        group_ids = torch.arange(cfg.prompts_per_step, device=device).repeat_interleave(k)
+        resp, mask = sample(behaviour, rep, task.max_response, gen)    # resp, mask: [n, L]
+        resp_info = [i for i in info for _ in range(k)]
+        rewards_cpu = task.reward(resp_info, resp.cpu())
+        if adapt is not None:                                            # e.g. a difficulty controller
+            adapt(rewards_cpu)
+        rewards = rewards_cpu.to(device)
         with torch.no_grad():
             # π_old recomputed by the training forward pass, not taken from the sampler, as verl does: the
-            # cached decoding rounds differently, and the first update must see ratios of exactly 1.
-            old_lp, _ = token_log_probs(model, rep, resp)
+            # cached decoding rounds differently, and without lag the first update must see ratios of exactly 1.
+            old_lp, _, old_logp = token_log_probs(behaviour, rep, resp, full_log_probs=True)   # [n, L], [n, L, V]
             start_lp, _ = token_log_probs(start_model, rep, resp)
         adv = adv_fn(rewards, group_ids)[:, None] * mask
-        n = rep.shape[0]
-        # Mini-batches of whole groups (LPO and FiberPO-Domain aggregate over a group), prompts shuffled.
-        order = torch.randperm(cfg.prompts_per_step, generator=gen, device=device)
-        chunks = torch.arange(n, device=device).view(cfg.prompts_per_step, k)[order].chunk(cfg.updates_per_step)
-        agg: dict[str, list[float]] = {}
-        for idx in chunks:
-            idx = idx.reshape(-1)
-            lp, ent = token_log_probs(model, rep[idx], resp[idx], with_entropy=True)
-            loss, metrics = loss_fn(old_lp[idx], lp, adv[idx], mask[idx], cfg.loss_agg_mode, cfg.loss_config,
-                                    **_extras(cfg.objective, rewards[idx], group_ids[idx], rep[idx], resp[idx]))
-            # Objective-agnostic clip fractions: a token is clipped when the loss sends it no gradient although its
-            # advantage is nonzero ("high": A > 0, the ratio hit the upper bound; "low": A < 0, the lower one).
-            (g_tok,) = torch.autograd.grad(loss, lp, retain_graph=True)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-            opt.step()
-            with torch.no_grad():
-                m = mask[idx].float()
-                ratio = torch.exp((lp.detach() - old_lp[idx]).clamp(-20, 20))
-                metrics = dict(metrics)
-                metrics["grad_norm"] = float(gnorm)
-                metrics["entropy"] = float((ent * m).sum() / m.sum())
-                metrics["ratio_mean"] = float((ratio * m).sum() / m.sum())
-                metrics["ratio_max"] = float((ratio * m).max())
-                blocked = (g_tok == 0) & mask[idx]
-                a = adv[idx]
-                metrics["clip_high_frac"] = float((blocked & (a > 0)).float().sum() / m.sum())
-                metrics["clip_low_frac"] = float((blocked & (a < 0)).float().sum() / m.sum())
-            for key, v in metrics.items():
-                agg.setdefault(key, []).append(float(v))
-        lengths = mask.float().sum(1)
-        row = {"step": step, "reward": float(rewards.mean()),
-               "response_length": float(lengths.mean()),
-               "kl_to_start": float(((old_lp - start_lp) * mask).sum() / mask.sum()),
-               **{key: float(np.mean(v)) for key, v in agg.items()}}
-        if key_max := agg.get("ratio_max"):
-            row["ratio_max"] = float(np.max(key_max))
-        wrong = rewards < 0.5
-        if bool(wrong.any()):                            # the answers a length bias acts through (Dr.GRPO)
-            row["length_wrong"] = float(lengths[wrong].mean())
+        mf = mask.float()
+        lengths = mf.sum(1)                                              # [n]
+        # correctness without a task's reward lottery (fiberlab.gpu.tasks.Filler), for the lengths
+        correct = (task.accuracy(resp_info, resp.cpu()) > 0.5).to(device)
+        rewarded = (rewards > 0.5).view(g, k)
+        # per-iteration tensors, read to the host once at the end
+        rollout: dict[str, torch.Tensor] = {
+            "reward": rewards.mean(),
+            "response_length": lengths.mean(),
+            "kl_to_start": ((old_lp - start_lp) * mask).sum() / mask.sum(),
+            "kl_start_k3": k3(start_lp - old_lp, mask),                 # Δ = log π_start − log π_old
+            "empty_frac": (resp[:, 0] == EOS).float().mean(),
+            # groups with both rewarded and unrewarded responses: the only ones a group baseline learns from
+            "mixed_frac": (rewarded.any(1) & ~rewarded.all(1)).float().mean(),
+            "_len_correct": torch.stack([(lengths * correct).sum(), correct.float().sum()]),
+            "_len_wrong": torch.stack([(lengths * ~correct).sum(), (~correct).float().sum()]),
+        }
+        valid = choices(resp_info, resp.shape[1]) if choices is not None else None
+        if valid is not None:
+            decision, h_full, h_valid = decision_entropies(old_logp, valid.to(device), mask)
+            rollout["_decision"] = torch.stack([(h_full * decision).sum(), (h_valid * decision).sum(),
+                                                decision.float().sum()])
+        per_mb: dict[str, list[torch.Tensor]] = {}
+        loss_metrics: dict[str, list[float]] = {}
+        blocked_sum = torch.zeros(3, 2, dtype=torch.float64, device=device)
+        tokens_sum = torch.zeros(3, 2, dtype=torch.float64, device=device)
+        for _epoch in range(cfg.epochs):
+            # Mini-batches of whole groups (LPO and FiberPO-Domain aggregate over a group), reshuffled each epoch.
+            order = torch.randperm(g, generator=gen, device=device)
+            for idx in groups[order].tensor_split(cfg.updates_per_step):
+                idx = idx.reshape(-1)
+                m = mask[idx]
+                lp, ent = token_log_probs(model, rep[idx], resp[idx], with_entropy=True)
+                lp.retain_grad()          # g_tok = ∂loss/∂lp, from the same backward pass as the parameters'
+                loss, metrics = loss_fn(old_lp[idx], lp, adv[idx], m, cfg.loss_agg_mode, cfg.loss_config,
+                                        **_extras(cfg.objective, rewards[idx], group_ids[idx], rep[idx], resp[idx]))
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                g_tok = lp.grad
+                gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                opt.step()
+                for key, v in metrics.items():                   # floats already (the loss's one sync)
+                    loss_metrics.setdefault(key, []).append(float(v))
+                with torch.no_grad():
+                    mbf = m.float()
+                    ntok = mbf.sum()
+                    log_r = lp.detach() - old_lp[idx]            # log r = log π_θ − log π_old, before the step
+                    ratio = torch.exp(log_r.clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP))
+                    # Objective-agnostic clip fractions: a token is clipped when the loss sends it no gradient
+                    # although its advantage is nonzero ("high": A > 0, the ratio hit the upper bound; "low": A < 0,
+                    # the lower one).
+                    blocked = (g_tok == 0) & m
+                    a = adv[idx]
+                    b_cnt, t_cnt = clip_bucket_counts(g_tok, old_lp[idx], a, m)
+                    blocked_sum += b_cnt
+                    tokens_sum += t_cnt
+                    drift = torch.quantile(trajectory_drift(log_r, m),
+                                           torch.tensor([0.5, 0.9], device=device, dtype=log_r.dtype))
+                    for key, v in (("grad_norm", gnorm), ("entropy", (ent * mbf).sum() / ntok),
+                                   ("ratio_mean", (ratio * mbf).sum() / ntok), ("ratio_max", (ratio * mbf).max()),
+                                   ("clip_high_frac", (blocked & (a > 0)).float().sum() / ntok),
+                                   ("clip_low_frac", (blocked & (a < 0)).float().sum() / ntok),
+                                   ("kl_old_k3", k3(log_r, m)), ("drift_p50", drift[0]), ("drift_p90", drift[1])):
+                        per_mb.setdefault(key, []).append(v.detach())
+        host = _to_host({**rollout, **{f"mb/{key}": torch.stack(v) for key, v in per_mb.items()},
+                         "_blocked": blocked_sum, "_tokens": tokens_sum})           # the iteration's one sync
+        row: dict[str, Any] = {"step": step}
+        for key in ("reward", "response_length", "kl_to_start", "kl_start_k3", "empty_frac", "mixed_frac"):
+            row[key] = host[key][0]
+        for key, (total, count) in (("length_correct", host["_len_correct"]), ("length_wrong", host["_len_wrong"])):
+            if count > 0:                                # the answers a length bias acts through (Dr.GRPO)
+                row[key] = total / count
+        if "_decision" in host and host["_decision"][2] > 0:
+            h_full, h_valid, count = host["_decision"]
+            row["entropy_decision"], row["entropy_valid"] = h_full / count, h_valid / count
+        row.update({key: float(np.mean(v)) for key, v in loss_metrics.items()})
+        mb = {key[3:]: v for key, v in host.items() if key.startswith("mb/")}
+        row.update({key: float(np.mean(v)) for key, v in mb.items()})
+        row["ratio_max"] = max(mb["ratio_max"])
+        row["grad_norm_max"] = max(mb["grad_norm"])
+        row["kl_old_k3_last"] = mb["kl_old_k3"][-1]
+        row["drift_p90_last"] = mb["drift_p90"][-1]
+        row.update(clip_bucket_fractions(host["_blocked"], host["_tokens"]))
         if cfg.eval_every and (step % cfg.eval_every == 0 or step == cfg.steps - 1):
+            t_eval = time.perf_counter()
             row.update(evaluate(model, task, cfg.eval_prompts, cfg.eval_k, rng, device, gen))
+            row["eval_seconds"] = time.perf_counter() - t_eval
         row["seconds"] = time.perf_counter() - t0
         history.append(row)
         if log is not None:
@@ -315,4 +609,5 @@ def set_seed(seed: int) -> None:
 
 
 __all__ = ["ModelConfig", "TinyLM", "sample", "token_log_probs", "WarmupConfig", "warmup", "RLConfig", "rl_train",
-           "evaluate", "set_seed"]
+           "evaluate", "set_seed", "METRICS", "PolicyLag", "k3", "trajectory_drift", "clip_bucket_counts",
+           "clip_bucket_fractions", "decision_entropies", "count_distinct_correct"]

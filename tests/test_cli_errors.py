@@ -27,7 +27,7 @@ def no_work(monkeypatch):
     monkeypatch.setattr(bench, "main", forbidden)
     for name in ("bench_band", "bench_lpo", "bench_fiberpo", "bench_train", "interleaved_medians"):
         monkeypatch.setattr(bench, name, forbidden)
-    for name in ("run_one", "run_experiment", "warmup", "rl_train", "plot_experiment"):
+    for name in ("run_one", "run_experiment", "run_experiments", "run_all", "warmup", "rl_train", "plot_experiment"):
         monkeypatch.setattr(experiments, name, forbidden)
 
 
@@ -73,6 +73,7 @@ BAD = [
     (["experiment", "band_entropy", "--seeds", "0"], "--seeds must be at least 2"),
     (["experiment", "band_entropy", "--seeds", "1"], "--seeds must be at least 2"),
     (["experiment", "nope"], "experiment must be one of"),
+    (["experiment", "band_entropy", "--workers", "0"], "--workers must be a positive integer, got 0"),
     (["experiment", "all", "--out", "{file}"], "--out"),
     (["experiment", "band_entropy", "--publish", "{file}/pub"], "--publish"),
     (["experiment", "band_entropy", "--device", "nope"], "--device must be a torch device"),
@@ -157,10 +158,12 @@ def test_good_invocations_reach_the_work(monkeypatch, tmp_path, capsys):
     assert cli.main(argv) == 0
     assert calls == [("train_parity", {"band_delta": 0.1, "band_divergence": "tv"}, s, "cpu") for s in (0, 1)]
 
-    def fake_run_experiment(exp, out, device, seeds=None, progress=None):
-        return {"experiment": exp.name, "claim": exp.claim, "seeds": seeds, "steps": exp.rl.steps, "verdicts": []}
+    def fake_run_experiments(exps, out, device, seeds=None, workers=None, progress=None, others=None):
+        progress(1, 2, "half")
+        return {e.name: {"experiment": e.name, "claim": e.claim, "seeds": seeds, "steps": e.rl.steps,
+                         "verdicts": []} for e in exps}
 
-    monkeypatch.setattr(experiments, "run_experiment", fake_run_experiment)
+    monkeypatch.setattr(experiments, "run_experiments", fake_run_experiments)
     assert cli.main(["experiment", "lpo_training", "--seeds", "2", "--reduced", "--device", "cpu",
                      "--out", str(tmp_path / "r")]) == 0
 
