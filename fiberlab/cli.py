@@ -3,6 +3,7 @@
     fiberlab verify [--paper P] [--claim ID ...] [--layer L] [--json PATH]
     fiberlab bench band|lpo|fiberpo|train [--tokens N] [--repeats K] [--json PATH]
     fiberlab claims [--paper P]           # list the registry without running it
+    fiberlab claims --where ID [--json PATH]   # everything about one claim, with file:line locations
     fiberlab train --task T --objective O [--seeds N] [--steps S] [--device D] [--set key=value ...]
     fiberlab experiment NAME|all [--seeds N] [--reduced] [--out DIR]
     fiberlab verl-check --loss-mode NAME [--set key=value ...] [--agg MODE] [--mixed-precision bf16]
@@ -178,7 +179,41 @@ def _verify(args: argparse.Namespace, console: Console) -> int:
     return 1 if failed else 0
 
 
+def _where(args: argparse.Namespace, console: Console) -> int:
+    """``claims --where ID``: the claim, where it is declared, every check with the code it exercises, the book
+    pages that show it (:func:`fiberlab.where.where`)."""
+    from fiberlab.registry import all_claims
+    from fiberlab.where import where
+
+    known = {c.id for c in all_claims()}
+    if args.where not in known:
+        near = sorted(k for k in known if k.split(".")[0] == args.where.split(".")[0]) or sorted(known)[:8]
+        raise UsageError(f"--where {args.where!r} is not a claim id; for example {', '.join(near[:8])} "
+                         f"(fiberlab claims lists them all)")
+    if args.json:
+        _writable("--json", args.json)
+    w = where(args.where)
+    console.print(f"[bold]{escape(w['claim'])}[/bold]  {escape(w['paper'])} · {escape(w['status'])} · "
+                  f"{escape(w['source'])}")
+    console.print(escape(w["statement"]), overflow="fold")
+    if w["condition"]:
+        console.print(f"[dim]condition:[/dim] {escape(w['condition'])}", overflow="fold")
+    console.print(f"declared  {escape(w['declared'] or '?')}")
+    console.print(f"book      {escape(', '.join(w['book']) or '(no page shows it)')}")
+    for k in w["checks"]:
+        console.print(f"check     {escape(k['layer'])} {escape(k['name'])}  {escape(k['at'] or '?')}")
+        for e in k["exercises"]:
+            console.print(f"            → {escape(e['name'])}  {escape(e['at'])}", overflow="fold")
+    if args.json:
+        Path(args.json).write_text(json.dumps(w, indent=2, ensure_ascii=False), encoding="utf-8")
+    return 0
+
+
 def _claims(args: argparse.Namespace, console: Console) -> int:
+    if args.where:
+        return _where(args, console)
+    if args.json:
+        raise UsageError("--json goes with --where (the list itself is `fiberlab claims`)")
     _paper(args.paper)
     claims = select_claims(paper=args.paper)
     # claim text holds intervals such as [r̲, r̄]: printed as text, never read as rich markup
@@ -447,6 +482,10 @@ def build_parser() -> argparse.ArgumentParser:
     v.set_defaults(func=_verify)
     c = sub.add_parser("claims", help="list the registry")
     c.add_argument("--paper", help=_PAPER_HELP)
+    c.add_argument("--where", metavar="ID", help="everything about one claim: statement, status, condition, where "
+                   "it is declared, each check (layer, file:line) with the derivations, references and objectives "
+                   "it calls (file:line), and the book pages that show it")
+    c.add_argument("--json", metavar="PATH", help="with --where: also write it as JSON (UTF-8)")
     c.set_defaults(func=_claims)
     b = sub.add_parser("bench", help="run a benchmark")
     b.add_argument("target", choices=["band", "lpo", "fiberpo", "train"],

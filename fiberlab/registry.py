@@ -24,10 +24,13 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+import sys
 import traceback
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
+_ROOT = Path(__file__).resolve().parents[1]
 LAYERS = ("theory", "numerics", "gpu", "harness")
 STATUSES = ("verified", "conditional", "refuted")
 PAPERS = ("BandPO", "FiberPO", "LPO", "classical")
@@ -105,6 +108,8 @@ class Claim:
     status: str = "verified"
     condition: str = ""
     checks: list[Check] = dataclasses.field(default_factory=list)
+    #: ``path:line`` of the :func:`claim` call that declared it (relative to the repository root)
+    declared_at: str | None = None
 
     def check(self, layer: str, name: str | None = None) -> Callable[[Callable[[], Evidence]], Callable[[], Evidence]]:
         """Decorator attaching a check of ``layer`` to this claim."""
@@ -133,9 +138,20 @@ def claim(id: str, *, paper: str, source: str, statement: str, status: str = "ve
         raise ValueError(f"paper must be one of {PAPERS}, got {paper!r}")
     if id in _REGISTRY:
         raise ValueError(f"claim {id!r} is declared twice")
-    c = Claim(id=id, paper=paper, source=source, statement=statement, status=status, condition=condition)
+    c = Claim(id=id, paper=paper, source=source, statement=statement, status=status, condition=condition,
+              declared_at=_caller_location())
     _REGISTRY[id] = c
     return c
+
+
+def _caller_location() -> str | None:
+    """``path:line`` of the code that called :func:`claim` (relative to the repository root)."""
+    frame = sys._getframe(2)
+    path = Path(frame.f_code.co_filename).resolve()
+    try:
+        return f"{path.relative_to(_ROOT).as_posix()}:{frame.f_lineno}"
+    except ValueError:
+        return None
 
 
 def _load() -> None:

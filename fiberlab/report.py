@@ -173,11 +173,22 @@ class ClaimCard:
     def rows(self) -> list[tuple[str, str]]:
         c = self.claim
         return [("claim", c.id), ("paper / source", f"{c.paper}, {c.source}"), ("status", c.status),
-                ("statement", c.statement)] + ([("condition", c.condition)] if c.condition else [])
+                ("statement", c.statement)] + ([("condition", c.condition)] if c.condition else []) + [
+                ("declared", c.declared_at or "?"), ("checked by", self.checked_by())]
+
+    def checked_by(self) -> str:
+        """Each check (layer, name, file:line) and the code it exercises (``fiberlab.where``), one per line."""
+        from fiberlab.where import where
+
+        lines = []
+        for k in where(self.claim)["checks"]:
+            calls = ", ".join(f"{e['name'].removeprefix('fiberlab.')} ({e['at']})" for e in k["exercises"])
+            lines.append(f"{k['layer']} {k['name']} ({k['at']})" + (f" → {calls}" if calls else ""))
+        return "\n".join(lines)
 
     def _repr_html_(self) -> str:
-        body = "".join(f"<tr><th style='text-align:left'>{k}</th><td>{html.escape(v)}</td></tr>"
-                       for k, v in self.rows())
+        body = "".join(f"<tr><th style='text-align:left'>{k}</th><td>{html.escape(v).replace(chr(10), '<br>')}</td>"
+                       f"</tr>" for k, v in self.rows())
         return f"<table class='fiberlab-claim'>{body}</table>"
 
     def __repr__(self) -> str:

@@ -132,7 +132,7 @@ def test_claims_keeps_every_id_whole_at_terminal_widths(width):
     from rich.console import Console
 
     buf = io.StringIO()
-    cli._claims(argparse.Namespace(paper=None), Console(file=buf, width=width))
+    cli._claims(argparse.Namespace(paper=None, where=None, json=None), Console(file=buf, width=width))
     from rich.cells import cell_len
 
     lines = buf.getvalue().splitlines()

@@ -109,6 +109,12 @@ def _check(name: str) -> Evidence:
                     detail=detail)
 
 
+def _kinds(reasons: list[str]) -> str:
+    """The kinds of a gate's failing reasons, without their per-seed numbers (the results file has those)."""
+    kinds = dict.fromkeys(r.split(" (")[0].split(" in ")[0] for r in reasons)
+    return ", ".join(kinds)
+
+
 def _status(name: str) -> tuple[str, str]:
     """The claim's status and condition from the published primary and the experiment's setting."""
     exp = EXPERIMENTS[name]
@@ -123,7 +129,7 @@ def _status(name: str) -> tuple[str, str]:
         "inconclusive": "The primary prediction is not decided here",
         "not testable": "Not testable here",
     }[v["verdict"]]
-    reasons = "; ".join(f"{arm} {g['passed']}/{g['run']} seeds pass" + (f" ({', '.join(g['reasons'])})"
+    reasons = "; ".join(f"{arm} {g['passed']}/{g['run']} seeds pass" + (f" (failing: {_kinds(g['reasons'])})"
                                                                           if g["reasons"] else "")
                         for arm, g in v["gate"].items())
     cond = (f"{exp.setting} {finding} ({v['description']}: {v['statistic']}, {v['better']} − {v['worse']} = "
