@@ -579,46 +579,24 @@ def bandit_inner_trace(method, config, n_seeds=32, seed=0):
     Returns a dict of arrays: ``s`` and ``c`` (S, T, E, K); ``s_end``, ``R``, ``A`` (S, T, K); ``tau`` (S, T);
     ``logits`` (S, T+1, M); ``grad_norm`` (S, T, E)."""
     from fiberlab.numerics import lpo_bandit as B
-    B.check_run_args(method, config, n_seeds)
     cfg = config
+    B.check_run_args(method, cfg, n_seeds)
     S, K, E, T = int(n_seeds), int(cfg.K), int(cfg.E), int(cfg.iterations)
-    r = cfg.reward_vector
-    M = r.size
-    rng = np.random.default_rng(seed)
-    theta = np.tile(np.zeros(M) if cfg.init_logits is None else np.asarray(cfg.init_logits, float), (S, 1))
-    m_adam, v_adam, t_adam = np.zeros_like(theta), np.zeros_like(theta), 0
-    rows = np.arange(S)[:, None]
+    M = cfg.reward_vector.size
     out = {"s": np.empty((S, T, E, K)), "c": np.empty((S, T, E, K)), "s_end": np.empty((S, T, K)),
            "R": np.empty((S, T, K)), "A": np.empty((S, T, K)), "tau": np.empty((S, T)),
            "logits": np.empty((S, T + 1, M)), "grad_norm": np.empty((S, T, E))}
-    out["logits"][:, 0] = theta
-    for t in range(T):
-        logp_b = log_softmax(theta, axis=-1)
-        cdf = np.cumsum(np.exp(logp_b), axis=-1)
-        u = rng.random((S, K))
-        y = np.minimum((u[..., None] >= cdf[:, None, :]).sum(-1), M - 1)
-        R = r[y]
-        mu, tau = B.group_temperature(R, cfg.tau_family, cfg.std, cfg.eps)
-        A = (R - mu[:, None]) / tau[:, None]
-        lb = logp_b[rows, y]
-        for e in range(E):
-            s = log_softmax(theta, axis=-1)[rows, y] - lb
-            c = B.descent_coefficients(method, s, A, cfg.clip_eps)
-            g = B.tabular_gradient(theta, y, c)
-            out["s"][:, t, e], out["c"][:, t, e] = s, c
-            out["grad_norm"][:, t, e] = np.linalg.norm(g, axis=-1)
-            if cfg.optimizer == "sgd":
-                theta = theta - cfg.lr * g
-            else:
-                b1, b2 = cfg.betas
-                t_adam += 1
-                m_adam = b1 * m_adam + (1 - b1) * g
-                v_adam = b2 * v_adam + (1 - b2) * g * g
-                theta = theta - cfg.lr * (m_adam / (1 - b1 ** t_adam)) / (
-                    np.sqrt(v_adam / (1 - b2 ** t_adam)) + cfg.adam_eps)
-        out["s_end"][:, t] = log_softmax(theta, axis=-1)[rows, y] - lb
-        out["R"][:, t], out["A"][:, t], out["tau"][:, t] = R, A, tau
-        out["logits"][:, t + 1] = theta
+    out["logits"][:, 0] = np.tile(np.zeros(M) if cfg.init_logits is None else np.asarray(cfg.init_logits, float),
+                                  (S, 1))
+    rows = np.arange(S)[:, None]
+    for step in B.bandit_steps(method, cfg, n_seeds, seed):
+        if isinstance(step, B.InnerStep):
+            out["s"][:, step.t, step.e], out["c"][:, step.t, step.e] = step.s, step.c
+            out["grad_norm"][:, step.t, step.e] = np.linalg.norm(step.g, axis=-1)
+        else:
+            out["s_end"][:, step.t] = log_softmax(step.theta, axis=-1)[rows, step.y] - step.lb
+            out["R"][:, step.t], out["A"][:, step.t], out["tau"][:, step.t] = step.R, step.A, step.tau
+            out["logits"][:, step.t + 1] = step.theta
     return out
 
 

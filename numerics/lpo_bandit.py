@@ -216,35 +216,54 @@ def check_run_args(method, config, n_seeds):
         raise ValueError(f"n_seeds must be an integer >= 1, got {n_seeds}")
 
 
-def simulate(method, config, n_seeds=32, seed=0):
-    """Run ``method`` on ``config`` for ``n_seeds`` independent seeds; returns a :class:`BanditRun`.
+@dataclasses.dataclass
+class InnerStep:
+    """One inner update ``e`` of iteration ``t``: the listwise logits ``s`` it sees (0 at ``e = 0``), the descent
+    coefficients ``c`` (both ``(S, K)``) and the gradient ``g`` on the logits ``(S, M)``."""
+
+    t: int
+    e: int
+    s: np.ndarray
+    c: np.ndarray
+    g: np.ndarray
+
+
+@dataclasses.dataclass
+class Iteration:
+    """Iteration ``t`` after its ``E`` inner updates: the sampled group ``y``, rewards ``R``, centred advantages
+    ``A`` (``(S, K)``), temperature ``tau`` ``(S,)``, behaviour log-probs ``lb`` of the group, and the logits
+    ``theta`` ``(S, M)`` the updates reached."""
+
+    t: int
+    y: np.ndarray
+    R: np.ndarray
+    A: np.ndarray
+    tau: np.ndarray
+    lb: np.ndarray
+    theta: np.ndarray
+
+
+def bandit_steps(method, config, n_seeds=32, seed=0):
+    """The bandit's arithmetic, written once: yields an :class:`InnerStep` after each inner update and an
+    :class:`Iteration` after each iteration. :func:`simulate` and
+    :func:`fiberlab.numerics.lpo.bandit_inner_trace` record different parts of the same stream.
 
     The randomness is one ``numpy.random.default_rng(seed)`` stream of uniforms of shape ``(n_seeds, K)`` per
-    iteration, turned into arms by inverse-CDF sampling from ``π_b``: methods run with the same ``seed`` see the same
-    uniforms, so their groups coincide for as long as their policies do (common random numbers; paired comparisons
-    across methods are per seed)."""
+    iteration, turned into arms by inverse-CDF sampling from ``π_b``."""
     check_run_args(method, config, n_seeds)
     cfg = config
     S, K, E, T = int(n_seeds), int(cfg.K), int(cfg.E), int(cfg.iterations)
     r = cfg.reward_vector
     M = r.size
-    correct = cfg.correct_arms
     rng = np.random.default_rng(seed)
     theta = np.tile(np.zeros(M) if cfg.init_logits is None else np.asarray(cfg.init_logits, float), (S, 1))
     m_adam, v_adam, t_adam = np.zeros_like(theta), np.zeros_like(theta), 0
     rows = np.arange(S)[:, None]
-
-    logits = np.empty((S, T + 1, M))
-    grad_norm = np.empty((S, T, E))
-    coef_sum = np.empty((S, T, E))
-    samples = np.empty((S, T, K), dtype=np.int64)
-    logits[:, 0] = theta
     for t in range(T):
         logp_b = log_softmax(theta, axis=-1)
         cdf = np.cumsum(np.exp(logp_b), axis=-1)
         u = rng.random((S, K))
         y = np.minimum((u[..., None] >= cdf[:, None, :]).sum(-1), M - 1)   # inverse CDF: y ~ π_b
-        samples[:, t] = y
         R = r[y]
         mu, tau = group_temperature(R, cfg.tau_family, cfg.std, cfg.eps)
         A = (R - mu[:, None]) / tau[:, None]                     # = 0 exactly on an all-equal group
@@ -253,23 +272,46 @@ def simulate(method, config, n_seeds=32, seed=0):
             s = log_softmax(theta, axis=-1)[rows, y] - lb        # Eq. 4 listwise logits, 0 at e = 0
             c = descent_coefficients(method, s, A, cfg.clip_eps)
             g = tabular_gradient(theta, y, c)
-            grad_norm[:, t, e] = np.linalg.norm(g, axis=-1)
-            coef_sum[:, t, e] = c.sum(-1)
+            yield InnerStep(t, e, s, c, g)
             if cfg.optimizer == "sgd":
                 theta = theta - cfg.lr * g
-            else:
+            else:                                                # Adam, bias-corrected
                 b1, b2 = cfg.betas
                 t_adam += 1
                 m_adam = b1 * m_adam + (1 - b1) * g
                 v_adam = b2 * v_adam + (1 - b2) * g * g
                 theta = theta - cfg.lr * (m_adam / (1 - b1 ** t_adam)) / (
                     np.sqrt(v_adam / (1 - b2 ** t_adam)) + cfg.adam_eps)
-        logits[:, t + 1] = theta
+        yield Iteration(t, y, R, A, tau, lb, theta)
+
+
+def simulate(method, config, n_seeds=32, seed=0):
+    """Run ``method`` on ``config`` for ``n_seeds`` independent seeds; returns a :class:`BanditRun`.
+
+    Methods run with the same ``seed`` see the same uniforms (:func:`bandit_steps`), so their groups coincide for
+    as long as their policies do (common random numbers; paired comparisons across methods are per seed)."""
+    cfg = config
+    check_run_args(method, cfg, n_seeds)
+    S, K, E, T = int(n_seeds), int(cfg.K), int(cfg.E), int(cfg.iterations)
+    r = cfg.reward_vector
+    logits = np.empty((S, T + 1, r.size))
+    grad_norm = np.empty((S, T, E))
+    coef_sum = np.empty((S, T, E))
+    samples = np.empty((S, T, K), dtype=np.int64)
+    logits[:, 0] = np.tile(np.zeros(r.size) if cfg.init_logits is None else np.asarray(cfg.init_logits, float),
+                           (S, 1))
+    for step in bandit_steps(method, cfg, n_seeds, seed):
+        if isinstance(step, InnerStep):
+            grad_norm[:, step.t, step.e] = np.linalg.norm(step.g, axis=-1)
+            coef_sum[:, step.t, step.e] = step.c.sum(-1)
+        else:
+            samples[:, step.t] = step.y
+            logits[:, step.t + 1] = step.theta
 
     logp = log_softmax(logits, axis=-1)
     pi = np.exp(logp)
     return BanditRun(method=method, config=cfg, logits=logits, expected_reward=pi @ r, entropy=_entropy(logp),
-                     correct_mass=pi[..., correct], grad_norm=grad_norm, coef_sum=coef_sum, samples=samples)
+                     correct_mass=pi[..., cfg.correct_arms], grad_norm=grad_norm, coef_sum=coef_sum, samples=samples)
 
 
 # ---------------------------------------------------------------------------------------------
