@@ -27,6 +27,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from fiberlab.gpu.advantages import get_advantage
+from fiberlab.gpu import losses as _losses
 from fiberlab.gpu.losses import get_policy_loss
 from fiberlab.gpu.tasks import BOS, EOS, PAD, VOCAB, Task, decode
 
@@ -295,8 +296,8 @@ CLIP_BUCKETS = ("p<0.1", "0.1<=p<0.5", "p>=0.5")
 CLIP_BUCKET_EDGES = (0.1, 0.5)
 CLIP_SIGNS = ("pos", "neg")
 
-#: Log-ratios are clamped before ``exp`` in the metrics, as the losses do (``losses.LOG_RATIO_CLAMP``).
-LOG_RATIO_CLAMP = 20.0
+#: Log-ratios are clamped before ``exp`` in the metrics with the losses' own bound.
+LOG_RATIO_CLAMP = _losses.LOG_RATIO_CLAMP
 
 
 def prefix_state_ids(prompts: torch.Tensor, responses: torch.Tensor) -> torch.Tensor:
