@@ -216,6 +216,35 @@ def _coefficients(state: ListwiseState, seg: torch.Tensor, s: torch.Tensor, phi:
     return g - torch.exp(log_p) * state.g_sum[seg], log_p, log_w
 
 
+def _group_temperature(r: torch.Tensor, seg: torch.Tensor, G: int, count: torch.Tensor, tau_rule: str | float,
+                       tau_eps: float, std_unbiased: bool, reducer: Any
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per group ``[G]``: the pivot (max reward), the mean μ_G = pivot + mean(R − pivot) (exact zeros for a constant
+    group) and the temperature τ_G of the rule (GRPO σ_G, Dr.GRPO 1, RLOO (K−1)/K, MaxRL μ_G, or a constant)."""
+    dt, dev = r.dtype, r.device
+    zeros = torch.zeros(G, dtype=dt, device=dev)
+    pivot = reducer.max(segment_max(r, seg, G))
+    pivot = torch.where(torch.isfinite(pivot), pivot, zeros)
+    mean = pivot + reducer.sum(segment_sum(r - pivot[seg], seg, G)) / count.clamp_min(1)
+    if tau_rule == "grpo":
+        centred = (r - pivot[seg]) - (mean - pivot)[seg]
+        # σ_G = a·√(Σ(x/a)²/n) with a = max|x| per group: Σx² would overflow for |R| ≳ 1e19 (float32)
+        # and turn every φ into a silent 0
+        a = reducer.max(segment_max(centred.abs(), seg, G))
+        a = torch.where(a > 0, a, torch.ones_like(a))
+        scaled = centred / a[seg]
+        ss = reducer.sum(segment_sum(scaled * scaled, seg, G))
+        denom = (count - 1) if std_unbiased else count
+        return pivot, mean, a * torch.sqrt(ss / denom.clamp_min(1)) + tau_eps
+    if tau_rule == "drgrpo":
+        return pivot, mean, torch.ones(G, dtype=dt, device=dev)
+    if tau_rule == "rloo":
+        return pivot, mean, (count - 1) / count.clamp_min(1)
+    if tau_rule == "maxrl":
+        return pivot, mean, mean + tau_eps
+    return pivot, mean, torch.full((G,), float(tau_rule), dtype=dt, device=dev)
+
+
 @torch.no_grad()
 def listwise_state(seq_log_ratio: torch.Tensor, group_ids: Any, *, rewards: torch.Tensor | None = None,
                    seq_advantages: torch.Tensor | None = None, anchor_log_ratio: torch.Tensor | None = None,
@@ -247,28 +276,8 @@ def listwise_state(seq_log_ratio: torch.Tensor, group_ids: Any, *, rewards: torc
     zeros = torch.zeros(G, dtype=dt, device=s.device)
     pivot, mean, tau_g = zeros, zeros, torch.ones(G, dtype=dt, device=s.device)
     if tau_rule != "advantages":
-        r = rewards.detach().to(dt)
-        pivot = reducer.max(segment_max(r, seg, G))
-        pivot = torch.where(torch.isfinite(pivot), pivot, zeros)
-        mean = pivot + reducer.sum(segment_sum(r - pivot[seg], seg, G)) / count.clamp_min(1)
-        if tau_rule == "grpo":
-            centred = (r - pivot[seg]) - (mean - pivot)[seg]
-            # σ_G = a·√(Σ(x/a)²/n) with a = max|x| per group: Σx² would overflow for |R| ≳ 1e19 (float32)
-            # and turn every φ into a silent 0
-            a = reducer.max(segment_max(centred.abs(), seg, G))
-            a = torch.where(a > 0, a, torch.ones_like(a))
-            scaled = centred / a[seg]
-            ss = reducer.sum(segment_sum(scaled * scaled, seg, G))
-            denom = (count - 1) if std_unbiased else count
-            tau_g = a * torch.sqrt(ss / denom.clamp_min(1)) + tau_eps
-        elif tau_rule == "drgrpo":
-            tau_g = torch.ones(G, dtype=dt, device=s.device)
-        elif tau_rule == "rloo":
-            tau_g = (count - 1) / count.clamp_min(1)
-        elif tau_rule == "maxrl":
-            tau_g = mean + tau_eps
-        else:
-            tau_g = torch.full((G,), float(tau_rule), dtype=dt, device=s.device)
+        pivot, mean, tau_g = _group_temperature(rewards.detach().to(dt), seg, G, count, tau_rule, tau_eps,
+                                                std_unbiased, reducer)
     state = ListwiseState(G, count, pivot, mean, tau_g, zeros, zeros, zeros, tau_rule, div_name, dense)
     phi = _phi(state, seg, None if tau_rule == "advantages" else rewards.detach().to(dt),
                None if seq_advantages is None else seq_advantages.detach().to(dt),
@@ -315,25 +324,34 @@ def _check_seq_tensor(name: str, t: Any, b: int, device: torch.device) -> torch.
     return t.to(device)
 
 
-def _lpo(old_log_prob, log_prob, advantages, response_mask, loss_agg_mode, config, rollout_is_weights, extra,
-         pointwise):
-    if advantages is None:
-        advantages = torch.zeros_like(log_prob)
-    old_log_prob, log_prob, advantages, rollout_is_weights = checked_inputs(
-        old_log_prob, log_prob, advantages, response_mask, loss_agg_mode, config, rollout_is_weights, extra,
-        {"rewards", "group_ids", "anchor_log_prob", "process_group", "lpo_state"},
-        "lpo_pointwise" if pointwise else "lpo")
-    rewards = extra.get("rewards")
-    cfg = _read_lpo_config(config, pointwise, rewards is not None)
-    b, dev, dt = log_prob.shape[0], log_prob.device, log_prob.dtype
-    m = response_mask.to(dt)
+class _Probes:
+    """Conditions on device tensors, collected and read to the host once (:meth:`raise_any`): a loss must not
+    synchronise per check."""
 
+    def __init__(self) -> None:
+        self.flags: list[torch.Tensor] = []
+        self.messages: list[str] = []
+
+    def add(self, flag: torch.Tensor, message: str) -> None:
+        self.flags.append(flag.to(torch.float64))
+        self.messages.append(message)
+
+    def raise_any(self) -> None:
+        if self.flags:
+            for flag, msg in zip(torch.stack(self.flags).tolist(), self.messages):   # one host synchronisation
+                if flag:
+                    raise ValueError(msg)
+
+
+def _lpo_group_ids(extra: dict[str, Any], cfg: dict[str, Any], config: Any, b: int,
+                   dev: torch.device) -> torch.Tensor:
+    """``[B]`` group ids: ``extra["group_ids"]``, or contiguous groups of ``lpo_group_size`` rows when verl's actor
+    config says the rows are still in rollout order."""
     group_ids = extra.get("group_ids")
     if group_ids is None:
         n = cfg["group_size"]
         if n is None:
             raise ValueError("group_ids is required (or set lpo_group_size for contiguous groups of n rows)")
-        # verl's actor config says whether the rows verl hands over are still in rollout order
         for key, why in (("use_dynamic_bsz", "verl's dynamic batching balances micro-batches by token load, not "
                           "by group (rearrange_micro_batches)"),
                          ("shuffle", "verl shuffles the rows of a mini-batch")):
@@ -344,115 +362,154 @@ def _lpo(old_log_prob, log_prob, advantages, response_mask, loss_agg_mode, confi
         if b % n:
             raise ValueError(f"lpo_group_size={n} does not divide the batch of {b} sequences")
         group_ids = torch.arange(b, device=dev) // n
-    ids = _group_tensor(group_ids, b, dev)
+    return _group_tensor(group_ids, b, dev)
 
-    probes: list[torch.Tensor] = []
-    checks: list[str] = []
+
+def _lpo_target_inputs(extra: dict[str, Any], cfg: dict[str, Any], advantages: torch.Tensor,
+                       old_log_prob: torch.Tensor, response_mask: torch.Tensor, probes: _Probes
+                       ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    """What the target w* is built from (Thm. 1): rewards ``r`` ``[B]`` (a τ rule) or the per-sequence advantage
+    ``adv_seq`` ``[B]`` (``lpo_tau='advantages'``), and the anchor logits ``s_t = log π_t/π_b`` ``[B]`` or None."""
+    B, T = old_log_prob.shape                                  # sequences, response tokens
+    dev, m = old_log_prob.device, response_mask.to(old_log_prob.dtype)
+    rewards = extra.get("rewards")
+    r = adv_seq = s_t = None
     if cfg["tau"] == "advantages":
         if rewards is not None:
             raise ValueError("rewards given but lpo_tau='advantages' takes the target from advantages")
         first = torch.argmax(response_mask.to(torch.int8), dim=-1)       # first valid token of each row
         adv_seq = advantages.gather(1, first[:, None]).squeeze(1)
         spread = ((advantages - adv_seq[:, None]).abs() * m).amax()
-        probes.append((spread > ADV_CONST_RTOL * (1.0 + adv_seq.abs().max())).to(torch.float64))
-        checks.append("advantages must be constant over each response's tokens for lpo_tau='advantages' "
-                      "(a per-sequence advantage, as verl's outcome estimators give)")
-        r = None
+        probes.add(spread > ADV_CONST_RTOL * (1.0 + adv_seq.abs().max()),
+                   "advantages must be constant over each response's tokens for lpo_tau='advantages' "
+                   "(a per-sequence advantage, as verl's outcome estimators give)")
     else:
         if rewards is None:
             raise ValueError(f"rewards is required for lpo_tau={cfg['tau']!r} (or use lpo_tau='advantages')")
-        r = _check_seq_tensor("rewards", rewards, b, dev).detach()
-        adv_seq = None
-        probes.append((~torch.isfinite(r)).any().to(torch.float64))
-        checks.append("rewards contains NaN or inf")
+        r = _check_seq_tensor("rewards", rewards, B, dev).detach()
+        probes.add((~torch.isfinite(r)).any(), "rewards contains NaN or inf")
         if cfg["tau"] == "maxrl":
-            probes.append((r < 0).any().to(torch.float64))
-            checks.append("rewards must be ≥ 0 for lpo_tau='maxrl' (τ = μ_G must be positive)")
+            probes.add((r < 0).any(), "rewards must be ≥ 0 for lpo_tau='maxrl' (τ = μ_G must be positive)")
     anchor = extra.get("anchor_log_prob")
-    s_t = None
     if anchor is not None:
-        if not isinstance(anchor, torch.Tensor) or anchor.shape != log_prob.shape:
-            raise ValueError(f"anchor_log_prob must be a tensor of shape {tuple(log_prob.shape)}")
-        probes.append((~torch.isfinite(anchor)).any().to(torch.float64))
-        checks.append("anchor_log_prob contains NaN or inf")
+        if not isinstance(anchor, torch.Tensor) or anchor.shape != (B, T):
+            raise ValueError(f"anchor_log_prob must be a tensor of shape {(B, T)}")
+        probes.add((~torch.isfinite(anchor)).any(), "anchor_log_prob contains NaN or inf")
         s_t = ((anchor.detach() - old_log_prob.detach()) * m).sum(-1)          # s_t = log π_t/π_b (Thm. 1)
+    return r, adv_seq, s_t
 
-    log_ratio = (log_prob - old_log_prob.detach()) * m                        # δ_{k,i}, masked
-    s = log_ratio.detach().sum(-1)                                            # listwise logits (Eq. 4)
+
+@torch.no_grad()
+def _lpo_state(s: torch.Tensor, ids: torch.Tensor, r: torch.Tensor | None, adv_seq: torch.Tensor | None,
+               s_t: torch.Tensor | None, cfg: dict[str, Any], extra: dict[str, Any], probes: _Probes
+               ) -> tuple[ListwiseState, torch.Tensor]:
+    """The group state (given as ``lpo_state``, or built from this batch) and each row's segment index into it."""
     state = extra.get("lpo_state")
-    with torch.no_grad():
-        if state is None:
-            state = listwise_state(s, ids, rewards=r, seq_advantages=adv_seq, anchor_log_ratio=s_t,
-                                   tau=cfg["tau"], divergence=cfg["divergence"], tau_eps=cfg["tau_eps"],
-                                   std_unbiased=cfg["std_unbiased"], process_group=extra.get("process_group"))
-            seg = dense_segments(ids) if state.dense else ids
-        else:
-            if not isinstance(state, ListwiseState):
-                raise ValueError(f"lpo_state must be a ListwiseState, got {type(state).__name__}")
-            if state.dense:
-                raise ValueError("lpo_state was built with local group codes; build it with num_groups= (or a "
-                                 "process_group) to share it between micro-batches")
-            if state.tau_rule != cfg["tau"] or state.divergence != cfg["div_name"]:
-                raise ValueError(f"lpo_state was built for tau={state.tau_rule!r}, divergence={state.divergence!r}; "
-                                 f"the loss is configured with tau={cfg['tau']!r}, divergence={cfg['divergence']!r}")
-            seg = ids
-            probes.append(((ids < 0) | (ids >= state.num_groups)).any().to(torch.float64))
-            checks.append(f"group_ids must lie in [0, {state.num_groups}) (lpo_state's groups)")
-        if cfg["tau"] in ("grpo", "rloo") and (cfg["tau"] == "rloo" or cfg["std_unbiased"]):
-            probes.append((state.count[seg] < 2).any().to(torch.float64))
-            checks.append(f"group_ids leaves a group with a single sequence; lpo_tau={cfg['tau']!r} needs at "
-                          f"least two per group")
-        phi = _phi(state, seg, r.to(dt) if r is not None else None, adv_seq, s_t)
-        c, log_p, log_w = _coefficients(state, seg, s, phi, cfg["g_fn"])
-        k_g = state.count[seg]
-        psi = -k_g * c                                                        # listwise advantage ψ = -K c
-        # Inputs are finite, so a non-finite ψ is an overflow of the working dtype: a target so peaked
-        # (rewards/τ) that the divergence's coefficient itself is beyond its range (χ²'s grows like P²/w*).
-        probes.append((~torch.isfinite(psi)).any().to(torch.float64))
-        checks.append(f"lpo: the listwise coefficients overflow {dt} (lpo_divergence={cfg['div_name']!r}, "
-                      f"lpo_tau={cfg['tau']!r}: rewards/τ make the target so peaked that the coefficient is beyond "
-                      f"the dtype's range); use a larger lpo_tau, the 'fwd' divergence (|c| ≤ 1) or float64 inputs")
-    if probes:
-        flags = torch.stack(probes).tolist()                                   # one host synchronisation
-        for flag, msg in zip(flags, checks):
-            if flag:
-                raise ValueError(msg)
+    if state is None:
+        state = listwise_state(s, ids, rewards=r, seq_advantages=adv_seq, anchor_log_ratio=s_t,
+                               tau=cfg["tau"], divergence=cfg["divergence"], tau_eps=cfg["tau_eps"],
+                               std_unbiased=cfg["std_unbiased"], process_group=extra.get("process_group"))
+        seg = dense_segments(ids) if state.dense else ids
+    else:
+        if not isinstance(state, ListwiseState):
+            raise ValueError(f"lpo_state must be a ListwiseState, got {type(state).__name__}")
+        if state.dense:
+            raise ValueError("lpo_state was built with local group codes; build it with num_groups= (or a "
+                             "process_group) to share it between micro-batches")
+        if state.tau_rule != cfg["tau"] or state.divergence != cfg["div_name"]:
+            raise ValueError(f"lpo_state was built for tau={state.tau_rule!r}, divergence={state.divergence!r}; "
+                             f"the loss is configured with tau={cfg['tau']!r}, divergence={cfg['divergence']!r}")
+        probes.add(((ids < 0) | (ids >= state.num_groups)).any(),
+                   f"group_ids must lie in [0, {state.num_groups}) (lpo_state's groups)")
+        # clamped so that nothing indexes out of range before the probes raise (an IndexError on CPU, a device
+        # assert on CUDA, instead of the message above)
+        seg = ids.clamp(0, state.num_groups - 1)
+    if cfg["tau"] in ("grpo", "rloo") and (cfg["tau"] == "rloo" or cfg["std_unbiased"]):
+        probes.add((state.count[seg] < 2).any(),
+                   f"group_ids leaves a group with a single sequence; lpo_tau={cfg['tau']!r} needs at least two "
+                   f"per group")
+    return state, seg
 
-    psi_t = psi[:, None].to(dt)
-    clip = cfg["token_clip"]
+
+def _lpo_surrogate(psi: torch.Tensor, log_prob: torch.Tensor, old_log_prob: torch.Tensor, log_ratio: torch.Tensor,
+                   response_mask: torch.Tensor, clip: str, config: Any
+                   ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
+    """Per-token loss ``-ψ · δ`` (``[B, T]``) under ``lpo_token_clip``: none, ``clamp`` (δ clamped to
+    [log(1-ε_low), log(1+ε_high)], gradient 0 outside in both directions, A2) or ``ppo`` (PPO's clipped surrogate
+    with ψ as the advantage); with the clip indicators and -log r for ``_finish``."""
+    psi_t = psi[:, None].to(log_prob.dtype)
     if clip == "ppo":
         eps_low, eps_high = _read_clip_eps(config)
-        loss_mat, lr_raw, ratio, ind = clipped_surrogate(log_prob, old_log_prob, psi_t.expand_as(log_prob),
-                                                         1.0 - eps_low, 1.0 + eps_high, None)
-        neg_kl = -lr_raw
+        loss_mat, lr_raw, _, ind = clipped_surrogate(log_prob, old_log_prob, psi_t.expand_as(log_prob),
+                                                     1.0 - eps_low, 1.0 + eps_high, None)
+        return loss_mat, ind, -lr_raw
+    if clip == "clamp":
+        eps_low, eps_high = _read_clip_eps(config)
+        lo, hi = math.log(max(1.0 - eps_low, 1e-300)), math.log1p(eps_high)
+        surrogate = torch.clamp(log_ratio, lo, hi)
+        clipped = (log_ratio < lo) | (log_ratio > hi)
     else:
-        if clip == "clamp":
-            eps_low, eps_high = _read_clip_eps(config)
-            lo, hi = math.log(max(1.0 - eps_low, 1e-300)), math.log1p(eps_high)
-            surrogate = torch.clamp(log_ratio, lo, hi)        # gradient 0 outside [lo, hi], both directions (A2)
-            clipped = (log_ratio < lo) | (log_ratio > hi)
-        else:
-            surrogate, clipped = log_ratio, torch.zeros_like(response_mask, dtype=torch.bool)
-        loss_mat = -psi_t * surrogate
-        ind = {"clipped": clipped, "dual": torch.zeros_like(clipped)}
-        neg_kl = -log_ratio
+        surrogate, clipped = log_ratio, torch.zeros_like(response_mask, dtype=torch.bool)
+    return -psi_t * surrogate, {"clipped": clipped, "dual": torch.zeros_like(clipped)}, -log_ratio
 
-    # Group-level diagnostics as averages over groups: Σ_i term_i / Σ_i 1/K_G(i) (exact when groups are whole).
+
+@torch.no_grad()
+def _lpo_metrics(log_p: torch.Tensor, log_w: torch.Tensor, c: torch.Tensor, psi: torch.Tensor, k_g: torch.Tensor,
+                 tau: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Group-level diagnostics as averages over groups: Σ_i term_i / Σ_i 1/K_G(i) (exact when groups are whole)."""
+    p, w = torch.exp(log_p), torch.exp(log_w)
+    inv_k = 1.0 / k_g
+    n_groups = inv_k.sum()
+
+    def xlogy(x: torch.Tensor, lx: torch.Tensor, ly: torch.Tensor) -> torch.Tensor:
+        return torch.where(x > 0, x * (lx - ly), torch.zeros_like(x))
+
+    return {
+        "lpo/kl_fwd": xlogy(w, log_w, log_p).sum() / n_groups,
+        "lpo/kl_rev": xlogy(p, log_p, log_w).sum() / n_groups,
+        "lpo/tv": 0.5 * (p - w).abs().sum() / n_groups,
+        "lpo/coef_absmax": c.abs().max(),
+        "lpo/psi_absmax": psi.abs().max(),
+        "lpo/tau_mean": (tau * inv_k).sum() / n_groups,
+        "lpo/target_entropy": -xlogy(w, log_w, torch.zeros_like(log_w)).sum() / n_groups,
+    }
+
+
+def _lpo(old_log_prob, log_prob, advantages, response_mask, loss_agg_mode, config, rollout_is_weights, extra,
+         pointwise):
+    """LPO (Algorithm 1): s = Σ_i δ → P = softmax_G(s), w* = softmax_G(φ) → c → ψ = −K c → L = −ψ · δ."""
+    if advantages is None:
+        advantages = torch.zeros_like(log_prob)
+    old_log_prob, log_prob, advantages, rollout_is_weights = checked_inputs(
+        old_log_prob, log_prob, advantages, response_mask, loss_agg_mode, config, rollout_is_weights, extra,
+        {"rewards", "group_ids", "anchor_log_prob", "process_group", "lpo_state"},
+        "lpo_pointwise" if pointwise else "lpo")
+    cfg = _read_lpo_config(config, pointwise, extra.get("rewards") is not None)
+    B, T = log_prob.shape                                                     # sequences, response tokens
+    probes = _Probes()
+    ids = _lpo_group_ids(extra, cfg, config, B, log_prob.device)
+    r, adv_seq, s_t = _lpo_target_inputs(extra, cfg, advantages, old_log_prob, response_mask, probes)
+
+    log_ratio = (log_prob - old_log_prob.detach()) * response_mask.to(log_prob.dtype)   # δ_{k,i}, masked
+    s = log_ratio.detach().sum(-1)                                            # listwise logits s_k (Eq. 4)
+    state, seg = _lpo_state(s, ids, r, adv_seq, s_t, cfg, extra, probes)
     with torch.no_grad():
-        p, w = torch.exp(log_p), torch.exp(log_w)
-        inv_k = 1.0 / k_g
-        n_groups = inv_k.sum()
-        xlogy = lambda x, lx, ly: torch.where(x > 0, x * (lx - ly), torch.zeros_like(x))  # noqa: E731
-        extra_metrics = {
-            "lpo/kl_fwd": xlogy(w, log_w, log_p).sum() / n_groups,
-            "lpo/kl_rev": xlogy(p, log_p, log_w).sum() / n_groups,
-            "lpo/tv": 0.5 * (p - w).abs().sum() / n_groups,
-            "lpo/coef_absmax": c.abs().max(),
-            "lpo/psi_absmax": psi.abs().max(),
-            "lpo/tau_mean": (state.tau[seg] * inv_k).sum() / n_groups,
-            "lpo/target_entropy": -xlogy(w, log_w, torch.zeros_like(log_w)).sum() / n_groups,
-        }
-    return _finish(loss_mat, ind, neg_kl, response_mask, loss_agg_mode, config, rollout_is_weights, extra_metrics)
+        phi = _phi(state, seg, None if r is None else r.to(log_prob.dtype), adv_seq, s_t)   # target logits (Thm. 1)
+        c, log_p, log_w = _coefficients(state, seg, s, phi, cfg["g_fn"])      # c = g − P Σ g (App. C.6)
+        k_g = state.count[seg]
+        psi = -k_g * c                                                        # listwise advantage ψ = −K c
+    # Inputs are finite, so a non-finite ψ is an overflow of the working dtype: a target so peaked (rewards/τ)
+    # that the divergence's coefficient itself is beyond its range (χ²'s grows like P²/w*).
+    probes.add((~torch.isfinite(psi)).any(),
+               f"lpo: the listwise coefficients overflow {log_prob.dtype} (lpo_divergence={cfg['div_name']!r}, "
+               f"lpo_tau={cfg['tau']!r}: rewards/τ make the target so peaked that the coefficient is beyond the "
+               f"dtype's range); use a larger lpo_tau, the 'fwd' divergence (|c| ≤ 1) or float64 inputs")
+    probes.raise_any()
+
+    loss_mat, ind, neg_kl = _lpo_surrogate(psi, log_prob, old_log_prob, log_ratio, response_mask,
+                                           cfg["token_clip"], config)         # L = −ψ · δ per token
+    metrics = _lpo_metrics(log_p, log_w, c, psi, k_g, state.tau[seg])
+    return _finish(loss_mat, ind, neg_kl, response_mask, loss_agg_mode, config, rollout_is_weights, metrics)
 
 
 @register_policy_loss("lpo")

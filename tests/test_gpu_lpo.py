@@ -357,3 +357,17 @@ def test_bad_input_names_the_argument():
     nan_lp = lp.detach().clone(); nan_lp[0, 0] = float("nan")
     with pytest.raises(ValueError, match="log_prob contains NaN"):
         lpo(old, nan_lp, None, mask, "seq-mean-token-sum", {}, rewards=r, group_ids=ids)
+
+
+@pytest.mark.parametrize("bad", [2, 7, -1])
+def test_group_ids_outside_a_shared_state_get_the_message_not_an_index_error(bad):
+    torch.manual_seed(0)
+    old = torch.randn(8, 5) * 0.3 - 1
+    lp = (old + 0.1).requires_grad_(True)
+    rewards = torch.tensor([1.0, 0, 1, 0, 0, 0, 1, 1])
+    state = listwise_state((lp - old).detach().sum(-1), torch.arange(8) // 4, rewards=rewards, num_groups=2)
+    ids = torch.arange(8) // 4
+    ids[3] = bad
+    with pytest.raises(ValueError, match=r"group_ids must lie in \[0, 2\)"):
+        get_policy_loss("lpo")(old, lp, None, torch.ones(8, 5, dtype=torch.bool), "seq-mean-token-sum", {},
+                               group_ids=ids, rewards=rewards, lpo_state=state)
