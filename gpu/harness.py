@@ -466,6 +466,121 @@ def _check_config(cfg: RLConfig) -> None:
                          f"{cfg.prompts_per_step}], got {cfg.updates_per_step}")
 
 
+@dataclasses.dataclass
+class _Rollout:
+    """One iteration's rollout batch of ``n = prompts × group_size`` responses and its per-iteration metrics
+    (device tensors, read to the host once with the rest of the iteration)."""
+
+    rep: torch.Tensor             # [n, P] prompts, each repeated group_size times
+    resp: torch.Tensor            # [n, L] responses
+    mask: torch.Tensor            # [n, L] response tokens (EOS included)
+    rewards: torch.Tensor         # [n]
+    old_lp: torch.Tensor          # [n, L] log π_old of the sampled tokens
+    adv: torch.Tensor             # [n, L] advantages, zero off the mask
+    metrics: dict[str, torch.Tensor]
+
+
+def _collect_rollout(behaviour: TinyLM, start_model: TinyLM, task: Task, cfg: RLConfig, adv_fn: Callable,
+                     group_ids: torch.Tensor, rng: np.random.Generator, gen: torch.Generator,
+                     device: torch.device) -> _Rollout:
+    """Sample ``prompts_per_step`` groups from the behaviour policy, score them, and measure the rollout."""
+    g, k = cfg.prompts_per_step, cfg.group_size
+    prompts, info = task.prompts(g, rng)
+    rep = prompts.repeat_interleave(k, 0).to(device)
+    resp, mask = sample(behaviour, rep, task.max_response, gen)          # resp, mask: [n, L]
+    resp_info = [i for i in info for _ in range(k)]
+    rewards_cpu = task.reward(resp_info, resp.cpu())
+    if (adapt := getattr(task, "adapt", None)) is not None:            # e.g. a difficulty controller
+        adapt(rewards_cpu)
+    rewards = rewards_cpu.to(device)
+    with torch.no_grad():
+        # π_old recomputed by the training forward pass, not taken from the sampler, as verl does: the
+        # cached decoding rounds differently, and without lag the first update must see ratios of exactly 1.
+        old_lp, _, old_logp = token_log_probs(behaviour, rep, resp, full_log_probs=True)   # [n, L], [n, L, V]
+        start_lp, _ = token_log_probs(start_model, rep, resp)
+    adv = adv_fn(rewards, group_ids)[:, None] * mask
+    lengths = mask.float().sum(1)                                        # [n]
+    # correctness without a task's reward lottery (fiberlab.gpu.tasks.Filler), for the lengths
+    correct = (task.accuracy(resp_info, resp.cpu()) > 0.5).to(device)
+    rewarded = (rewards > 0.5).view(g, k)
+    metrics: dict[str, torch.Tensor] = {
+        "reward": rewards.mean(),
+        "response_length": lengths.mean(),
+        "kl_to_start": ((old_lp - start_lp) * mask).sum() / mask.sum(),
+        "kl_start_k3": k3(start_lp - old_lp, mask),                     # Δ = log π_start − log π_old
+        "empty_frac": (resp[:, 0] == EOS).float().mean(),
+        # groups with both rewarded and unrewarded responses: the only ones a group baseline learns from
+        "mixed_frac": (rewarded.any(1) & ~rewarded.all(1)).float().mean(),
+        "_len_correct": torch.stack([(lengths * correct).sum(), correct.float().sum()]),
+        "_len_wrong": torch.stack([(lengths * ~correct).sum(), (~correct).float().sum()]),
+    }
+    choices = getattr(task, "choices", None)
+    valid = choices(resp_info, resp.shape[1]) if choices is not None else None
+    if valid is not None:
+        decision, h_full, h_valid = decision_entropies(old_logp, valid.to(device), mask)
+        metrics["_decision"] = torch.stack([(h_full * decision).sum(), (h_valid * decision).sum(),
+                                            decision.float().sum()])
+    return _Rollout(rep, resp, mask, rewards, old_lp, adv, metrics)
+
+
+def _update(model: TinyLM, opt: torch.optim.Optimizer, ro: _Rollout, idx: torch.Tensor, cfg: RLConfig,
+            loss_fn: Callable, group_ids: torch.Tensor
+            ) -> tuple[dict[str, torch.Tensor], dict[str, float], torch.Tensor, torch.Tensor]:
+    """One optimiser step on the rows ``idx`` of the rollout; returns its metric tensors, the loss's own metrics
+    and the clip-bucket counts (blocked, tokens)."""
+    m, a, old = ro.mask[idx], ro.adv[idx], ro.old_lp[idx]
+    lp, ent = token_log_probs(model, ro.rep[idx], ro.resp[idx], with_entropy=True)
+    lp.retain_grad()                  # g_tok = ∂loss/∂lp, from the same backward pass as the parameters'
+    loss, loss_metrics = loss_fn(old, lp, a, m, cfg.loss_agg_mode, cfg.loss_config,
+                                 **_extras(cfg.objective, ro.rewards[idx], group_ids[idx], ro.rep[idx], ro.resp[idx]))
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    g_tok = lp.grad
+    gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+    opt.step()
+    with torch.no_grad():
+        mbf = m.float()
+        ntok = mbf.sum()
+        log_r = lp.detach() - old                    # log r = log π_θ − log π_old, before the step
+        ratio = torch.exp(log_r.clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP))
+        # Objective-agnostic clip fractions: a token is clipped when the loss sends it no gradient although its
+        # advantage is nonzero ("high": A > 0, the ratio hit the upper bound; "low": A < 0, the lower one).
+        blocked = (g_tok == 0) & m
+        b_cnt, t_cnt = clip_bucket_counts(g_tok, old, a, m)
+        drift = torch.quantile(trajectory_drift(log_r, m), torch.tensor([0.5, 0.9], device=lp.device,
+                                                                          dtype=log_r.dtype))
+        metrics = {"grad_norm": gnorm, "entropy": (ent * mbf).sum() / ntok,
+                   "ratio_mean": (ratio * mbf).sum() / ntok, "ratio_max": (ratio * mbf).max(),
+                   "clip_high_frac": (blocked & (a > 0)).float().sum() / ntok,
+                   "clip_low_frac": (blocked & (a < 0)).float().sum() / ntok,
+                   "kl_old_k3": k3(log_r, m), "drift_p50": drift[0], "drift_p90": drift[1]}
+    return ({key: v.detach() for key, v in metrics.items()}, {key: float(v) for key, v in loss_metrics.items()},
+            b_cnt, t_cnt)
+
+
+def _iteration_row(step: int, host: dict[str, list[float]], loss_metrics: dict[str, list[float]]
+                   ) -> dict[str, Any]:
+    """The iteration's metrics row (:data:`METRICS`) from its host values."""
+    row: dict[str, Any] = {"step": step}
+    for key in ("reward", "response_length", "kl_to_start", "kl_start_k3", "empty_frac", "mixed_frac"):
+        row[key] = host[key][0]
+    for key, (total, count) in (("length_correct", host["_len_correct"]), ("length_wrong", host["_len_wrong"])):
+        if count > 0:                                    # the answers a length bias acts through (Dr.GRPO)
+            row[key] = total / count
+    if "_decision" in host and host["_decision"][2] > 0:
+        h_full, h_valid, count = host["_decision"]
+        row["entropy_decision"], row["entropy_valid"] = h_full / count, h_valid / count
+    row.update({key: float(np.mean(v)) for key, v in loss_metrics.items()})
+    mb = {key[3:]: v for key, v in host.items() if key.startswith("mb/")}
+    row.update({key: float(np.mean(v)) for key, v in mb.items()})
+    row["ratio_max"] = max(mb["ratio_max"])
+    row["grad_norm_max"] = max(mb["grad_norm"])
+    row["kl_old_k3_last"] = mb["kl_old_k3"][-1]
+    row["drift_p90_last"] = mb["drift_p90"][-1]
+    row.update(clip_bucket_fractions(host["_blocked"], host["_tokens"]))
+    return row
+
+
 def rl_train(model: TinyLM, task: Task, cfg: RLConfig, seed: int, device: torch.device,
              log: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
     """Run ``cfg.steps`` RL iterations; returns (and passes to ``log``) one metrics dict per iteration
@@ -475,124 +590,41 @@ def rl_train(model: TinyLM, task: Task, cfg: RLConfig, seed: int, device: torch.
     _check_config(cfg)
     rng = np.random.default_rng(seed)
     gen = torch.Generator(device=device.type).manual_seed(seed)
-    loss_fn = get_policy_loss(cfg.objective)
-    adv_fn = get_advantage(cfg.advantage)
+    loss_fn, adv_fn = get_policy_loss(cfg.objective), get_advantage(cfg.advantage)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
-    ref = {k: v.detach().clone() for k, v in model.state_dict().items()}
     start_model = TinyLM(model.cfg).to(device)
-    start_model.load_state_dict(ref)
+    start_model.load_state_dict({k: v.detach().clone() for k, v in model.state_dict().items()})
     # The behaviour policy π_old: the model itself without lag, else a second instance loaded with a snapshot.
     behaviour, lag = model, None
     if cfg.rollout_lag > 0:
         behaviour, lag = TinyLM(model.cfg).to(device), PolicyLag(cfg.rollout_lag)
-    adapt = getattr(task, "adapt", None)
-    choices = getattr(task, "choices", None)
+    G, K = cfg.prompts_per_step, cfg.group_size                          # groups per iteration, responses per group
+    group_ids = torch.arange(G, device=device).repeat_interleave(K)
+    groups = torch.arange(G * K, device=device).view(G, K)              # [G, K]: rows of each group
     history = []
-    k, g = cfg.group_size, cfg.prompts_per_step
-    n = g * k
-    group_ids = torch.arange(g, device=device).repeat_interleave(k)
-    groups = torch.arange(n, device=device).view(g, k)                  # [groups, k]: rows of each group
     for step in range(cfg.steps):
         t0 = time.perf_counter()
         if lag is not None:
             behaviour.load_state_dict(lag.push(model.state_dict()))
-        prompts, info = task.prompts(g, rng)
-        rep = prompts.repeat_interleave(k, 0).to(device)
-        resp, mask = sample(behaviour, rep, task.max_response, gen)    # resp, mask: [n, L]
-        resp_info = [i for i in info for _ in range(k)]
-        rewards_cpu = task.reward(resp_info, resp.cpu())
-        if adapt is not None:                                            # e.g. a difficulty controller
-            adapt(rewards_cpu)
-        rewards = rewards_cpu.to(device)
-        with torch.no_grad():
-            # π_old recomputed by the training forward pass, not taken from the sampler, as verl does: the
-            # cached decoding rounds differently, and without lag the first update must see ratios of exactly 1.
-            old_lp, _, old_logp = token_log_probs(behaviour, rep, resp, full_log_probs=True)   # [n, L], [n, L, V]
-            start_lp, _ = token_log_probs(start_model, rep, resp)
-        adv = adv_fn(rewards, group_ids)[:, None] * mask
-        mf = mask.float()
-        lengths = mf.sum(1)                                              # [n]
-        # correctness without a task's reward lottery (fiberlab.gpu.tasks.Filler), for the lengths
-        correct = (task.accuracy(resp_info, resp.cpu()) > 0.5).to(device)
-        rewarded = (rewards > 0.5).view(g, k)
-        # per-iteration tensors, read to the host once at the end
-        rollout: dict[str, torch.Tensor] = {
-            "reward": rewards.mean(),
-            "response_length": lengths.mean(),
-            "kl_to_start": ((old_lp - start_lp) * mask).sum() / mask.sum(),
-            "kl_start_k3": k3(start_lp - old_lp, mask),                 # Δ = log π_start − log π_old
-            "empty_frac": (resp[:, 0] == EOS).float().mean(),
-            # groups with both rewarded and unrewarded responses: the only ones a group baseline learns from
-            "mixed_frac": (rewarded.any(1) & ~rewarded.all(1)).float().mean(),
-            "_len_correct": torch.stack([(lengths * correct).sum(), correct.float().sum()]),
-            "_len_wrong": torch.stack([(lengths * ~correct).sum(), (~correct).float().sum()]),
-        }
-        valid = choices(resp_info, resp.shape[1]) if choices is not None else None
-        if valid is not None:
-            decision, h_full, h_valid = decision_entropies(old_logp, valid.to(device), mask)
-            rollout["_decision"] = torch.stack([(h_full * decision).sum(), (h_valid * decision).sum(),
-                                                decision.float().sum()])
+        ro = _collect_rollout(behaviour, start_model, task, cfg, adv_fn, group_ids, rng, gen, device)
         per_mb: dict[str, list[torch.Tensor]] = {}
         loss_metrics: dict[str, list[float]] = {}
-        blocked_sum = torch.zeros(3, 2, dtype=torch.float64, device=device)
-        tokens_sum = torch.zeros(3, 2, dtype=torch.float64, device=device)
+        blocked = torch.zeros(3, 2, dtype=torch.float64, device=device)
+        tokens = torch.zeros(3, 2, dtype=torch.float64, device=device)
         for _epoch in range(cfg.epochs):
             # Mini-batches of whole groups (LPO and FiberPO-Domain aggregate over a group), reshuffled each epoch.
-            order = torch.randperm(g, generator=gen, device=device)
+            order = torch.randperm(G, generator=gen, device=device)
             for idx in groups[order].tensor_split(cfg.updates_per_step):
-                idx = idx.reshape(-1)
-                m = mask[idx]
-                lp, ent = token_log_probs(model, rep[idx], resp[idx], with_entropy=True)
-                lp.retain_grad()          # g_tok = ∂loss/∂lp, from the same backward pass as the parameters'
-                loss, metrics = loss_fn(old_lp[idx], lp, adv[idx], m, cfg.loss_agg_mode, cfg.loss_config,
-                                        **_extras(cfg.objective, rewards[idx], group_ids[idx], rep[idx], resp[idx]))
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                g_tok = lp.grad
-                gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-                opt.step()
-                for key, v in metrics.items():                   # floats already (the loss's one sync)
-                    loss_metrics.setdefault(key, []).append(float(v))
-                with torch.no_grad():
-                    mbf = m.float()
-                    ntok = mbf.sum()
-                    log_r = lp.detach() - old_lp[idx]            # log r = log π_θ − log π_old, before the step
-                    ratio = torch.exp(log_r.clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP))
-                    # Objective-agnostic clip fractions: a token is clipped when the loss sends it no gradient
-                    # although its advantage is nonzero ("high": A > 0, the ratio hit the upper bound; "low": A < 0,
-                    # the lower one).
-                    blocked = (g_tok == 0) & m
-                    a = adv[idx]
-                    b_cnt, t_cnt = clip_bucket_counts(g_tok, old_lp[idx], a, m)
-                    blocked_sum += b_cnt
-                    tokens_sum += t_cnt
-                    drift = torch.quantile(trajectory_drift(log_r, m),
-                                           torch.tensor([0.5, 0.9], device=device, dtype=log_r.dtype))
-                    for key, v in (("grad_norm", gnorm), ("entropy", (ent * mbf).sum() / ntok),
-                                   ("ratio_mean", (ratio * mbf).sum() / ntok), ("ratio_max", (ratio * mbf).max()),
-                                   ("clip_high_frac", (blocked & (a > 0)).float().sum() / ntok),
-                                   ("clip_low_frac", (blocked & (a < 0)).float().sum() / ntok),
-                                   ("kl_old_k3", k3(log_r, m)), ("drift_p50", drift[0]), ("drift_p90", drift[1])):
-                        per_mb.setdefault(key, []).append(v.detach())
-        host = _to_host({**rollout, **{f"mb/{key}": torch.stack(v) for key, v in per_mb.items()},
-                         "_blocked": blocked_sum, "_tokens": tokens_sum})           # the iteration's one sync
-        row: dict[str, Any] = {"step": step}
-        for key in ("reward", "response_length", "kl_to_start", "kl_start_k3", "empty_frac", "mixed_frac"):
-            row[key] = host[key][0]
-        for key, (total, count) in (("length_correct", host["_len_correct"]), ("length_wrong", host["_len_wrong"])):
-            if count > 0:                                # the answers a length bias acts through (Dr.GRPO)
-                row[key] = total / count
-        if "_decision" in host and host["_decision"][2] > 0:
-            h_full, h_valid, count = host["_decision"]
-            row["entropy_decision"], row["entropy_valid"] = h_full / count, h_valid / count
-        row.update({key: float(np.mean(v)) for key, v in loss_metrics.items()})
-        mb = {key[3:]: v for key, v in host.items() if key.startswith("mb/")}
-        row.update({key: float(np.mean(v)) for key, v in mb.items()})
-        row["ratio_max"] = max(mb["ratio_max"])
-        row["grad_norm_max"] = max(mb["grad_norm"])
-        row["kl_old_k3_last"] = mb["kl_old_k3"][-1]
-        row["drift_p90_last"] = mb["drift_p90"][-1]
-        row.update(clip_bucket_fractions(host["_blocked"], host["_tokens"]))
+                mb, lm, b_cnt, t_cnt = _update(model, opt, ro, idx.reshape(-1), cfg, loss_fn, group_ids)
+                for key, v in mb.items():
+                    per_mb.setdefault(key, []).append(v)
+                for key, v in lm.items():
+                    loss_metrics.setdefault(key, []).append(v)
+                blocked += b_cnt
+                tokens += t_cnt
+        host = _to_host({**ro.metrics, **{f"mb/{key}": torch.stack(v) for key, v in per_mb.items()},
+                         "_blocked": blocked, "_tokens": tokens})                  # the iteration's one sync
+        row = _iteration_row(step, host, loss_metrics)
         if cfg.eval_every and (step % cfg.eval_every == 0 or step == cfg.steps - 1):
             t_eval = time.perf_counter()
             row.update(evaluate(model, task, cfg.eval_prompts, cfg.eval_k, rng, device, gen))
