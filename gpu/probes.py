@@ -48,6 +48,48 @@ def _extras(objective: str, rewards: torch.Tensor, group_ids: torch.Tensor) -> d
     return {}
 
 
+def _filler_batches(pass_rate: float, n: int, p_filler: float, max_pad: int, length_correlation: float,
+                    seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` filler counts k (truncated geometric) and rewards (Bernoulli with P(k) from the pass rate and the
+    length correlation), drawn in a fixed order from one ``default_rng(seed)`` (common random numbers)."""
+    rng = np.random.default_rng(seed)
+    k_all = np.minimum(rng.geometric(1.0 - p_filler, n) - 1, max_pad)
+    u_all = rng.random(n)
+    pk = filler_distribution(p_filler, max_pad)
+    ks = np.arange(max_pad + 1)
+    mu = float(np.sum(pk * ks))
+    sd = math.sqrt(float(np.sum(pk * (ks - mu) ** 2)))
+    if length_correlation == 0.0 or pass_rate in (0.0, 1.0):
+        prob_k = np.full(max_pad + 1, float(pass_rate))
+    else:
+        z = (ks - mu) / sd                                       # the standardised filler count
+        b = _reward_logit_offset(pk, z, float(length_correlation), float(pass_rate))
+        prob_k = 1.0 / (1.0 + np.exp(-(b + length_correlation * z)))
+    return k_all, (u_all < prob_k[k_all]).astype(np.float64)
+
+
+def _chunk_gradient(k: torch.Tensor, rewards: torch.Tensor, group_size: int, p_filler: float, max_pad: int,
+                    answer_len: int, agg_mode: str, objective: str, loss_fn: Any, adv_fn: Any) -> float:
+    """dLoss/dθ on one mini-batch of responses with ``k`` ``[n]`` fillers, on-policy (every ratio 1), float64."""
+    T = max_pad + answer_len + 1                                 # the padded length
+    t = torch.arange(T)
+    k = k[:, None]
+    gid = torch.arange(k.shape[0] // group_size).repeat_interleave(group_size)
+    theta = torch.tensor(math.log(p_filler) - math.log1p(-p_filler), dtype=torch.float64, requires_grad=True)
+    log_fill = torch.nn.functional.logsigmoid(theta)
+    log_stop = torch.nn.functional.logsigmoid(-theta)
+    mask = t[None, :] < k + answer_len + 1
+    first = (t[None, :] == k) & (k < max_pad)                    # the answer's first token carries the stop
+    lp = torch.where(t[None, :] < k, log_fill,
+                     torch.where(first, log_stop + ANSWER_LOG_PROB,
+                                 torch.full((), ANSWER_LOG_PROB, dtype=torch.float64)))
+    lp = lp * mask                                               # padding: log-prob 0, masked out
+    adv = adv_fn(rewards, gid)[:, None] * mask
+    loss, _ = loss_fn(lp.detach(), lp, adv, mask, agg_mode, {"clip_ratio": 0.2}, **_extras(objective, rewards, gid))
+    (g,) = torch.autograd.grad(loss, theta)
+    return float(g)
+
+
 def filler_logit_gradient(agg_mode: str, pass_rate: float, group_size: int = 8, groups: int = 20000,
                           p_filler: float = 0.5, max_pad: int = 8, answer_len: int = 3,
                           length_correlation: float = 0.0, seed: int = 0, objective: str = "ppo",
@@ -81,9 +123,8 @@ def filler_logit_gradient(agg_mode: str, pass_rate: float, group_size: int = 8, 
     rewards are independent of the lengths, so are the advantages, hence
     :math:`E[\sum_i A_i g_i] = \sum_i E[A_i]\,E[g_i]`; GRPO's advantages are exchangeable within a group and sum
     to zero there, so :math:`E[A_i] = 0` and the expected drift is **zero for every aggregation**, whatever the
-    pass rate. A per-sequence ``1/|y|`` does rescale which sequences' gradients count, but a nonzero expected
-    drift needs a correlation between length and reward (``length_correlation ≠ 0``), where the aggregations do
-    differ. The tests check both numerically (tests/test_probes.py).
+    pass rate. A per-sequence ``1/|y|`` rescales which sequences count, but a nonzero expected drift needs a
+    length–reward correlation (``length_correlation ≠ 0``); tests/test_probes.py checks both numerically.
 
     Returns ``{"grad", "se", "drift", "reward_mean", "filler_mean"}``: ``grad`` the mean over ``chunks`` equal
     chunks of groups of each chunk's gradient (each chunk one mini-batch, so ``token-mean``'s N_tok is the
@@ -94,54 +135,19 @@ def filler_logit_gradient(agg_mode: str, pass_rate: float, group_size: int = 8, 
     if not 0.0 <= pass_rate <= 1.0:
         raise ValueError(f"pass_rate must be in [0, 1], got {pass_rate}")
     if max_pad < 1 or answer_len < 0 or group_size < 2:
-        raise ValueError("need max_pad ≥ 1, answer_len ≥ 0, group_size ≥ 2")
+        raise ValueError(f"need max_pad ≥ 1, answer_len ≥ 0, group_size ≥ 2; got {max_pad}, {answer_len}, {group_size}")
     chunks = min(int(chunks), int(groups))
     if chunks < 2:
         raise ValueError(f"need at least 2 chunks (and groups) for a standard error, got {chunks}")
-    rng = np.random.default_rng(seed)
-    n = groups * group_size
-    k_all = np.minimum(rng.geometric(1.0 - p_filler, n) - 1, max_pad)
-    u_all = rng.random(n)
-    pk = filler_distribution(p_filler, max_pad)
-    ks = np.arange(max_pad + 1)
-    mu = float(np.sum(pk * ks))
-    sd = math.sqrt(float(np.sum(pk * (ks - mu) ** 2)))
-    if length_correlation == 0.0 or pass_rate in (0.0, 1.0):
-        prob_k = np.full(max_pad + 1, float(pass_rate))
-    else:
-        z = (ks - mu) / sd
-        b = _reward_logit_offset(pk, z, float(length_correlation), float(pass_rate))
-        prob_k = 1.0 / (1.0 + np.exp(-(b + length_correlation * z)))
-    r_all = (u_all < prob_k[k_all]).astype(np.float64)
-
-    loss_fn = get_policy_loss(objective)
-    adv_fn = get_advantage(advantage)
-    T = max_pad + answer_len + 1
-    t = torch.arange(T)
-    theta0 = math.log(p_filler) - math.log1p(-p_filler)
+    k_all, r_all = _filler_batches(pass_rate, group_size * groups, p_filler, max_pad, length_correlation, seed)
+    loss_fn, adv_fn = get_policy_loss(objective), get_advantage(advantage)
     grads = []
     for idx in np.array_split(np.arange(groups), chunks):
         lo, hi = int(idx[0]) * group_size, (int(idx[-1]) + 1) * group_size
-        k = torch.from_numpy(k_all[lo:hi])[:, None]
-        rewards = torch.from_numpy(r_all[lo:hi])
-        gid = torch.arange(len(idx)).repeat_interleave(group_size)
-        theta = torch.tensor(theta0, dtype=torch.float64, requires_grad=True)
-        log_fill = torch.nn.functional.logsigmoid(theta)
-        log_stop = torch.nn.functional.logsigmoid(-theta)
-        mask = t[None, :] < k + answer_len + 1
-        first = (t[None, :] == k) & (k < max_pad)
-        lp = torch.where(t[None, :] < k, log_fill,
-                         torch.where(first, log_stop + ANSWER_LOG_PROB,
-                                     torch.full((), ANSWER_LOG_PROB, dtype=torch.float64)))
-        lp = lp * mask                                   # padding: log-prob 0, masked out
-        adv = adv_fn(rewards, gid)[:, None] * mask
-        loss, _ = loss_fn(lp.detach(), lp, adv, mask, agg_mode, {"clip_ratio": 0.2},
-                          **_extras(objective, rewards, gid))
-        (g,) = torch.autograd.grad(loss, theta)
-        grads.append(float(g))
+        grads.append(_chunk_gradient(torch.from_numpy(k_all[lo:hi]), torch.from_numpy(r_all[lo:hi]), group_size,
+                                     p_filler, max_pad, answer_len, agg_mode, objective, loss_fn, adv_fn))
     g = np.asarray(grads)
-    mean = float(g.mean())
-    se = float(g.std(ddof=1) / math.sqrt(len(g)))
+    mean, se = float(g.mean()), float(g.std(ddof=1) / math.sqrt(len(g)))
     return {"grad": mean, "se": se, "drift": -mean, "reward_mean": float(r_all.mean()),
             "filler_mean": float(k_all.mean())}
 
