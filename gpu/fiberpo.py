@@ -400,7 +400,7 @@ def fiberpo_loss(old_log_prob: torch.Tensor, log_prob: torch.Tensor, advantages:
                    rollout_is_weights, metrics)
 
 
-@register_policy_loss("fiberpo_domain")
+@register_policy_loss("fiberpo_domain", extras=("group_ids", "domain_ids"))
 def fiberpo_domain_loss(old_log_prob: torch.Tensor, log_prob: torch.Tensor, advantages: torch.Tensor,
                         response_mask: torch.Tensor, loss_agg_mode: str = "seq-mean-token-mean", config: Any = None,
                         rollout_is_weights: torch.Tensor | None = None, **extra: Any
@@ -570,7 +570,7 @@ def apc_gated_ratio(lr: torch.Tensor, mask: torch.Tensor, state_seg: torch.Tenso
     return {"G": G, "bound": bound, "clipped": adev > bp, "zeroed": bound <= 0, "T_s": T_s, "sab": sab}
 
 
-@register_policy_loss("apc")
+@register_policy_loss("apc", extras=("state_ids",))
 def apc_loss(old_log_prob: torch.Tensor, log_prob: torch.Tensor, advantages: torch.Tensor,
              response_mask: torch.Tensor, loss_agg_mode: str = "token-mean", config: Any = None,
              rollout_is_weights: torch.Tensor | None = None, **extra: Any) -> tuple[torch.Tensor, dict[str, float]]:

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from fiberlab.gpu.advantages import get_advantage
 from fiberlab.gpu import losses as _losses
-from fiberlab.gpu.losses import get_policy_loss
+from fiberlab.gpu.losses import batch_extras, get_policy_loss
 from fiberlab.gpu.tasks import BOS, EOS, PAD, VOCAB, Task, decode
 
 # --------------------------------------------------------------------------------------------------------------
@@ -317,15 +317,11 @@ def prefix_state_ids(prompts: torch.Tensor, responses: torch.Tensor) -> torch.Te
 
 def _extras(objective: str, rewards: torch.Tensor, group_ids: torch.Tensor, prompts: torch.Tensor,
             responses: torch.Tensor) -> dict[str, Any]:
-    """Named extras the structured objectives need: rewards and group ids (LPO), group and domain ids
-    (FiberPO-Domain; one domain per task), per-token state ids (APC-Obj)."""
-    if objective.startswith("lpo"):
-        return {"rewards": rewards, "group_ids": group_ids}
-    if objective == "fiberpo_domain":
-        return {"group_ids": group_ids, "domain_ids": torch.zeros_like(group_ids)}
-    if objective == "apc":
-        return {"state_ids": prefix_state_ids(prompts, responses)}
-    return {}
+    """The batch quantities the objective declares it takes (``losses.batch_extras``): rewards and group ids,
+    one domain per task, per-token state ids (the response prefix, built only for an objective that takes it)."""
+    return batch_extras(objective, rewards=rewards, group_ids=group_ids,
+                        domain_ids=lambda: torch.zeros_like(group_ids),
+                        state_ids=lambda: prefix_state_ids(prompts, responses))
 
 
 # ---- mechanism metrics: tensor helpers (no host sync), read to the host once per iteration ---------------------

@@ -32,13 +32,26 @@ AGG_MODES = ("token-mean", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mea
 LOG_RATIO_CLAMP = 20.0
 
 
-def register_policy_loss(name: str) -> Callable[[PolicyLossFn], PolicyLossFn]:
-    """Decorator: register a policy loss under ``name`` (verl's ``register_policy_loss`` pattern)."""
+#: The batch quantities beyond verl's arguments that an objective can take, each ``[B]`` (per sequence) unless
+#: noted: ``rewards``, ``group_ids`` (prompt groups), ``domain_ids``, ``state_ids`` (``[B, T]``, per token).
+BATCH_EXTRAS = ("rewards", "group_ids", "domain_ids", "state_ids")
+#: What each registered objective takes of :data:`BATCH_EXTRAS`, declared when it is registered.
+POLICY_LOSS_EXTRAS: dict[str, tuple[str, ...]] = {}
+
+
+def register_policy_loss(name: str, extras: tuple[str, ...] = ()) -> Callable[[PolicyLossFn], PolicyLossFn]:
+    """Decorator: register a policy loss under ``name`` (verl's ``register_policy_loss`` pattern), with the batch
+    quantities it takes beyond verl's arguments (``extras``, from :data:`BATCH_EXTRAS`), so that a trainer asks
+    the registry what to pass instead of guessing from the name."""
+    unknown = set(extras) - set(BATCH_EXTRAS)
+    if unknown:
+        raise ValueError(f"extras of {name!r} must be among {BATCH_EXTRAS}, got {sorted(unknown)}")
 
     def deco(fn: PolicyLossFn) -> PolicyLossFn:
         if name in POLICY_LOSSES:
             raise ValueError(f"policy loss {name!r} is registered twice")
         POLICY_LOSSES[name] = fn
+        POLICY_LOSS_EXTRAS[name] = tuple(extras)
         return fn
 
     return deco
@@ -48,6 +61,16 @@ def get_policy_loss(name: str) -> PolicyLossFn:
     if name not in POLICY_LOSSES:
         raise ValueError(f"unknown policy loss {name!r}; registered: {sorted(POLICY_LOSSES)}")
     return POLICY_LOSSES[name]
+
+
+def batch_extras(name: str, **available: Any) -> dict[str, Any]:
+    """The keyword arguments objective ``name`` takes, picked from ``available`` (values, or zero-argument
+    callables evaluated only when the objective takes them, for quantities that cost work to build)."""
+    get_policy_loss(name)
+    missing = [k for k in POLICY_LOSS_EXTRAS[name] if k not in available]
+    if missing:
+        raise ValueError(f"policy loss {name!r} takes {list(POLICY_LOSS_EXTRAS[name])}; not available: {missing}")
+    return {k: available[k]() if callable(available[k]) else available[k] for k in POLICY_LOSS_EXTRAS[name]}
 
 
 # --------------------------------------------------------------------------------------------------------------

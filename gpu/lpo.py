@@ -512,7 +512,7 @@ def _lpo(old_log_prob, log_prob, advantages, response_mask, loss_agg_mode, confi
     return _finish(loss_mat, ind, neg_kl, response_mask, loss_agg_mode, config, rollout_is_weights, metrics)
 
 
-@register_policy_loss("lpo")
+@register_policy_loss("lpo", extras=("rewards", "group_ids"))
 def lpo_loss(old_log_prob: torch.Tensor, log_prob: torch.Tensor, advantages: torch.Tensor | None,
              response_mask: torch.Tensor, loss_agg_mode: str = "seq-mean-token-sum", config: Any = None,
              rollout_is_weights: torch.Tensor | None = None, **extra: Any) -> tuple[torch.Tensor, dict[str, float]]:
@@ -530,7 +530,7 @@ def lpo_loss(old_log_prob: torch.Tensor, log_prob: torch.Tensor, advantages: tor
                 extra, pointwise=False)
 
 
-@register_policy_loss("lpo_pointwise")
+@register_policy_loss("lpo_pointwise", extras=("rewards", "group_ids"))
 def lpo_pointwise_loss(old_log_prob: torch.Tensor, log_prob: torch.Tensor, advantages: torch.Tensor | None,
                        response_mask: torch.Tensor, loss_agg_mode: str = "seq-mean-token-sum", config: Any = None,
                        rollout_is_weights: torch.Tensor | None = None, **extra: Any

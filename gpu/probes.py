@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from fiberlab.gpu.advantages import get_advantage
-from fiberlab.gpu.losses import get_policy_loss
+from fiberlab.gpu.losses import batch_extras, get_policy_loss
 
 #: log-probability of each answer token (and the EOS): a constant, independent of θ
 ANSWER_LOG_PROB = math.log(0.9)
@@ -41,11 +41,8 @@ def _reward_logit_offset(pk: np.ndarray, z: np.ndarray, slope: float, pass_rate:
 
 
 def _extras(objective: str, rewards: torch.Tensor, group_ids: torch.Tensor) -> dict[str, Any]:
-    if objective.startswith("lpo"):
-        return {"rewards": rewards, "group_ids": group_ids}
-    if objective == "fiberpo_domain":
-        return {"group_ids": group_ids, "domain_ids": torch.zeros_like(group_ids)}
-    return {}
+    """What the objective declares it takes (no per-token states here: an objective that needs them is refused)."""
+    return batch_extras(objective, rewards=rewards, group_ids=group_ids, domain_ids=lambda: torch.zeros_like(group_ids))
 
 
 def _filler_batches(pass_rate: float, n: int, p_filler: float, max_pad: int, length_correlation: float,

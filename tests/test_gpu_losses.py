@@ -582,3 +582,39 @@ def test_bandpo_metrics_match_their_definitions(seed, divergence, delta, mask_dt
         assert met[key] == pytest.approx(value, rel=1e-12, abs=1e-12), (key, met[key], value)
     assert met["actor/pg_clipfrac"] == pytest.approx(want["fiberlab/clipfrac_high"] + want["fiberlab/clipfrac_low"],
                                                      rel=1e-12, abs=1e-12)
+
+
+def test_objectives_declare_the_batch_extras_they_take():
+    from fiberlab.gpu.losses import BATCH_EXTRAS, POLICY_LOSS_EXTRAS, POLICY_LOSSES, batch_extras, register_policy_loss
+
+    assert set(POLICY_LOSS_EXTRAS) == set(POLICY_LOSSES)
+    B, T = 4, 3
+    torch.manual_seed(0)
+    old = -torch.rand(B, T, dtype=torch.float64) - 0.1
+    mask = torch.ones(B, T, dtype=torch.bool)
+    adv = torch.randn(B, 1, dtype=torch.float64).expand(B, T)
+
+    def never():
+        raise AssertionError("built although the objective does not take it")
+
+    for name, fn in POLICY_LOSSES.items():
+        available = {"rewards": torch.tensor([1.0, 0.0, 1.0, 0.0], dtype=torch.float64),
+                     "group_ids": torch.tensor([0, 0, 1, 1]), "domain_ids": lambda: torch.zeros(B, dtype=torch.long),
+                     "state_ids": lambda: torch.arange(B * T).view(B, T) % 2}
+        if "domain_ids" not in POLICY_LOSS_EXTRAS[name]:
+            available["domain_ids"] = never
+        if "state_ids" not in POLICY_LOSS_EXTRAS[name]:
+            available["state_ids"] = never
+        extras = batch_extras(name, **available)
+        assert set(extras) == set(POLICY_LOSS_EXTRAS[name]) <= set(BATCH_EXTRAS)
+        lp = (old + 0.05).requires_grad_(True)
+        loss, _ = fn(old, lp, adv, mask, "seq-mean-token-mean", {}, **extras)
+        loss.backward()
+        assert torch.isfinite(loss) and torch.isfinite(lp.grad).all(), name
+        if POLICY_LOSS_EXTRAS[name]:                 # the declaration is needed: without it the loss refuses
+            with pytest.raises(ValueError):
+                fn(old, old + 0.05, adv, mask, "seq-mean-token-mean", {})
+    with pytest.raises(ValueError, match="not available"):
+        batch_extras("lpo", rewards=torch.zeros(B))
+    with pytest.raises(ValueError, match="extras of 'x' must be among"):
+        register_policy_loss("x", extras=("prompts",))

@@ -34,14 +34,10 @@ B, T = 4, 5
 
 
 def _extras(name: str, rewards: torch.Tensor) -> dict:
-    groups = torch.tensor([0, 0, 1, 1])
-    if name.startswith("lpo"):
-        return {"group_ids": groups, "rewards": rewards}
-    if name == "fiberpo_domain":
-        return {"group_ids": groups, "domain_ids": torch.zeros(B, dtype=torch.long)}
-    if name == "apc":
-        return {"state_ids": torch.arange(B * T).view(B, T) % 3}
-    return {}
+    from fiberlab.gpu.losses import batch_extras
+
+    return batch_extras(name, rewards=rewards, group_ids=torch.tensor([0, 0, 1, 1]),
+                        domain_ids=torch.zeros(B, dtype=torch.long), state_ids=torch.arange(B * T).view(B, T) % 3)
 
 
 def sweep_case(seed: int, dtype: torch.dtype, extreme: bool) -> dict:
