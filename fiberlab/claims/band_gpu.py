@@ -88,9 +88,9 @@ def _kl_newton_solver_at_roundoff() -> Evidence:
 def _kl_torch_matches_radicals() -> Evidence:
     """At p ∈ {1/2, 1/3, 2/3, 1/4, 3/4}, float64 torch band_bounds equals the radical ends to round-off."""
     from fiberlab.claims.band_numerics import RADICAL_DELTAS, kl_radical_ends
-    from fiberlab.theory import band as T
+    from fiberlab.theory import band as sym_band
     worst, where, n = 0.0, None, 0
-    for pv in T.STATED["kl_radical_ps"]:
+    for pv in sym_band.STATED["kl_radical_ps"]:
         log_p = math.log(float(pv))
         for delta in RADICAL_DELTAS:
             lo, up = band_bounds(_torch(np.array([log_p])), "kl", delta)

@@ -21,9 +21,9 @@ from scipy.optimize import brentq
 
 from fiberlab.claims.band import (authors_bisection, bottleneck, chi2_closed_form, kl_bounds, limits, mirror,
                                   monotone, reduction, saturation, small_delta, tv_closed_form)
-from fiberlab.numerics import band as N
+from fiberlab.numerics import band as ref_band
 from fiberlab.registry import Evidence
-from fiberlab.theory import band as T
+from fiberlab.theory import band as sym_band
 
 SEED = 20260305  # BandPO's arXiv submission date; any fixed seed would do
 
@@ -136,11 +136,11 @@ def _cvx_band_depends_only_on_p() -> Evidence:
     """Different completions of P (K = 3, 7, 12) give the same cvxpy band, equal to the scalar problem."""
     rng = np.random.default_rng(SEED)
     worst_spread, worst_err, cases = 0.0, 0.0, 0
-    for div in N.DIVERGENCES:
+    for div in ref_band.DIVERGENCES:
         for p in (0.02, 0.3, 0.7):
             for delta in (0.05, 0.2):
-                ref = N.band_bounds_mp(_log_p(p), div, delta)
-                got = [N.band_bounds_cvx(*_completion(rng, K, p), div, delta) for K in (3, 7, 12)]
+                ref = ref_band.band_bounds_mp(_log_p(p), div, delta)
+                got = [ref_band.band_bounds_cvx(*_completion(rng, K, p), div, delta) for K in (3, 7, 12)]
                 for side in (0, 1):
                     vals = [g[side] for g in got]
                     worst_spread = max(worst_spread, (max(vals) - min(vals)) / max(1.0, abs(vals[0])))
@@ -158,7 +158,7 @@ def _completions_never_beat_g() -> Evidence:
     rng = np.random.default_rng(SEED + 1)
     n = 1500
     worst_gap, worst_attain, min_excess = 0.0, 0.0, np.inf
-    for div in N.DIVERGENCES:
+    for div in ref_band.DIVERGENCES:
         for _ in range(n):
             K = int(rng.integers(3, 13))
             p = float(rng.uniform(0.01, 0.9))
@@ -169,9 +169,9 @@ def _completions_never_beat_g() -> Evidence:
             Qrest = rng.dirichlet(np.full(K - 1, rng.uniform(0.3, 3.0))) * (1.0 - r * p)
             Q = np.concatenate([[r * p], Qrest])
             Qprop = np.concatenate([[r * p], P[1:] * (1.0 - r * p) / (1.0 - p)])   # Thm. 1's minimiser
-            g = N.g_f(p, r, div)
-            D = N.f_divergence(P, Q, div)
-            D_prop = N.f_divergence(P, Qprop, div)
+            g = ref_band.g_f(p, r, div)
+            D = ref_band.f_divergence(P, Q, div)
+            D_prop = ref_band.f_divergence(P, Qprop, div)
             worst_gap = max(worst_gap, (g - D) / g)                 # Jensen: must be ≤ 0 (up to rounding)
             worst_attain = max(worst_attain, abs(D_prop - g) / g)   # equality case
             min_excess = min(min_excess, (D - g) / g)
@@ -192,8 +192,8 @@ def _cvx_vs_reference(divergence: str, seed: int) -> Evidence:
         for delta in DELTAS:
             K = int(rng.integers(3, 13))
             P, a = _completion(rng, K, p)
-            got = N.band_bounds_cvx(P, a, divergence, delta)
-            ref = N.band_bounds_mp(_log_p(p), divergence, delta)
+            got = ref_band.band_bounds_cvx(P, a, divergence, delta)
+            ref = ref_band.band_bounds_mp(_log_p(p), divergence, delta)
             for side in (0, 1):
                 e = _ratio_err(got[side], ref[side])
                 if e > worst:
@@ -226,15 +226,15 @@ def _closed_form_vs_scalar_roots(divergence: str) -> Evidence:
     deltas = DELTAS
     worst_root, worst_mp, cases = 0.0, 0.0, 0
     for delta in deltas:
-        lower, upper = N.band_bounds_closed_form(ps, divergence, delta)
+        lower, upper = ref_band.band_bounds_closed_form(ps, divergence, delta)
         for p, lo, up in zip(ps, lower, upper):
             p = float(p)
-            fn = lambda r: N.g_f(p, r, divergence) - delta   # noqa: E731
+            fn = lambda r: ref_band.g_f(p, r, divergence) - delta   # noqa: E731
             edge = 1.0 / p
             up_ref = edge if fn(edge) <= 0 else brentq(fn, 1.0, edge, xtol=1e-15, rtol=4 * np.finfo(float).eps)
             lo_ref = 0.0 if fn(0.0) <= 0 else brentq(fn, 0.0, 1.0, xtol=1e-15, rtol=4 * np.finfo(float).eps)
             worst_root = max(worst_root, _ratio_err(up, up_ref), _ratio_err(lo, lo_ref))
-            ref = N.band_bounds_mp(_log_p(p), divergence, delta)
+            ref = ref_band.band_bounds_mp(_log_p(p), divergence, delta)
             worst_mp = max(worst_mp, _ratio_err(lo, ref[0]), _ratio_err(up, ref[1]))
             cases += 1
     return _normalised({"closed form vs brentq roots of g_f = δ": (worst_root, SCALAR_ROOT_TOL),
@@ -262,7 +262,7 @@ def _kl_reference_roots_exact() -> Evidence:
     worst, cases = mp.mpf(0), 0
     for p in ps:
         for delta in (1e-6,) + DELTAS:
-            roots = N.band_bounds_mp(_log_p(p), "kl", delta)
+            roots = ref_band.band_bounds_mp(_log_p(p), "kl", delta)
             with mp.workdps(100):
                 pm = mp.mpf(p)
                 for r in roots:
@@ -271,12 +271,12 @@ def _kl_reference_roots_exact() -> Evidence:
                     worst = max(worst, abs(g - delta) / abs(slope) / r)
             cases += 1
     # p = 1/2: solve gives 1 ± √(1 - e^{-2δ}) (theory.kl_root_structure)
-    half = [T.lambdify_mp(e, T.delta) for e in T.kl_root_structure()["half_roots"]]
+    half = [sym_band.lambdify_mp(e, sym_band.delta) for e in sym_band.kl_root_structure()["half_roots"]]
     worst_half = mp.mpf(0)
     for delta in (1e-6,) + DELTAS:
         with mp.workdps(50):
             ref = [fn(mp.mpf(delta)) for fn in half]
-            got = N.band_bounds_mp(mp.log(mp.mpf(1) / 2), "kl", delta)
+            got = ref_band.band_bounds_mp(mp.log(mp.mpf(1) / 2), "kl", delta)
             worst_half = max(worst_half, *(abs(g_ - r_) / r_ for g_, r_ in zip(got, ref)))
         cases += 1
     return _normalised({"Newton estimate of relative root error": (float(worst), REFERENCE_ROOT_TOL),
@@ -291,9 +291,9 @@ def _kl_float64_solver_vs_reference() -> Evidence:
                              np.log1p(-np.geomspace(1e-12, 1e-3, 20))])
     worst, cases = 0.0, 0
     for delta in (1e-6,) + DELTAS:
-        lo, up = N.band_bounds(np.exp(log_ps), "kl", delta)
+        lo, up = ref_band.band_bounds(np.exp(log_ps), "kl", delta)
         for lp, lo_f, up_f in zip(log_ps, lo, up):
-            ref_lo, ref_up = N.band_bounds_mp(float(lp), "kl", delta)
+            ref_lo, ref_up = ref_band.band_bounds_mp(float(lp), "kl", delta)
             worst = max(worst, _log_error(lo_f, ref_lo), _log_error(up_f, ref_up))
             cases += 1
     return Evidence.within(worst, FAST_KL_TOL, cases,
@@ -311,11 +311,11 @@ def kl_radical_ends(p_value, delta, dps: int = 60) -> tuple[mp.mpf, mp.mpf]:
 
     Casus irreducibilis (p = 1/3, 2/3) passes through complex radicals: the imaginary part must be rounding.
     """
-    out = T.kl_radical_roots(p_value)
+    out = sym_band.kl_radical_roots(p_value)
     ends = []
     with mp.workdps(dps):
         for e in (out["lower"], out["upper"]):
-            z = mp.mpc(T.lambdify_mp(e, T.delta)(mp.mpf(delta)))
+            z = mp.mpc(sym_band.lambdify_mp(e, sym_band.delta)(mp.mpf(delta)))
             if abs(z.imag) > mp.mpf(10) ** (-(dps - 15)):
                 raise ArithmeticError(f"p = {p_value}, δ = {delta}: radical end {z} is not real")
             ends.append(+z.real)
@@ -326,15 +326,15 @@ def kl_radical_ends(p_value, delta, dps: int = 60) -> tuple[mp.mpf, mp.mpf]:
 def _kl_radicals_vs_solvers() -> Evidence:
     """Radical ends at p ∈ {1/2, 1/3, 2/3, 1/4, 3/4} vs the 50-digit reference roots and the float64 solver."""
     worst_mp, worst_f64, cases = mp.mpf(0), 0.0, 0
-    for pv in T.STATED["kl_radical_ps"]:
+    for pv in sym_band.STATED["kl_radical_ps"]:
         for delta in RADICAL_DELTAS:
             rad = kl_radical_ends(pv, delta)
             with mp.workdps(50):
                 # exact rational p (mp.log of a/b at 50 digits), so the reference is graded at 1e-20 and not
                 # at the rounding of float(p)
-                ref = N.band_bounds_mp(mp.log(mp.mpf(int(pv.p)) / int(pv.q)), "kl", delta)
+                ref = ref_band.band_bounds_mp(mp.log(mp.mpf(int(pv.p)) / int(pv.q)), "kl", delta)
                 worst_mp = max(worst_mp, *(abs(r_ - q_) / q_ for r_, q_ in zip(rad, ref)))
-            lo, up = N.band_bounds(np.array([float(pv)]), "kl", delta)
+            lo, up = ref_band.band_bounds(np.array([float(pv)]), "kl", delta)
             worst_f64 = max(worst_f64, _log_error(float(lo[0]), rad[0]), _log_error(float(up[0]), rad[1]))
             cases += 1
     return _normalised({"radicals vs band_bounds_mp (relative)": (float(worst_mp), REFERENCE_ROOT_TOL),
@@ -353,20 +353,20 @@ def _cvx_saturation_switches_at_threshold() -> Evidence:
     rho = 0.1                                         # distance from the threshold, as a fraction of the room
     mismatches, worst, cases = [], 0.0, 0
     for div in ("tv", "chi2"):
-        th = T.saturation_thresholds(div)
+        th = sym_band.saturation_thresholds(div)
         for delta in (0.05, 0.2):
-            up_thr = float(T.lambdify_mp(th["upper"][0], T.delta)(delta))
-            lo_thr = float(T.lambdify_mp(th["lower"][0], T.delta)(delta))
+            up_thr = float(sym_band.lambdify_mp(th["upper"][0], sym_band.delta)(delta))
+            lo_thr = float(sym_band.lambdify_mp(th["lower"][0], sym_band.delta)(delta))
             for edge, thr in (("upper", up_thr), ("lower", lo_thr)):
                 # theory: upper saturates for p >= threshold, lower for p <= threshold
                 beyond = thr + rho * (1 - thr) if edge == "upper" else thr * (1 - rho)
                 inside = thr - rho * thr if edge == "upper" else thr + rho * (1 - thr)
                 for p, predicted in ((beyond, True), (inside, False)):
                     P, a = _completion(rng, 6, p)
-                    lo, up = N.band_bounds_cvx(P, a, div, delta)
+                    lo, up = ref_band.band_bounds_cvx(P, a, div, delta)
                     q_a = p * (up if edge == "upper" else lo)            # new probability of a
                     gap = 1.0 - q_a if edge == "upper" else q_a
-                    ref = N.band_bounds_mp(_log_p(p), div, delta)
+                    ref = ref_band.band_bounds_mp(_log_p(p), div, delta)
                     ref_gap = float(1 - p * ref[1]) if edge == "upper" else float(p * ref[0])
                     observed = gap <= SATURATION_EDGE_TOL
                     if observed != predicted or (not predicted and ref_gap < 10 * SATURATION_EDGE_TOL):
@@ -392,14 +392,14 @@ def _kl_stays_inside_where_tv_chi2_saturate() -> Evidence:
     for p, edge in ((0.9, "upper"), (0.97, "upper"), (0.05, "lower"), (0.1, "lower")):
         saturated_elsewhere = []
         for div in ("tv", "chi2"):
-            lo_c, up_c = N.band_bounds_closed_form(p, div, delta)
+            lo_c, up_c = ref_band.band_bounds_closed_form(p, div, delta)
             saturated_elsewhere.append(bool(up_c == 1.0 / p) if edge == "upper" else bool(lo_c == 0.0))
         P, a = _completion(rng, 8, p)
-        lo, up = N.band_bounds_cvx(P, a, "kl", delta)
+        lo, up = ref_band.band_bounds_cvx(P, a, "kl", delta)
         gap = 1.0 - p * up if edge == "upper" else p * lo
-        ref = N.band_bounds_mp(_log_p(p), "kl", delta)
+        ref = ref_band.band_bounds_mp(_log_p(p), "kl", delta)
         ref_gap = float(1 - p * ref[1]) if edge == "upper" else float(p * ref[0])
-        g_edge = N.g_f(p, 1.0 / p if edge == "upper" else 0.0, "kl")
+        g_edge = ref_band.g_f(p, 1.0 / p if edge == "upper" else 0.0, "kl")
         if not (all(saturated_elsewhere) and gap > 10 * SATURATION_EDGE_TOL and ref_gap > 10 * SATURATION_EDGE_TOL
                 and np.isinf(g_edge)):
             failures.append(dict(p=p, edge=edge, gap=gap, reference_gap=ref_gap, tv_chi2_saturated=saturated_elsewhere,
@@ -429,16 +429,16 @@ def _limits_at_extreme_p() -> Evidence:
             errors[name] = (err, tol)
 
     near_one, near_zero = _log_1mp(LIMIT_EPS), _log_p(LIMIT_EPS)
-    for div in N.DIVERGENCES:
-        r_star = T.lambdify_mp(T.limit_p_to_1(div)["r_star"], T.delta)
-        zero = T.limit_p_to_0(div)
-        margin = T.lambdify_mp(zero["margin"], T.delta)
+    for div in ref_band.DIVERGENCES:
+        r_star = sym_band.lambdify_mp(sym_band.limit_p_to_1(div)["r_star"], sym_band.delta)
+        zero = sym_band.limit_p_to_0(div)
+        margin = sym_band.lambdify_mp(zero["margin"], sym_band.delta)
         for delta in DELTAS:
             with mp.workdps(50):
-                lo, up = N.band_bounds_mp(near_one, div, delta)
+                lo, up = ref_band.band_bounds_mp(near_one, div, delta)
                 record(f"p->1 lower {div}", float(abs(lo - max(r_star(delta), 0))), LIMIT_TOL[f"p->1 lower {div}"])
                 record("p->1 upper", float(abs(up - 1)), LIMIT_TOL["p->1 upper"])
-                lo, up = N.band_bounds_mp(near_zero, div, delta)
+                lo, up = ref_band.band_bounds_mp(near_zero, div, delta)
                 p = mp.mpf(LIMIT_EPS)
                 if div == "chi2":   # margin vanishes; its rate: margin/√(δp) → scaled_margin = 1
                     got = p * (up - 1) / mp.sqrt(delta * p)
@@ -457,10 +457,10 @@ def _limits_at_extreme_p() -> Evidence:
 @small_delta.check("numerics")
 def _expansion_error_is_order_delta() -> Evidence:
     """KL: (r − (1 ± √(2δ(1−p)/p)))/δ → b(p) from the cubic series, log-log slope 1; χ²: exact."""
-    a_hw = T.small_delta()["halfwidth"]
-    halfwidth = {div: T.lambdify_mp(a_hw.subs(T.fpp_1, T.f_second_at_one(div)), T.p, T.delta)
+    a_hw = sym_band.small_delta()["halfwidth"]
+    halfwidth = {div: sym_band.lambdify_mp(a_hw.subs(sym_band.fpp_1, sym_band.f_second_at_one(div)), sym_band.p, sym_band.delta)
                  for div in ("kl", "chi2")}
-    b = T.lambdify_mp(T.kl_second_order_root()[1], T.p)
+    b = sym_band.lambdify_mp(sym_band.kl_second_order_root()[1], sym_band.p)
     worst_coef = worst_slope = worst_exact = 0.0
     cases = 0
     with mp.workdps(50):
@@ -468,7 +468,7 @@ def _expansion_error_is_order_delta() -> Evidence:
             pm = mp.mpf(p)
             # KL: the O(δ) coefficient
             for delta in (1e-10, 1e-9, 1e-8):
-                lo, up = N.band_bounds_mp(mp.log(pm), "kl", delta)
+                lo, up = ref_band.band_bounds_mp(mp.log(pm), "kl", delta)
                 hw = halfwidth["kl"](pm, delta)
                 for got in ((up - 1 - hw) / delta, (lo - 1 + hw) / delta):
                     worst_coef = max(worst_coef, float(abs(got - b(pm)) / (1 + abs(b(pm)))))
@@ -478,14 +478,14 @@ def _expansion_error_is_order_delta() -> Evidence:
                 ds = np.geomspace(1e-10, 1e-7, 4)
                 errs = []
                 for delta in ds:
-                    lo, up = N.band_bounds_mp(mp.log(pm), "kl", float(delta))
+                    lo, up = ref_band.band_bounds_mp(mp.log(pm), "kl", float(delta))
                     errs.append(float(abs(up - 1 - halfwidth["kl"](pm, delta))))
                 slope = np.polyfit(np.log(ds), np.log(errs), 1)[0]
                 worst_slope = max(worst_slope, abs(slope - 1))
                 cases += len(ds)
             # χ²: the expansion is the closed form (where not saturated)
             for delta in (1e-6, 1e-3, 0.01):
-                lo, up = N.band_bounds_mp(mp.log(pm), "chi2", delta)
+                lo, up = ref_band.band_bounds_mp(mp.log(pm), "chi2", delta)
                 hw = halfwidth["chi2"](pm, delta)
                 worst_exact = max(worst_exact, float(abs(up - 1 - hw)), float(abs(lo - 1 + hw)))
                 cases += 1
@@ -504,12 +504,12 @@ def _mirror_band_identity() -> Evidence:
     """p r̲_f(p) = 1 − (1−p) r̄_f(1−p) at 50 digits, kl/tv/chi2, many p (the two sides are solved independently)."""
     ps = np.concatenate([np.geomspace(1e-6, 0.5, 20), 1.0 - np.geomspace(1e-6, 0.5, 20)[::-1]])
     worst, where, cases = 0.0, None, 0
-    for div in N.DIVERGENCES:
+    for div in ref_band.DIVERGENCES:
         for delta in (0.01, 0.2, 1.0):
             for p in ps:
                 with mp.workdps(50):
-                    lo, _ = N.band_bounds_mp(_log_p(p), div, delta)
-                    _, up_mirror = N.band_bounds_mp(_log_1mp(p), div, delta)
+                    lo, _ = ref_band.band_bounds_mp(_log_p(p), div, delta)
+                    _, up_mirror = ref_band.band_bounds_mp(_log_1mp(p), div, delta)
                     pm = mp.mpf(p)
                     err = float(abs(pm * lo - (1 - (1 - pm) * up_mirror)))
                 if err > worst:
@@ -531,8 +531,8 @@ def _mirror_g_identity_float() -> Evidence:
     r = np.where(np.abs(r - 1) < 1e-2, 1 + 1e-2, r)      # away from r = 1, where g → 0
     s = (1 - r * p) / (1 - p)
     worst = 0.0
-    for div in N.DIVERGENCES:
-        lhs, rhs = N.g_f(p, r, div), N.g_f(1 - p, s, div)
+    for div in ref_band.DIVERGENCES:
+        lhs, rhs = ref_band.g_f(p, r, div), ref_band.g_f(1 - p, s, div)
         worst = max(worst, float(np.max(np.abs(lhs - rhs) / lhs)))
     return Evidence.within(worst, MIRROR_FLOAT_TOL, 3 * n, detail=f"{n} random (p, r) per divergence, relative "
                                                                    f"error {worst:.2e}")
@@ -546,9 +546,9 @@ def _monotone_in_p_dense_grid() -> Evidence:
     """r̄ non-increasing and r̲ non-decreasing over 20 001 p in [1e-4, 1 − 1e-4] (spec §1.7 grid)."""
     ps = np.linspace(1e-4, 1 - 1e-4, 20001)
     worst, where, fast_err = 0.0, None, 0.0
-    for div in N.DIVERGENCES:
+    for div in ref_band.DIVERGENCES:
         for delta in (0.05, 0.2):
-            lo, up = N.band_bounds(ps, div, delta)
+            lo, up = ref_band.band_bounds(ps, div, delta)
             up_rise = np.max(np.diff(up) / up[:-1])                       # must be ≤ 0
             lo_fall = np.max(-np.diff(lo) / np.maximum(lo[:-1], np.finfo(float).tiny))   # must be ≤ 0
             for name, v in (("upper rises", up_rise), ("lower falls", lo_fall)):
@@ -557,7 +557,7 @@ def _monotone_in_p_dense_grid() -> Evidence:
             # the grid values are the right ones: spot-check against the reference
             idx = np.linspace(0, ps.size - 1, 21).astype(int)
             for i in idx:   # closed forms: |Δr|/max(1, r) (FLOAT_VS_MP_TOL); KL bisection: in log r (FAST_KL_TOL)
-                ref_lo, ref_up = N.band_bounds_mp(_log_p(ps[i]), div, delta)
+                ref_lo, ref_up = ref_band.band_bounds_mp(_log_p(ps[i]), div, delta)
                 if div == "kl":
                     e = max(_log_error(lo[i], ref_lo), _log_error(up[i], ref_up)) / FAST_KL_TOL
                 else:
@@ -577,8 +577,8 @@ def _monotone_in_delta() -> Evidence:
     ps = np.concatenate([np.geomspace(1e-4, 0.5, 20), 1.0 - np.geomspace(1e-4, 0.5, 20)[::-1]])
     deltas = np.geomspace(1e-4, 4.0, 150)
     worst, where = 0.0, None
-    for div in N.DIVERGENCES:
-        bounds = np.array([N.band_bounds(ps, div, float(d)) for d in deltas])   # (δ, lower/upper, p)
+    for div in ref_band.DIVERGENCES:
+        bounds = np.array([ref_band.band_bounds(ps, div, float(d)) for d in deltas])   # (δ, lower/upper, p)
         lo, up = bounds[:, 0, :], bounds[:, 1, :]
         up_fall = np.max(-np.diff(up, axis=0) / up[:-1])
         lo_rise = np.max(np.diff(lo, axis=0) / np.maximum(lo[:-1], np.finfo(float).tiny))
@@ -598,8 +598,8 @@ def _clip_margin_lp_and_head_threshold() -> Evidence:
     """The simplex LP max r = Q(a)/p s.t. r ≤ 1+ε: margin p(r - 1) = ε p below 1/(1+ε), the simplex edge above."""
     import cvxpy as cp
 
-    margin_expr = T.lambdify_mp(T.clip_bottleneck()["margin"], T.p, T.eps)
-    threshold_expr = T.lambdify_mp(T.clip_bottleneck()["threshold"], T.eps)
+    margin_expr = sym_band.lambdify_mp(sym_band.clip_bottleneck()["margin"], sym_band.p, sym_band.eps)
+    threshold_expr = sym_band.lambdify_mp(sym_band.clip_bottleneck()["threshold"], sym_band.eps)
     rng = np.random.default_rng(SEED + 8)
     worst, mismatches, cases = 0.0, [], 0
     for e in (0.2, 0.28):
@@ -620,7 +620,7 @@ def _clip_margin_lp_and_head_threshold() -> Evidence:
             if ratio_attainable == head:
                 mismatches.append(dict(epsilon=e, p=p, max_ratio=r_max))
             cases += 1
-    band_margins = {p: float(p * (N.band_bounds_mp(_log_p(p), "kl", 0.05)[1] - 1)) for p in (1e-6, 1e-2, 0.08)}
+    band_margins = {p: float(p * (ref_band.band_bounds_mp(_log_p(p), "kl", 0.05)[1] - 1)) for p in (1e-6, 1e-2, 0.08)}
     ev = Evidence.within(worst, CVX_RATIO_TOL, cases,
                          detail=f"ε ∈ {{0.2, 0.28}}: LP margin = ε p (→ 0 with p) below p* = 1/(1+ε) and 1 - p above, "
                                 f"where 1+ε is not attainable; {len(mismatches)} threshold mismatches; relative "
@@ -638,15 +638,15 @@ def _clip_margin_lp_and_head_threshold() -> Evidence:
 def _authors_bisection_accuracy_and_clamp_artifact() -> Evidence:
     """Within the condition: |error| ≤ tol/2 for kl/tv/chi2. Outside it: r̲ = 0 exactly on (0, p_c], p_c inside the
     interval derived in theory.band.authors_clamp_edge, although the true r̲ > 0 (a 100% relative error)."""
-    ends = [T.lambdify_mp(e.subs(T.clamp, T.AUTHORS_CLAMP), T.delta) for e in T.authors_clamp_edge()["ends"]]
+    ends = [sym_band.lambdify_mp(e.subs(sym_band.clamp, sym_band.AUTHORS_CLAMP), sym_band.delta) for e in sym_band.authors_clamp_edge()["ends"]]
     ps = np.geomspace(1e-5, 0.999, 150)
     worst, worst32, misplaced, cases = 0.0, 0.0, [], 0
-    for div in N.DIVERGENCES:
+    for div in ref_band.DIVERGENCES:
         for delta in (0.01, 0.05, 0.2):
-            ref_lo, ref_up = N.band_bounds_reference(np.log(ps), div, delta)
-            lo, up = N.band_bounds_authors_bisection(ps, div, delta)
+            ref_lo, ref_up = ref_band.band_bounds_reference(np.log(ps), div, delta)
+            lo, up = ref_band.band_bounds_authors_bisection(ps, div, delta)
             worst = max(worst, float(np.max(np.abs(lo - ref_lo))), float(np.max(np.abs(up - ref_up))))
-            lo32, up32 = N.band_bounds_authors_bisection(ps, div, delta, dtype=np.float32)   # verl's dtype
+            lo32, up32 = ref_band.band_bounds_authors_bisection(ps, div, delta, dtype=np.float32)   # verl's dtype
             worst32 = max(worst32, float(np.max(np.abs(lo32 - ref_lo))),
                           float(np.max(np.abs(up32 - ref_up) / np.maximum(1.0, ref_up))))
             cases += ps.size
@@ -660,7 +660,7 @@ def _authors_bisection_accuracy_and_clamp_artifact() -> Evidence:
                 misplaced.append(dict(delta=delta, predicted=[left, right],
                                       largest_zeroed_p=float(ps[zeroed].max()) if zeroed.any() else None))
     p_art, d_art = 1e-3, 0.05
-    true_lo = N.band_bounds_mp(_log_p(p_art), "kl", d_art)[0]
+    true_lo = ref_band.band_bounds_mp(_log_p(p_art), "kl", d_art)[0]
     ev = Evidence.within(worst, AUTHORS_ABS_TOL, cases,
                          detail=f"float64 emulation of band/solver.py over p ∈ [1e-5, 0.999], δ ∈ {{0.01, 0.05, 0.2}}: "
                                 f"max |error| {worst:.2e} (≤ tol/2 holds); KL r̲ = 0 exactly on (0, p_c] with p_c "

@@ -19,7 +19,7 @@ from fiberlab.claims._symbolic import symbolic_evidence as _symbolic
 from fiberlab.numerics import band_trust as NT
 from fiberlab.numerics.band import g_f
 from fiberlab.registry import Evidence, claim
-from fiberlab.theory import band as T
+from fiberlab.theory import band as sym_band
 
 trust_region = claim(
     "band.trust_region", paper="BandPO", source="BandPO title / §1 (\"bridging trust regions and ratio clipping\")",
@@ -88,9 +88,9 @@ def sup_table(divergences=("kl", "tv", "chi2"), deltas=DELTAS, seed=SEED):
 @trust_region.check("theory", name="per_token_terms_and_floors")
 def _theory() -> Evidence:
     """Per-token terms ≤ δ ((1-p)δ for χ², δ/2 for TV), K = 2 exactness, the δ-free floors, uniform attainment."""
-    per = T.trust_region_per_token()
-    floor = T.trust_region_unsampled_floor()
-    uni = T.trust_region_uniform_sup()
+    per = sym_band.trust_region_per_token()
+    floor = sym_band.trust_region_unsampled_floor()
+    uni = sym_band.trust_region_uniform_sup()
     ids = {**per["identities"], **floor["identities"], **uni["identities"]}
     ids["chi2: no-clamp radius - 1/(K-1)"] = (uni["chi2_delta_max"][0] - 1 / (uni["K"] - 1)
                                               if len(uni["chi2_delta_max"]) == 1 else sp.nan)

@@ -26,7 +26,7 @@ import torch
 
 from fiberlab.gpu import fiberpo as GF
 from fiberlab.gpu.losses import get_policy_loss
-from fiberlab.numerics import fiberpo as N
+from fiberlab.numerics import fiberpo as ref_fiberpo
 from fiberlab.registry import Evidence, claim
 
 #: Two float64 routes through the same handful of exp/log/clip operations on O(1) numbers: a few ulp; 1e-12 leaves
@@ -72,9 +72,9 @@ def fig4_curves(delta_hat=None, adv=None, ts=None, k=FIG4["k"]) -> dict[str, np.
     A = np.sign(d) if adv is None else np.asarray(adv, dtype=float)
     ts = fig4_grid() if ts is None else np.asarray(ts, dtype=float)
     T, eps, Cp, Cn = d.size, FIG4["eps"], FIG4["C_pos"], FIG4["C_neg"]
-    lr, ids = N.parameterised_drift(ts, d)
-    p = N.fiberpo_parts(lr, ids, eps, Cp, Cn)
-    log_G = N.fiberpo_log_gated_ratio_slope(lr, ids, eps, Cp, Cn, k).reshape(-1, T)
+    lr, ids = ref_fiberpo.parameterised_drift(ts, d)
+    p = ref_fiberpo.fiberpo_parts(lr, ids, eps, Cp, Cn)
+    log_G = ref_fiberpo.fiberpo_log_gated_ratio_slope(lr, ids, eps, Cp, Cn, k).reshape(-1, T)
     r = np.exp(lr).reshape(-1, T)
     sp, sn = p.log_s_pos.reshape(-1, T)[:, 0], p.log_s_neg.reshape(-1, T)[:, 0]
     return {"t": ts, "A": A, "log_r": lr.reshape(-1, T), "log_G": log_G,
@@ -82,11 +82,11 @@ def fig4_curves(delta_hat=None, adv=None, ts=None, k=FIG4["k"]) -> dict[str, np.
             "J_w1": (np.exp(p.log_r_fiber.reshape(-1, T)) * A).mean(1),          # w^base = 1
             "J_grpo": (np.clip(r, 1 - eps, 1 + eps) * A).mean(1),                # Remark C.5
             "log_s_pos": sp, "log_s_neg": sn,
-            "log_w": N.g_agg(sp, Cp, k) - N.g_agg(sn, Cn, k),
+            "log_w": ref_fiberpo.g_agg(sp, Cp, k) - ref_fiberpo.g_agg(sn, Cn, k),
             "u": p.u.reshape(-1, T),
             "keep_fiberpo": np.abs(p.u.reshape(-1, T)) <= eps,                   # Eq. 20 term (a) on
             "keep_grpo": np.abs(r - 1) <= eps,
-            "regime": N.global_regime(sp, sn, Cp, Cn, k)}
+            "regime": ref_fiberpo.global_regime(sp, sn, Cp, Cn, k)}
 
 
 def _fmt(x) -> str:
@@ -121,7 +121,7 @@ def fig4_features(c: dict[str, np.ndarray], k: float = FIG4["k"]) -> dict:
         f["t_first_max"], f["J_first_max"] = float(t[i1]), float(J[i1])
         ig = int(np.argmax(J))
         f["t_max"], f["J_max"] = float(t[ig]), float(J[ig])
-        f["regime_first_max"] = N.GLOBAL_REGIMES[int(c["regime"][sel][i1])]
+        f["regime_first_max"] = ref_fiberpo.GLOBAL_REGIMES[int(c["regime"][sel][i1])]
         il = int(np.argmax(np.abs(c["log_w"][sel])))
         f["t_logw_max"], f["logw_max"], f["J_at_logw_max"] = float(t[il]), float(np.abs(c["log_w"][sel][il])), float(J[il])
         f["logw_at_first_max"] = float(abs(c["log_w"][sel][i1]))
@@ -300,7 +300,7 @@ def _gpu_fig4(k: float = FIG4["k"]):
     d, ts = fig4_delta_hat(), fig4_grid()
     A = np.sign(d)
     eps, Cp, Cn = FIG4["eps"], FIG4["C_pos"], FIG4["C_neg"]
-    lr_np, _ = N.parameterised_drift(ts, d)
+    lr_np, _ = ref_fiberpo.parameterised_drift(ts, d)
     lr = torch.from_numpy(lr_np.reshape(ts.size, d.size).copy()).requires_grad_(True)
     mask = torch.ones_like(lr)
     out = GF.fiberpo_gated_ratio(lr, mask, eps, Cp, Cn)
@@ -414,10 +414,10 @@ def level_deviations(log_r, traj_ids, group_ids, domain_ids):
 
 def _level_factors(lr, ids, gid, did, C_pos=DOMAIN_C_POS, C_neg=DOMAIN_C_NEG):
     """Eq. 31's level factors g_agg(argument) per channel from the reference, and whether all levels pass."""
-    p = N.fiberpo_domain_parts(lr, ids, gid, did, DOMAIN_EPS, C_pos, C_neg)
+    p = ref_fiberpo.fiberpo_domain_parts(lr, ids, gid, did, DOMAIN_EPS, C_pos, C_neg)
     ti = p["traj_index"]                                                   # levels are per trajectory
-    fac = {s: np.array([N.g_agg(a, C, T)[ti] for a, C, T in p["levels"][s]]) for s in (+1, -1)}
-    passing = all(np.all(N.g_agg_regime(a, C, T) == N.PASS) for s in (+1, -1) for a, C, T in p["levels"][s])
+    fac = {s: np.array([ref_fiberpo.g_agg(a, C, T)[ti] for a, C, T in p["levels"][s]]) for s in (+1, -1)}
+    passing = all(np.all(ref_fiberpo.g_agg_regime(a, C, T) == ref_fiberpo.PASS) for s in (+1, -1) for a, C, T in p["levels"][s])
     return fac, passing, p
 
 
@@ -472,10 +472,10 @@ def _domain_decoupling_numerics() -> Evidence:
             err["shift_d"] = max(err["shift_d"], float(np.max(np.abs(f2[+1][1:] - f1[+1][1:]))),
                                  float(np.max(np.abs(f2[+1][0] - f1[+1][0] - np.where(did == D, c, 0.0)))))
         # fully unclipped trajectories: 𝒢 = r
-        fp = N.fiberpo_parts(lr, ids, DOMAIN_EPS, DOMAIN_C_POS, DOMAIN_C_NEG)
+        fp = ref_fiberpo.fiberpo_parts(lr, ids, DOMAIN_EPS, DOMAIN_C_POS, DOMAIN_C_NEG)
         unclipped = (np.abs(fp.u) <= DOMAIN_EPS) & (np.abs(fp.v) <= DOMAIN_EPS)
         full = np.array([unclipped[ids == t].all() for t in ids])
-        G = N.fiberpo_domain_gated_ratio(lr, ids, gid, did, DOMAIN_EPS, DOMAIN_C_POS, DOMAIN_C_NEG)
+        G = ref_fiberpo.fiberpo_domain_gated_ratio(lr, ids, gid, did, DOMAIN_EPS, DOMAIN_C_POS, DOMAIN_C_NEG)
         if full.any():
             n_tok += int(full.sum())
             err["G"] = max(err["G"], float(np.max(np.abs(G[full] / np.exp(lr[full]) - 1))))
@@ -546,7 +546,7 @@ def _domain_decoupling_gpu() -> Evidence:
 
         xt = torch.from_numpy(x)
         out = gate(xt)
-        ref = N.fiberpo_domain_gated_ratio(lr, ids, gid, did, DOMAIN_EPS, DOMAIN_C_POS, DOMAIN_C_NEG)
+        ref = ref_fiberpo.fiberpo_domain_gated_ratio(lr, ids, gid, did, DOMAIN_EPS, DOMAIN_C_POS, DOMAIN_C_NEG)
         mb = m.astype(bool)
         order = np.concatenate([np.flatnonzero(ids == t) for t in labels])   # row-major token order
         err_G = max(err_G, float(np.max(np.abs(out["G"].numpy()[mb] / ref[order] - 1))))
@@ -556,12 +556,12 @@ def _domain_decoupling_gpu() -> Evidence:
         R = rows[mb]
         Jm = jac[mb][:, mb]                                                  # tokens × tokens
         err_cross = max(err_cross, float(np.max(np.abs(Jm[R[:, None] != R[None, :]]), initial=0.0)))
-        Jfp = N.jacobian_eq20(lr[order], ids[order], DOMAIN_EPS, DOMAIN_C_POS, DOMAIN_C_NEG)
-        Jfp = Jfp * np.exp(lr[order])[None, :] / N.fiberpo_gated_ratio(lr[order], ids[order], DOMAIN_EPS,
+        Jfp = ref_fiberpo.jacobian_eq20(lr[order], ids[order], DOMAIN_EPS, DOMAIN_C_POS, DOMAIN_C_NEG)
+        Jfp = Jfp * np.exp(lr[order])[None, :] / ref_fiberpo.fiberpo_gated_ratio(lr[order], ids[order], DOMAIN_EPS,
                                                                       DOMAIN_C_POS, DOMAIN_C_NEG)[:, None]
         err_block = max(err_block, float(np.max(np.abs(Jm - Jfp))))
         adv = np.repeat(rng.standard_normal((labels.size, 1)), x.shape[1], 1)
-        fp = N.fiberpo_parts(lr, ids, DOMAIN_EPS, DOMAIN_C_POS, DOMAIN_C_NEG)
+        fp = ref_fiberpo.fiberpo_parts(lr, ids, DOMAIN_EPS, DOMAIN_C_POS, DOMAIN_C_NEG)
         if np.all(np.abs(fp.u) <= DOMAIN_EPS) and np.all(np.abs(fp.v) <= DOMAIN_EPS):
             value, _ = get_policy_loss("fiberpo_domain")((-xt).clamp(max=0.0), xt.clamp(max=0.0), torch.from_numpy(adv),
                                                          mt, "seq-mean-token-mean", cfg, group_ids=gseg, domain_ids=dseg)

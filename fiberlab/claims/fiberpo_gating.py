@@ -12,9 +12,9 @@ from __future__ import annotations
 import numpy as np
 
 from fiberlab.claims._symbolic import symbolic_evidence as _symbolic
-from fiberlab.numerics import fiberpo as N
+from fiberlab.numerics import fiberpo as ref_fiberpo
 from fiberlab.registry import Evidence, claim
-from fiberlab.theory import fiberpo as TH
+from fiberlab.theory import fiberpo as sym_fiberpo
 
 # Tolerances. Every closed form here is a handful of float64 operations on O(1) numbers, so two evaluations of the
 # same quantity by different routes (matrices vs closed form) agree to a few ulp; 1e-12 leaves three orders of
@@ -138,7 +138,7 @@ def _params(rng):
 
 
 def _gate(ids, eps, Cp, Cn):
-    return lambda r: N.fiberpo_gated_ratio(np.log(r), ids, eps, Cp, Cn)
+    return lambda r: ref_fiberpo.fiberpo_gated_ratio(np.log(r), ids, eps, Cp, Cn)
 
 
 def _away_from_kinks(rng, n_cases, **kw):
@@ -147,7 +147,7 @@ def _away_from_kinks(rng, n_cases, **kw):
     while len(out) < n_cases:
         lr, ids = _random_batch(rng, **kw)
         eps, Cp, Cn = _params(rng)
-        if N.kink_margin(lr, ids, eps, Cp, Cn) > KINK_MARGIN:
+        if ref_fiberpo.kink_margin(lr, ids, eps, Cp, Cn) > KINK_MARGIN:
             out.append((lr, ids, eps, Cp, Cn))
     return out
 
@@ -160,8 +160,8 @@ def _away_from_kinks(rng, n_cases, **kw):
 @g_agg_claim.check("theory")
 def _g_agg_symbolic() -> Evidence:
     """Continuity, slopes, oddness branch by branch; the Piecewise agrees with the branches; Fig. 2(a)'s C* = 0.2."""
-    ids = TH.g_agg_properties()
-    ids.update(TH.piecewise_agrees_with_branches())
+    ids = sym_fiberpo.g_agg_properties()
+    ids.update(sym_fiberpo.piecewise_agrees_with_branches())
     return _symbolic(ids, detail="g_agg continuous at ±C (value ±C) and ±C* (value 0), slopes 1, -T, 0, odd on every "
                                  "branch; Fig. 2(a): C = 0.15, T = 3 gives C* = 0.2 exactly, where rollback hits 0")
 
@@ -174,23 +174,23 @@ def _g_agg_float64() -> Evidence:
     errs = []
     cases = 0
     for Cv, Tv in ((0.15, 3), (0.2, 2), (0.1, 2), (0.05, 17)):
-        f = sp.lambdify(TH.x, TH.g_agg(TH.x, sp.Float(Cv), sp.Integer(Tv)), "numpy")
+        f = sp.lambdify(sym_fiberpo.x, sym_fiberpo.g_agg(sym_fiberpo.x, sp.Float(Cv), sp.Integer(Tv)), "numpy")
         xs = np.linspace(-2.5 * Cv, 2.5 * Cv, 1001)
-        errs.append(np.max(np.abs(N.g_agg(xs, Cv, Tv) - np.array([float(f(v)) for v in xs]))))
-        errs.append(np.max(np.abs(N.g_agg(-xs, Cv, Tv) + N.g_agg(xs, Cv, Tv))))
+        errs.append(np.max(np.abs(ref_fiberpo.g_agg(xs, Cv, Tv) - np.array([float(f(v)) for v in xs]))))
+        errs.append(np.max(np.abs(ref_fiberpo.g_agg(-xs, Cv, Tv) + ref_fiberpo.g_agg(xs, Cv, Tv))))
         cs = (1 + 1 / Tv) * Cv
         d = 1e-9                         # one-sided limits: the gate moves by at most T·d across d
-        errs += [abs(N.g_agg(Cv - d, Cv, Tv) - Cv) - d, abs(N.g_agg(Cv + d, Cv, Tv) - Cv) - Tv * d,
-                 abs(N.g_agg(cs - d, Cv, Tv)) - Tv * d, abs(N.g_agg(cs + d, Cv, Tv))]
+        errs += [abs(ref_fiberpo.g_agg(Cv - d, Cv, Tv) - Cv) - d, abs(ref_fiberpo.g_agg(Cv + d, Cv, Tv) - Cv) - Tv * d,
+                 abs(ref_fiberpo.g_agg(cs - d, Cv, Tv)) - Tv * d, abs(ref_fiberpo.g_agg(cs + d, Cv, Tv))]
         for lo, hi, slope in ((0, Cv, 1.0), (Cv, cs, -Tv), (cs, 2 * cs, 0.0)):
             z = np.linspace(lo, hi, 12)[1:-1]
             h = (hi - lo) / 1000
-            fd = (N.g_agg(z + h, Cv, Tv) - N.g_agg(z - h, Cv, Tv)) / (2 * h)
+            fd = (ref_fiberpo.g_agg(z + h, Cv, Tv) - ref_fiberpo.g_agg(z - h, Cv, Tv)) / (2 * h)
             errs.append(np.max(np.abs(fd - slope)) / max(1.0, abs(slope)))
         cases += xs.size
     far = np.linspace(0.2, 0.5, 301)
-    zero_beyond = float(np.max(np.abs(N.g_agg(far, 0.15, 3))) + np.max(np.abs(N.g_agg(-far, 0.15, 3))))
-    below = float(N.g_agg(0.2 - 1e-3, 0.15, 3))
+    zero_beyond = float(np.max(np.abs(ref_fiberpo.g_agg(far, 0.15, 3))) + np.max(np.abs(ref_fiberpo.g_agg(-far, 0.15, 3))))
+    below = float(ref_fiberpo.g_agg(0.2 - 1e-3, 0.15, 3))
     err = max(max(errs), zero_beyond)
     ok = err <= 1e-9 and below > 0
     return Evidence(passed=ok, max_error=err, tolerance=1e-9, cases=cases,
@@ -208,7 +208,7 @@ def _g_agg_float64() -> Evidence:
 @fbg_construction.check("theory")
 def _fbg_reflecting_symbolic() -> Evidence:
     """π_E* K = id for a trajectory of symbolic length: T_τ tokens with kernel weight 1/T_τ."""
-    ids = {k: v for k, v in TH.hierarchy_identities().items() if k.startswith("π_3*")}
+    ids = {k: v for k, v in sym_fiberpo.hierarchy_identities().items() if k.startswith("π_3*")}
     return _symbolic(ids, detail="π_E*∘K = id: the fiber over (τ; l) has T_τ tokens, each with kernel weight 1/T_τ")
 
 
@@ -221,13 +221,13 @@ def _fbg_matrices() -> Evidence:
     for _ in range(40):
         lr, ids = _random_batch(rng)
         eps, Cp, Cn = _params(rng)
-        b = N.fiberpo_bundle(ids, eps, Cp, Cn)
+        b = ref_fiberpo.fiberpo_bundle(ids, eps, Cp, Cn)
         r = np.exp(lr)
         sigma = b.F(r)
         err_refl = max(err_refl, b.fbg.reflecting_defect())
         err_orth = max(err_orth, float(np.max(np.abs(b.pushforward @ (sigma - b.kernel @ (b.pushforward @ sigma))))))
         err_rec = max(err_rec, float(np.max(np.abs(b.R(sigma) / r - 1))))
-        G = N.fiberpo_gated_ratio(lr, ids, eps, Cp, Cn)
+        G = ref_fiberpo.fiberpo_gated_ratio(lr, ids, eps, Cp, Cn)
         err_eq7 = max(err_eq7, float(np.max(np.abs(b.fbg.ratio_gate(r) / G - 1))))
         n_tok += lr.size
     err = max(err_refl, err_rec, err_eq7, err_orth)
@@ -245,7 +245,7 @@ def _fbg_matrices() -> Evidence:
 @fbg_first_order.check("theory")
 def _first_order_symbolic() -> Evidence:
     """On the on-policy branch log 𝒢_i = y_i (d/dy_j = δ_ij) and Eq. 20's bracket is δ_ij, both sign patterns."""
-    return _symbolic(TH.on_policy_identities(3),
+    return _symbolic(sym_fiberpo.on_policy_identities(3),
                      detail="at r = 1 (all channels pass, no clip) ∂ log 𝒢_i/∂ log r_j = δ_ij, derived and from Eq. 20 "
                             "(T = 3, sign patterns +++ and ++-)")
 
@@ -260,20 +260,20 @@ def _first_order_fd() -> Evidence:
     for _ in range(10):
         lr, ids = _random_batch(rng)
         eps, Cp, Cn = _params(rng)
-        b = N.fiberpo_bundle(ids, eps, Cp, Cn)
+        b = ref_fiberpo.fiberpo_bundle(ids, eps, Cp, Cn)
         one = np.ones(lr.size)
         s1 = b.F(one)
         err = max(err, float(np.max(np.abs(b.fbg.gate(s1) - s1))))
-        Js = N.numerical_jacobian(lambda s: b.fbg.gate(s - 1.0), s1 + 1.0, FD_STEP)   # shift: step relative to 1
+        Js = ref_fiberpo.numerical_jacobian(lambda s: b.fbg.gate(s - 1.0), s1 + 1.0, FD_STEP)   # shift: step relative to 1
         err = max(err, float(np.max(np.abs(Js - np.eye(s1.size)))))
-        Jr = N.numerical_jacobian(_gate(ids, eps, Cp, Cn), one, FD_STEP)
+        Jr = ref_fiberpo.numerical_jacobian(_gate(ids, eps, Cp, Cn), one, FD_STEP)
         err = max(err, float(np.max(np.abs(Jr - np.eye(lr.size)))))
 
         def naive(r, ids=ids, eps=eps, Cp=Cp, Cn=Cn):   # Remark 4.6: global gate × local clip of the raw ratio
-            p = N.fiberpo_parts(np.log(r), ids, eps, Cp, Cn)
+            p = ref_fiberpo.fiberpo_parts(np.log(r), ids, eps, Cp, Cn)
             return np.exp(p.log_w_base + np.clip(np.log(r), -eps, eps))
-        Jn = N.numerical_jacobian(naive, one, FD_STEP)
-        agg = N.trajectory_aggregates(lr, ids)
+        Jn = ref_fiberpo.numerical_jacobian(naive, one, FD_STEP)
+        agg = ref_fiberpo.trajectory_aggregates(lr, ids)
         expected = np.eye(lr.size) + (agg.index[:, None] == agg.index[None, :]) / agg.T[agg.index][:, None]
         err = max(err, float(np.max(np.abs(Jn - expected))))
         naive_dev.append(float(np.max(np.abs(Jn - np.eye(lr.size)))))
@@ -304,7 +304,7 @@ def _random_hierarchy(rng, n_traj=None, scale=None):
 @fgh_composition.check("theory")
 def _fgh_symbolic() -> Evidence:
     """Reflecting identities of K_0, K_1, K_2 with symbolic counts; the path weight K_2K_1K_0; telescoping."""
-    return _symbolic(TH.hierarchy_identities(),
+    return _symbolic(sym_fiberpo.hierarchy_identities(),
                      detail="π_{k*}K_{k-1} = id at every level (symbolic T_τ, |Tj(g)|); the domain term reaches a token "
                             "with weight 1/(|Tj(D)|T_τ), undoing the gate's |Tj(D)| scaling; level arguments telescope")
 
@@ -320,16 +320,16 @@ def _fgh_matrices() -> Evidence:
         eps, Cp, Cn = _params(rng)
         if k % 2:   # spec A5: per-level budgets (domain, group, trajectory)
             Cp, Cn = tuple(rng.uniform(0.05, 0.25, 3)), tuple(rng.uniform(0.03, 0.15, 3))
-        H = N.fiberpo_domain_fgh(ids, gid, did, eps, Cp, Cn)
+        H = ref_fiberpo.fiberpo_domain_fgh(ids, gid, did, eps, Cp, Cn)
         err_refl = max(err_refl, max(H.reflecting_defects()))
         r = np.exp(lr)
-        closed = N.fiberpo_domain_gated_ratio(lr, ids, gid, did, eps, Cp, Cn)
+        closed = ref_fiberpo.fiberpo_domain_gated_ratio(lr, ids, gid, did, eps, Cp, Cn)
         err31 = max(err31, float(np.max(np.abs(H.ratio_gate(r) / closed - 1))))
         e1, c1, n1 = _params(rng)
-        one = N.fiberpo_fgh(ids, e1, c1, n1)
-        G = N.fiberpo_gated_ratio(lr, ids, e1, c1, n1)
+        one = ref_fiberpo.fiberpo_fgh(ids, e1, c1, n1)
+        G = ref_fiberpo.fiberpo_gated_ratio(lr, ids, e1, c1, n1)
         err_n1 = max(err_n1, float(np.max(np.abs(one.ratio_gate(r) / G - 1))),
-                     float(np.max(np.abs(N.fiberpo_bundle(ids, e1, c1, n1).fbg.gate(one.decompose(r))
+                     float(np.max(np.abs(ref_fiberpo.fiberpo_bundle(ids, e1, c1, n1).fbg.gate(one.decompose(r))
                                          - one.gate(one.decompose(r))))))
     err = max(err_refl, err31, err_n1)
     return Evidence.within(err, EXACT_TOL, 30,
@@ -341,7 +341,7 @@ def _fgh_matrices() -> Evidence:
 @domain_reductions.check("theory")
 def _domain_telescoping_symbolic() -> Evidence:
     """Telescoping of the three level arguments (pass-through) to log s_τ."""
-    ids = {k: v for k, v in TH.hierarchy_identities().items() if k.startswith("telescoping")}
+    ids = {k: v for k, v in sym_fiberpo.hierarchy_identities().items() if k.startswith("telescoping")}
     return _symbolic(ids, detail="in pass-through Eq. 31's bracket is s_D + (s_g - s_D) + (s_τ - s_g) = s_τ per channel, "
                                  "so log w^Base = log s+_τ - log s-_τ as in FiberPO's G-I")
 
@@ -356,21 +356,21 @@ def _domain_reductions_float64() -> Evidence:
     while n_a < 20:
         lr, ids, gid, did = _random_hierarchy(rng, scale=0.01)
         eps, Cp, Cn = 0.03, 0.2, 0.12
-        parts = N.fiberpo_domain_parts(lr, ids, gid, did, eps, Cp, Cn)
-        if not all(np.all(N.g_agg_regime(a, C, T) == N.PASS) for lv in parts["levels"].values() for a, C, T in lv):
+        parts = ref_fiberpo.fiberpo_domain_parts(lr, ids, gid, did, eps, Cp, Cn)
+        if not all(np.all(ref_fiberpo.g_agg_regime(a, C, T) == ref_fiberpo.PASS) for lv in parts["levels"].values() for a, C, T in lv):
             continue
         n_a += 1
-        errs["a"] = max(errs["a"], float(np.max(np.abs(N.fiberpo_domain_gated_ratio(lr, ids, gid, did, eps, Cp, Cn)
-                                                       / N.fiberpo_gated_ratio(lr, ids, eps, Cp, Cn) - 1))))
+        errs["a"] = max(errs["a"], float(np.max(np.abs(ref_fiberpo.fiberpo_domain_gated_ratio(lr, ids, gid, did, eps, Cp, Cn)
+                                                       / ref_fiberpo.fiberpo_gated_ratio(lr, ids, eps, Cp, Cn) - 1))))
     for _ in range(20):
         lr, ids = _random_batch(rng, scale=0.3)
         eps, Cp, Cn = _params(rng)
-        errs["b"] = max(errs["b"], float(np.max(np.abs(N.fiberpo_domain_gated_ratio(lr, ids, ids, ids, eps, Cp, Cn)
-                                                       / N.fiberpo_gated_ratio(lr, ids, eps, Cp, Cn) - 1))))
+        errs["b"] = max(errs["b"], float(np.max(np.abs(ref_fiberpo.fiberpo_domain_gated_ratio(lr, ids, ids, ids, eps, Cp, Cn)
+                                                       / ref_fiberpo.fiberpo_gated_ratio(lr, ids, eps, Cp, Cn) - 1))))
     for _ in range(5):
         lr, ids, gid, did = _random_hierarchy(rng)
-        f = lambda r, a=(ids, gid, did): N.fiberpo_domain_gated_ratio(np.log(r), *a, 0.03, 0.2, 0.1)  # noqa: E731
-        J = N.numerical_jacobian(f, np.ones(lr.size), FD_STEP)
+        f = lambda r, a=(ids, gid, did): ref_fiberpo.fiberpo_domain_gated_ratio(np.log(r), *a, 0.03, 0.2, 0.1)  # noqa: E731
+        J = ref_fiberpo.numerical_jacobian(f, np.ones(lr.size), FD_STEP)
         errs["c"] = max(errs["c"], float(np.max(np.abs(J - np.eye(lr.size)))))
     # (d) one domain, two groups: group 0 (trajectories 0, 1) drifts up by 0.3 per token, group 1 (trajectories
     # 2–7) stays on-policy. The domain mean is 0.075 and group 0's argument log s+_g - log s+_D = 0.225 lies in its
@@ -381,17 +381,17 @@ def _domain_reductions_float64() -> Evidence:
     gid = (ids >= 2).astype(int)
     did = np.zeros(ids.size, dtype=int)
     eps, Cp, Cn = 0.03, 0.2, 0.1
-    parts = N.fiberpo_domain_parts(lr, ids, gid, did, eps, Cp, Cn)
+    parts = ref_fiberpo.fiberpo_domain_parts(lr, ids, gid, did, eps, Cp, Cn)
     lv = parts["levels"][1]                                   # positive channel: (domain, group, trajectory)
-    regimes = [N.REGIME_NAMES[int(N.g_agg_regime(a, C, T)[0])] for a, C, T in lv]
-    f = lambda r: N.fiberpo_domain_gated_ratio(np.log(r), ids, gid, did, eps, Cp, Cn)  # noqa: E731
-    J = N.numerical_jacobian(f, np.exp(lr), FD_STEP)
+    regimes = [ref_fiberpo.REGIME_NAMES[int(ref_fiberpo.g_agg_regime(a, C, T)[0])] for a, C, T in lv]
+    f = lambda r: ref_fiberpo.fiberpo_domain_gated_ratio(np.log(r), ids, gid, did, eps, Cp, Cn)  # noqa: E731
+    J = ref_fiberpo.numerical_jacobian(f, np.exp(lr), FD_STEP)
     cross = float(np.max(np.abs(J[np.ix_(ids == 0, ids != 0)])))
-    J_fp = N.numerical_jacobian(_gate(ids, eps, Cp, Cn), np.exp(lr), FD_STEP)
+    J_fp = ref_fiberpo.numerical_jacobian(_gate(ids, eps, Cp, Cn), np.exp(lr), FD_STEP)
     cross_fp = float(np.max(np.abs(J_fp[np.ix_(ids == 0, ids != 0)])))
-    grp_regime = N.g_agg_regime(*lv[1])
+    grp_regime = ref_fiberpo.g_agg_regime(*lv[1])
     err = max(errs.values())
-    ok = (err <= FD_TOL and regimes == ["P", "R", "P"] and bool(np.all(grp_regime[:2] == N.ROLLBACK))
+    ok = (err <= FD_TOL and regimes == ["P", "R", "P"] and bool(np.all(grp_regime[:2] == ref_fiberpo.ROLLBACK))
           and cross > 1e-3 and cross_fp == 0.0)
     return Evidence(passed=ok, max_error=err, tolerance=FD_TOL, cases=45 + 1,
                     detail=f"(a) 20 all-pass hierarchies = FiberPO within {errs['a']:.1e}; (b) 20 batches with singleton "
@@ -408,8 +408,8 @@ def _domain_reductions_float64() -> Evidence:
 
 @decoupling.check("theory")
 def _decoupling_symbolic() -> Evidence:
-    return _symbolic(TH.decoupling_identities((1, 1, -1)) | {f"{k} (+-)": v for k, v in
-                                                              TH.decoupling_identities((1, -1)).items()},
+    return _symbolic(sym_fiberpo.decoupling_identities((1, 1, -1)) | {f"{k} (+-)": v for k, v in
+                                                              sym_fiberpo.decoupling_identities((1, -1)).items()},
                      detail="log s+ - log s- = mean log r; unclipped log r̃_i = log r_i - mean; in G-I log 𝒢_i = log r_i "
                             "(T = 3 with signs ++-, T = 2 with +-)")
 
@@ -423,21 +423,21 @@ def _decoupling_float64() -> Evidence:
     for _ in range(400):
         lr, ids = _random_batch(rng, scale=float(rng.choice([0.005, 0.01, 0.02])))
         eps, Cp, Cn = 0.05, float(rng.uniform(0.005, 0.03)), float(rng.uniform(0.005, 0.03))
-        p = N.fiberpo_parts(lr, ids, eps, Cp, Cn)
+        p = ref_fiberpo.fiberpo_parts(lr, ids, eps, Cp, Cn)
         ok = (np.abs(p.u) <= eps) & (np.abs(p.v) <= eps)
-        agg = N.trajectory_aggregates(lr, ids)
+        agg = ref_fiberpo.trajectory_aggregates(lr, ids)
         mean = (np.bincount(agg.index, weights=lr) / agg.T)[agg.index]
         if ok.any():
             n += int(ok.sum())
             err_fiber = max(err_fiber, float(np.max(np.abs(p.log_r_fiber - (lr - mean))[ok])))
-        gi = (N.global_regime(p.log_s_pos, p.log_s_neg, Cp, Cn, p.T) == 0)
+        gi = (ref_fiberpo.global_regime(p.log_s_pos, p.log_s_neg, Cp, Cn, p.T) == 0)
         sel = gi & ok
         # a trajectory is in the corollary's case when every one of its tokens is unclipped
         full = np.bincount(agg.index, weights=(~ok).astype(float), minlength=agg.T.size)[agg.index] == 0
         sel &= full
         if sel.any():
             n_gi += int(sel.sum())
-            G = N.fiberpo_gated_ratio(lr, ids, eps, Cp, Cn)
+            G = ref_fiberpo.fiberpo_gated_ratio(lr, ids, eps, Cp, Cn)
             err_g = max(err_g, float(np.max(np.abs(G / np.exp(lr) - 1)[sel])))
     err = max(err_fiber, err_g)
     ok = err <= EXACT_TOL and n > 100 and n_gi > 100
@@ -458,8 +458,8 @@ def fig2b_grid(n: int = 401, top: float = 0.4):
     a = np.linspace(0, top, n)
     A, B = np.meshgrid(a, a, indexing="xy")       # A = log s+ (x axis), B = log s- (y axis)
     Cp, Cn, T = FIG2B["C_pos"], FIG2B["C_neg"], FIG2B["T"]
-    logw = N.g_agg(A, Cp, T) - N.g_agg(B, Cn, T)
-    return A, B, logw, N.global_regime(A, B, Cp, Cn, T)
+    logw = ref_fiberpo.g_agg(A, Cp, T) - ref_fiberpo.g_agg(B, Cn, T)
+    return A, B, logw, ref_fiberpo.global_regime(A, B, Cp, Cn, T)
 
 
 @global_regimes.check("numerics")
@@ -471,20 +471,20 @@ def _global_regimes_fig2b() -> Evidence:
     c_star_pos, c_star_neg = (1 + 1 / T) * Cp, (1 + 1 / T) * Cn
     errs = [abs(c_star_pos - 0.3), abs(c_star_neg - 0.15)]
     errs.append(float(np.max(np.abs(logw - (A - B))[reg == 0])))                       # G-I
-    rp, rn = N.g_agg_regime(A, Cp, T), N.g_agg_regime(B, Cn, T)
+    rp, rn = ref_fiberpo.g_agg_regime(A, Cp, T), ref_fiberpo.g_agg_regime(B, Cn, T)
     g2 = reg == 2
-    surviving = np.where(rp == N.ZERO, B, A)
-    c_surv = np.where(rp == N.ZERO, Cn, Cp)
+    surviving = np.where(rp == ref_fiberpo.ZERO, B, A)
+    c_surv = np.where(rp == ref_fiberpo.ZERO, Cn, Cp)
     errs.append(float(np.max(np.abs(np.abs(logw) - surviving)[g2])))                   # G-II: |log w| = survivor
     errs.append(float(max(0.0, np.max((np.abs(logw) - c_surv)[g2]))))                  # ... ≤ its C
-    peak_pos = float(np.max(np.abs(logw)[g2 & (rn == N.ZERO)]))                        # sup = C+ (grid hits it)
-    peak_neg = float(np.max(np.abs(logw)[g2 & (rp == N.ZERO)]))
+    peak_pos = float(np.max(np.abs(logw)[g2 & (rn == ref_fiberpo.ZERO)]))                        # sup = C+ (grid hits it)
+    peak_neg = float(np.max(np.abs(logw)[g2 & (rp == ref_fiberpo.ZERO)]))
     errs += [abs(peak_pos - Cp), abs(peak_neg - Cn)]
     errs.append(float(np.max(np.abs(logw[reg == 4]))))                                 # G-III: w = 1
     # the diagonal path log s+ = log s- = t
     t = np.linspace(0, 0.4, 4001)
-    lw = np.abs(N.g_agg(t, Cp, T) - N.g_agg(t, Cn, T))
-    rt = N.global_regime(t, t, Cp, Cn, T)
+    lw = np.abs(ref_fiberpo.g_agg(t, Cp, T) - ref_fiberpo.g_agg(t, Cn, T))
+    rt = ref_fiberpo.global_regime(t, t, Cp, Cn, T)
     d = np.diff(lw)
     inner = rt[1:] == rt[:-1]
     rising = bool(np.all(d[inner & (rt[1:] == 1)] > 0))
@@ -493,12 +493,12 @@ def _global_regimes_fig2b() -> Evidence:
     errs += [abs(float(lw.max()) - Cp), float(np.max(lw[rt == 4])), float(np.max(lw[rt == 0]))]
     # off the diagonal: log s+ = 0, log s- through the negative channel's rollback band
     b = np.linspace(Cn, c_star_neg, 202)[1:-1]
-    off = np.abs(N.g_agg(0 * b, Cp, T) - N.g_agg(b, Cn, T))
-    off_reg = N.global_regime(0 * b, b, Cp, Cn, T)
+    off = np.abs(ref_fiberpo.g_agg(0 * b, Cp, T) - ref_fiberpo.g_agg(b, Cn, T))
+    off_reg = ref_fiberpo.global_regime(0 * b, b, Cp, Cn, T)
     falls = bool(np.all(off_reg == 1) and np.all(np.diff(off) < 0))
     err = max(errs)
     ok = err <= EXACT_TOL and rising and declining and falls
-    counts = {name: int(np.sum(reg == k)) for k, name in enumerate(N.GLOBAL_REGIMES)}
+    counts = {name: int(np.sum(reg == k)) for k, name in enumerate(ref_fiberpo.GLOBAL_REGIMES)}
     return Evidence(passed=ok, max_error=err, tolerance=EXACT_TOL, cases=int(reg.size + t.size + b.size),
                     detail=f"C*+ = {c_star_pos:.2f}, C*- = {c_star_neg:.2f}; grid 401² {counts}: G-I log w = "
                            f"log s+ - log s-, G-II |log w| = surviving aggregate ≤ C (sup {peak_pos:.3f} = C+, "
@@ -517,8 +517,8 @@ def _global_regimes_fig2b() -> Evidence:
 
 @jacobian.check("theory")
 def _eq20_symbolic() -> Evidence:
-    ids = TH.eq20_identities((1, 1, -1))
-    ids.update({f"{k} [+-]": v for k, v in TH.eq20_identities((1, -1)).items()})
+    ids = sym_fiberpo.eq20_identities((1, 1, -1))
+    ids.update({f"{k} [+-]": v for k, v in sym_fiberpo.eq20_identities((1, -1)).items()})
     return _symbolic(ids, detail=f"∂ log 𝒢_i/∂ log r_j derived by diff on every branch (9 regime pairs × every clip "
                                  f"pattern of u and v; T = 3 signs ++- and T = 2 signs +-) equals Eq. 20's bracket: "
                                  f"{len(ids)} identities")
@@ -534,19 +534,19 @@ def _eq20_fd() -> Evidence:
     seen = set()
     clip_frac = []
     for lr, ids, eps, Cp, Cn in _away_from_kinks(rng, 60):
-        Jn = N.numerical_jacobian(_gate(ids, eps, Cp, Cn), np.exp(lr), FD_STEP)
-        Je = N.jacobian_eq20(lr, ids, eps, Cp, Cn)
+        Jn = ref_fiberpo.numerical_jacobian(_gate(ids, eps, Cp, Cn), np.exp(lr), FD_STEP)
+        Je = ref_fiberpo.jacobian_eq20(lr, ids, eps, Cp, Cn)
         err = max(err, float(np.max(np.abs(Jn - Je) / np.maximum(1.0, np.abs(Je)))))
-        p = N.fiberpo_parts(lr, ids, eps, Cp, Cn)
+        p = ref_fiberpo.fiberpo_parts(lr, ids, eps, Cp, Cn)
         cross = p.index[:, None] != p.index[None, :]
         offblock = max(offblock, float(np.max(np.abs(Jn[cross]), initial=0.0)))
-        seen |= set(zip(N.g_agg_regime(p.log_s_pos, Cp, p.T).tolist(), N.g_agg_regime(p.log_s_neg, Cn, p.T).tolist()))
+        seen |= set(zip(ref_fiberpo.g_agg_regime(p.log_s_pos, Cp, p.T).tolist(), ref_fiberpo.g_agg_regime(p.log_s_neg, Cn, p.T).tolist()))
         clip_frac.append(float(np.mean(np.abs(p.u) > eps)))
         one = np.ones(lr.size)
-        err = max(err, float(np.max(np.abs(N.numerical_jacobian(_gate(ids, eps, Cp, Cn), one, FD_STEP) - np.eye(lr.size)))),
-                  float(np.max(np.abs(N.jacobian_eq20(np.zeros(lr.size), ids, eps, Cp, Cn) - np.eye(lr.size)))))
+        err = max(err, float(np.max(np.abs(ref_fiberpo.numerical_jacobian(_gate(ids, eps, Cp, Cn), one, FD_STEP) - np.eye(lr.size)))),
+                  float(np.max(np.abs(ref_fiberpo.jacobian_eq20(np.zeros(lr.size), ids, eps, Cp, Cn) - np.eye(lr.size)))))
     ok = err <= FD_TOL and offblock == 0.0 and len(seen) >= 6
-    names = sorted(N.REGIME_NAMES[a] + N.REGIME_NAMES[b] for a, b in seen)
+    names = sorted(ref_fiberpo.REGIME_NAMES[a] + ref_fiberpo.REGIME_NAMES[b] for a, b in seen)
     return Evidence(passed=ok, max_error=err, tolerance=FD_TOL, cases=60,
                     detail=f"60 random batches (2–4 trajectories, lengths 2–6): max |J_fd - Eq.20|/max(1,|J|) = {err:.1e}; "
                            f"channel regime pairs covered {names}; token clip fraction {min(clip_frac):.2f}–"
@@ -560,7 +560,7 @@ def _eq20_fd() -> Evidence:
 
 @scale_separation.check("theory")
 def _scale_symbolic() -> Evidence:
-    return _symbolic({}, TH.scale_separation_facts(),
+    return _symbolic({}, sym_fiberpo.scale_separation_facts(),
                      detail="off-diagonal bracket (γ - a𝕀_same - b𝕀_diff)/T: |·|·T ≤ 1 ≤ 2 for γ ∈ {1, 0}; for γ = -T "
                             "|·| ≥ 1 (O(1), no 1/T) for every indicator pattern")
 
@@ -575,13 +575,13 @@ def _scale_fd() -> Evidence:
     n_pz = n_r = 0
     counter = None
     for lr, ids, eps, Cp, Cn in _away_from_kinks(rng, 80):
-        Jn = N.numerical_jacobian(_gate(ids, eps, Cp, Cn), np.exp(lr), FD_STEP)
-        p = N.fiberpo_parts(lr, ids, eps, Cp, Cn)
+        Jn = ref_fiberpo.numerical_jacobian(_gate(ids, eps, Cp, Cn), np.exp(lr), FD_STEP)
+        p = ref_fiberpo.fiberpo_parts(lr, ids, eps, Cp, Cn)
         G = np.exp(p.log_w_base + p.log_r_fiber)
         norm = np.abs(Jn) * np.exp(lr)[None, :] * p.T[:, None] / G[:, None]
         off = (p.index[:, None] == p.index[None, :]) & ~np.eye(lr.size, dtype=bool)
-        rollback = ((N.g_agg_regime(p.log_s_pos, Cp, p.T) == N.ROLLBACK)
-                    | (N.g_agg_regime(p.log_s_neg, Cn, p.T) == N.ROLLBACK))[:, None]
+        rollback = ((ref_fiberpo.g_agg_regime(p.log_s_pos, Cp, p.T) == ref_fiberpo.ROLLBACK)
+                    | (ref_fiberpo.g_agg_regime(p.log_s_neg, Cn, p.T) == ref_fiberpo.ROLLBACK))[:, None]
         pz = off & ~rollback
         rb = off & rollback
         if pz.any():
@@ -611,7 +611,7 @@ L3_EXAMPLE = {"log_r": [0.3, 0.3, 0.001, -0.05], "eps": 0.02, "C_pos": 0.2, "C_n
 
 @l3_jacobian.check("theory")
 def _l3_symbolic() -> Evidence:
-    ids, facts = TH.l3_remark((1, 1, -1))
+    ids, facts = sym_fiberpo.l3_remark((1, 1, -1))
     return _symbolic(ids, facts, detail="with every u clip saturated and every |v| > ε the derived bracket is γ^(l_j)/T "
                                         "(the remark); with |v_i| ≤ ε it differs for every opposite-sign pair, on all "
                                         "9 regime pairs (T = 3, signs ++-)")
@@ -631,24 +631,24 @@ def _l3_fd() -> Evidence:
         ids = np.zeros(T, dtype=int)
         eps = float(rng.uniform(0.01, 0.03))
         Cp, Cn = float(rng.uniform(0.05, 0.3)), float(rng.uniform(0.05, 0.3))
-        p = N.fiberpo_parts(lr, ids, eps, Cp, Cn)
-        if not (np.all(np.abs(p.u) > eps) and np.all(np.abs(p.v) > eps)) or N.kink_margin(lr, ids, eps, Cp, Cn) < KINK_MARGIN:
+        p = ref_fiberpo.fiberpo_parts(lr, ids, eps, Cp, Cn)
+        if not (np.all(np.abs(p.u) > eps) and np.all(np.abs(p.v) > eps)) or ref_fiberpo.kink_margin(lr, ids, eps, Cp, Cn) < KINK_MARGIN:
             continue
         n += 1
         G = np.exp(p.log_w_base + p.log_r_fiber)
         gam = np.where(p.l > 0, p.gamma_pos, p.gamma_neg)
         remark = G[:, None] / np.exp(lr)[None, :] * gam[None, :] / T
-        Jn = N.numerical_jacobian(_gate(ids, eps, Cp, Cn), np.exp(lr), FD_STEP)
+        Jn = ref_fiberpo.numerical_jacobian(_gate(ids, eps, Cp, Cn), np.exp(lr), FD_STEP)
         err = max(err, float(np.max(np.abs(Jn - remark) / np.maximum(1.0, np.abs(remark)))))
     ex = L3_EXAMPLE
     lr = np.array(ex["log_r"])
     ids = np.zeros(lr.size, dtype=int)
-    p = N.fiberpo_parts(lr, ids, ex["eps"], ex["C_pos"], ex["C_neg"])
+    p = ref_fiberpo.fiberpo_parts(lr, ids, ex["eps"], ex["C_pos"], ex["C_neg"])
     G = np.exp(p.log_w_base + p.log_r_fiber)
     gam = np.where(p.l > 0, p.gamma_pos, p.gamma_neg)
-    Jn = N.numerical_jacobian(_gate(ids, ex["eps"], ex["C_pos"], ex["C_neg"]), np.exp(lr), FD_STEP)
+    Jn = ref_fiberpo.numerical_jacobian(_gate(ids, ex["eps"], ex["C_pos"], ex["C_neg"]), np.exp(lr), FD_STEP)
     remark03 = float(G[0] / np.exp(lr[3]) * gam[3] / lr.size)
-    is_l3 = bool(np.all(np.abs(p.u) > ex["eps"])) and N.local_regime(lr, ids, ex["eps"])[0] == 2
+    is_l3 = bool(np.all(np.abs(p.u) > ex["eps"])) and ref_fiberpo.local_regime(lr, ids, ex["eps"])[0] == 2
     v_small = bool(abs(p.v[0]) <= ex["eps"])
     ok = err <= FD_TOL and n == 15 and is_l3 and v_small and abs(Jn[0, 3]) < FD_TOL and remark03 > 0.1
     return Evidence(passed=ok, max_error=err, tolerance=FD_TOL, cases=n + 1,
@@ -656,7 +656,7 @@ def _l3_fd() -> Evidence:
                            f"counterexample log r = {ex['log_r']}, ε = {ex['eps']}: L-III, |v_0| = {abs(p.v[0]):.4f} ≤ ε, "
                            f"∂𝒢_0/∂r_3 = {Jn[0, 3]:.1e} but the remark gives {remark03:.4f}",
                     counterexample={**ex, "J_03": float(Jn[0, 3]), "remark_J_03": remark03,
-                                    "Eq20_J_03": float(N.jacobian_eq20(lr, ids, ex['eps'], ex['C_pos'], ex['C_neg'])[0, 3])})
+                                    "Eq20_J_03": float(ref_fiberpo.jacobian_eq20(lr, ids, ex['eps'], ex['C_pos'], ex['C_neg'])[0, 3])})
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -666,16 +666,16 @@ def _l3_fd() -> Evidence:
 
 def eq79_log_gate(log_r, traj_ids, eps, C_pos, C_neg):
     """Eq. 79 per token: ``l clip(l log r - log s^{(l)}, ±ε) + l g_agg(log s^{(l)}, C^{(l)}, T)``."""
-    p = N.fiberpo_parts(log_r, traj_ids, eps, C_pos, C_neg)
+    p = ref_fiberpo.fiberpo_parts(log_r, traj_ids, eps, C_pos, C_neg)
     lr = np.asarray(log_r, dtype=float)
     same = np.where(p.l > 0, p.log_s_pos, p.log_s_neg)
     C_same = np.where(p.l > 0, C_pos, C_neg)
-    return p.l * np.clip(p.l * lr - same, -eps, eps) + p.l * N.g_agg(same, C_same, p.T)
+    return p.l * np.clip(p.l * lr - same, -eps, eps) + p.l * ref_fiberpo.g_agg(same, C_same, p.T)
 
 
 @eq79.check("theory")
 def _eq79_symbolic() -> Evidence:
-    ids, facts = TH.eq79_difference()
+    ids, facts = sym_fiberpo.eq79_difference()
     return _symbolic(ids, facts, detail="Eq. 7 - Eq. 79 = l[clip(log s^(-l)) - g_agg(log s^(-l))]: 0 when log s^(-l) ≤ ε ≤ C "
                                         "(both identities); ε - log s^(-l) ≠ 0 when ε < log s^(-l) ≤ C; ε ≠ 0 when zeroed")
 
@@ -691,15 +691,15 @@ def _eq79_float64() -> Evidence:
     for _ in range(200):
         lr, ids = _random_batch(rng)
         eps, Cp, Cn = _params(rng)
-        p = N.fiberpo_parts(lr, ids, eps, Cp, Cn)
+        p = ref_fiberpo.fiberpo_parts(lr, ids, eps, Cp, Cn)
         eq7 = p.log_w_base + p.log_r_fiber
         e79 = eq79_log_gate(lr, ids, eps, Cp, Cn)
         opp = np.where(p.l > 0, p.log_s_neg, p.log_s_pos)
         C_opp = np.where(p.l > 0, Cn, Cp)
         diff = eq7 - e79
         err_formula = max(err_formula, float(np.max(np.abs(diff - p.l * (np.clip(opp, -eps, eps)
-                                                                          - N.g_agg(opp, C_opp, p.T))))))
-        cond = (opp <= eps) & (N.g_agg_regime(opp, C_opp, p.T) == N.PASS)
+                                                                          - ref_fiberpo.g_agg(opp, C_opp, p.T))))))
+        cond = (opp <= eps) & (ref_fiberpo.g_agg_regime(opp, C_opp, p.T) == ref_fiberpo.PASS)
         n_in += int(cond.sum())
         n_out += int((~cond).sum())
         if cond.any():
@@ -725,7 +725,7 @@ def _eq79_float64() -> Evidence:
 
 @restorative.check("theory")
 def _restorative_symbolic() -> Evidence:
-    ids, facts = TH.restorative()
+    ids, facts = sym_fiberpo.restorative()
     return _symbolic(ids, facts, detail="all log r_t = x in (C+, C*+): log 𝒢 = (T+1)C+ - Tx, ∂Ĵ/∂x = -T𝒢Â/|Tj| < 0; the "
                                         "GRPO clip is the constant (1+ε)Â there, derivative 0")
 
@@ -744,9 +744,9 @@ def _restorative_float64() -> Evidence:
         cs = (1 + 1 / T) * Cp
         for x in np.linspace(Cp, cs, 9)[1:-1]:
             h = 1e-7
-            J = lambda z: N.fiberpo_objective(np.full(T, z), np.full(T, A), ids, eps, Cp, Cn)  # noqa: E731
+            J = lambda z: ref_fiberpo.fiberpo_objective(np.full(T, z), np.full(T, A), ids, eps, Cp, Cn)  # noqa: E731
             d = (J(x + h) - J(x - h)) / (2 * h)
-            G = N.fiberpo_gated_ratio(np.full(T, x), ids, eps, Cp, Cn)[0]
+            G = ref_fiberpo.fiberpo_gated_ratio(np.full(T, x), ids, eps, Cp, Cn)[0]
             err = max(err, abs(d - (-T * G * A)) / (T * G * A))
             worst = max(worst, d)
             grpo_J = lambda z: float(np.mean(np.clip(np.exp(np.full(T, z)), 1 - eps, 1 + eps) * A))  # noqa: E731

@@ -16,7 +16,7 @@ from fiberlab.claims.fiberpo_gating import domain_reductions, fbg_first_order, j
 from fiberlab.claims.fiberpo_trust import soft_threshold
 from fiberlab.gpu.fiberpo import apc_gated_ratio, fiberpo_domain_gated_ratio, fiberpo_gated_ratio
 from fiberlab.gpu.losses import get_policy_loss
-from fiberlab.numerics import fiberpo as N
+from fiberlab.numerics import fiberpo as ref_fiberpo
 from fiberlab.numerics import trpo as NT
 from fiberlab.registry import Evidence, claim
 
@@ -60,14 +60,14 @@ def _gated_ratio_matches_reference():
         lr, mask = _batch(rng, 8, 9, drift)
         flat, rows = _flat(lr, mask)
         out = fiberpo_gated_ratio(torch.from_numpy(lr), torch.from_numpy(mask).double(), EPS, C_POS, C_NEG)
-        worst = max(worst, _rel(out["G"].numpy()[mask], N.fiberpo_gated_ratio(flat, rows, EPS, C_POS, C_NEG)))
+        worst = max(worst, _rel(out["G"].numpy()[mask], ref_fiberpo.fiberpo_gated_ratio(flat, rows, EPS, C_POS, C_NEG)))
         groups, domains = np.arange(8) // 2, np.arange(8) // 4
         levels_pos = (C_POS, 0.5 * C_POS, C_POS) if i % 2 else (C_POS,) * 3
         levels_neg = (C_NEG, C_NEG, 0.7 * C_NEG) if i % 2 else (C_NEG,) * 3
         dom = fiberpo_domain_gated_ratio(torch.from_numpy(lr), torch.from_numpy(mask).double(),
                                          torch.from_numpy(groups), torch.from_numpy(domains), 4, 2, EPS,
                                          levels_pos, levels_neg)
-        ref = N.fiberpo_domain_gated_ratio(flat, rows, groups[rows], domains[rows], EPS, levels_pos, levels_neg)
+        ref = ref_fiberpo.fiberpo_domain_gated_ratio(flat, rows, groups[rows], domains[rows], EPS, levels_pos, levels_neg)
         worst = max(worst, _rel(dom["G"].numpy()[mask], ref))
         # the objective itself, through the registered loss: -Ĵ of Eq. 6
         adv = np.repeat(rng.standard_normal((8, 1)), 9, 1)
@@ -76,7 +76,7 @@ def _gated_ratio_matches_reference():
         value, _ = get_policy_loss("fiberpo")(old, torch.from_numpy(lr).clamp(max=0.0), torch.from_numpy(adv),
                                              torch.from_numpy(mask), "seq-mean-token-mean",
                                              {"fiberpo_eps": EPS, "fiberpo_c_pos": C_POS, "fiberpo_c_neg": C_NEG})
-        ref_j = N.fiberpo_objective(flat, adv[mask], rows, EPS, C_POS, C_NEG)
+        ref_j = ref_fiberpo.fiberpo_objective(flat, adv[mask], rows, EPS, C_POS, C_NEG)
         # seq-mean-token-mean divides each row by T_τ + 1e-8 (verl's guard): relative 1e-8/T_τ ≤ 1e-8
         worst = max(worst, abs(float(value) + ref_j) / max(1.0, abs(ref_j)) * (EXACT_TOL / 1e-8))
         n += 3
@@ -93,7 +93,7 @@ def _autograd_jacobian_is_eq20():
     while n < 30:
         lr, mask = _batch(rng, 3, 5, (0.02, 0.08, 0.2)[n % 3])
         flat, rows = _flat(lr, mask)
-        if N.kink_margin(flat, rows, EPS, C_POS, C_NEG) < KINK_MARGIN:
+        if ref_fiberpo.kink_margin(flat, rows, EPS, C_POS, C_NEG) < KINK_MARGIN:
             continue
         m = torch.from_numpy(mask).double()
         idx = torch.from_numpy(np.flatnonzero(mask.reshape(-1)))
@@ -104,7 +104,7 @@ def _autograd_jacobian_is_eq20():
 
         r = torch.from_numpy(np.exp(flat))
         jac = torch.autograd.functional.jacobian(lambda rr: gate(torch.log(rr)), r).numpy()   # ∂𝒢_i/∂r_j
-        ref = N.jacobian_eq20(flat, rows, EPS, C_POS, C_NEG)
+        ref = ref_fiberpo.jacobian_eq20(flat, rows, EPS, C_POS, C_NEG)
         worst = max(worst, _rel(jac, ref))
         off_block = max(off_block, float(np.max(np.abs(jac[rows[:, None] != rows[None, :]]), initial=0.0)))
         n += 1

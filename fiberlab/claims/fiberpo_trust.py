@@ -20,10 +20,9 @@ import numpy as np
 import sympy as sp
 
 from fiberlab.claims._symbolic import symbolic_evidence as _symbolic
-from fiberlab.numerics import trpo as N
+from fiberlab.numerics import trpo as ref_trpo
 from fiberlab.registry import Evidence, claim
-from fiberlab.theory import trpo as T
-
+from fiberlab.theory import trpo as sym_trpo
 SEED = 20260309  # FiberPO v1's arXiv date; any fixed seed would do
 
 # Exact-arithmetic-in-float64 comparisons (clip vs soft-threshold, regime values, centring, identities of the
@@ -156,7 +155,7 @@ gspo_tv = claim(
 # =============================================================================================
 @radius.check("theory")
 def _minoriser_maximised_by_solve() -> Evidence:
-    out = T.trpo_radius()
+    out = sym_trpo.trpo_radius()
     return _symbolic(out["identities"], out["facts"],
                      detail=f"solve(dj/dt = 0) gives the single point t* = {sp.sstr(out['t_star'])}, j'' = "
                             f"{sp.sstr(out['second'])} < 0 (γ = 1/(1+k)); at M = ‖A‖: δ_TRPO = "
@@ -172,13 +171,13 @@ def radius_cases(n_cases=60, seed_offset=0):
     err = ratio = m_ratio = 0.0
     for i in range(n_cases):
         gamma = (0.5, 0.9, 0.99)[i % 3]
-        st, n, adv, G = N.random_batch(rng, int(rng.integers(1, 6)))
-        t_star, M, _ = N.tvtrpo_closed_form(st, n, adv, G, gamma)
-        c = N.tvtrpo_coefficient(adv, gamma)
+        st, n, adv, G = ref_trpo.random_batch(rng, int(rng.integers(1, 6)))
+        t_star, M, _ = ref_trpo.tvtrpo_closed_form(st, n, adv, G, gamma)
+        c = ref_trpo.tvtrpo_coefficient(adv, gamma)
         res = minimize_scalar(lambda t: -(t * M / (1 - gamma) - c * t * t), bounds=(0, 1), method="bounded",
                               options={"xatol": 1e-14})
         err = max(err, abs(res.x - t_star) / t_star)
-        ratio = max(ratio, t_star / N.delta_trpo(gamma))
+        ratio = max(ratio, t_star / ref_trpo.delta_trpo(gamma))
         m_ratio = max(m_ratio, M / float(np.max(np.abs(adv))))
     return err, ratio, m_ratio, n_cases
 
@@ -199,9 +198,9 @@ def _radius_on_random_batches() -> Evidence:
 # =============================================================================================
 @gamma1_collapse.check("theory")
 def _limits_at_gamma_one() -> Evidence:
-    lims = T.gamma1_limits()
+    lims = sym_trpo.gamma1_limits()
     ids = {k: sp.nsimplify(v) - e for k, (v, e) in lims.items() if e != sp.oo}
-    sols = T.zero_tv_is_identity(3)
+    sols = sym_trpo.zero_tv_is_identity(3)
     facts = {"lim 4γ/(1-γ)² = ∞": lims["lim 4γ/(1-γ)² (γ→1⁻)"][0] == sp.oo,
              "Σ|p_k - q_k| = 0 only at p = q": len(sols) == 1 and all(v == 0 for v in sols[0].values())}
     return _symbolic(ids, facts, detail="limit(δ_TRPO, γ→1⁻) = 0 = δ_TRPO(1); limit(4γ/(1-γ)², γ→1⁻) = ∞; t* → 0; "
@@ -221,12 +220,12 @@ def collapse_cases(n_cases=300, seed_offset=1):
         S, A = int(rng.integers(2, 6)), int(rng.integers(2, 6))
         th_old = rng.normal(size=(S, A)) * 2
         xi = rng.normal(size=(S, A)) * 10.0 ** rng.uniform(-6, 0)
-        pi_old, pi = N.tabular_softmax(th_old), N.tabular_softmax(th_old + xi)
-        tv, kl = N.tv_max(pi_old, pi), N.kl_max(pi_old, pi)
-        bad += int(not (tv > N.delta_trpo(1.0) and kl > N.delta_trpo(1.0)))
+        pi_old, pi = ref_trpo.tabular_softmax(th_old), ref_trpo.tabular_softmax(th_old + xi)
+        tv, kl = ref_trpo.tv_max(pi_old, pi), ref_trpo.kl_max(pi_old, pi)
+        bad += int(not (tv > ref_trpo.delta_trpo(1.0) and kl > ref_trpo.delta_trpo(1.0)))
         smallest = min(smallest, tv)
-        pi_shift = N.tabular_softmax(th_old + rng.normal(size=(S, 1)))
-        shift_tv = max(shift_tv, N.tv_max(pi_old, pi_shift))
+        pi_shift = ref_trpo.tabular_softmax(th_old + rng.normal(size=(S, 1)))
+        shift_tv = max(shift_tv, ref_trpo.tv_max(pi_old, pi_shift))
     return bad, smallest, shift_tv, n_cases
 
 
@@ -245,11 +244,11 @@ def gamma_one_mm_cases(n_mdps=16, seed_offset=13, coefficient_scale=1.0):
     for i in range(n_mdps):
         H = (2, 4, 8, 16)[i % 4]
         S, A = int(rng.integers(2, 5)), int(rng.integers(2, 4))
-        mdp = N.random_finite_horizon_mdp(rng, S, A, H, absorbing=bool(i % 2))
-        pi_old = N.tabular_softmax(rng.normal(size=(S, A)))
+        mdp = ref_trpo.random_finite_horizon_mdp(rng, S, A, H, absorbing=bool(i % 2))
+        pi_old = ref_trpo.tabular_softmax(rng.normal(size=(S, A)))
         pi_new, alpha, value = mdp.tv_trpo_step(pi_old, coefficient_scale * mdp.gap_coefficient(pi_old))
         J0, J1 = mdp.J(pi_old), mdp.J(pi_new)
-        a_min = min(a_min, N.tv_max(pi_old, pi_new))
+        a_min = min(a_min, ref_trpo.tv_max(pi_old, pi_new))
         a_rel = max(a_rel, alpha * 2 * (H - 1))
         viol = max(viol, value - J1)
         imp_min = min(imp_min, J1 - J0)
@@ -261,7 +260,7 @@ def gamma_one_mm_cases(n_mdps=16, seed_offset=13, coefficient_scale=1.0):
 def _trust_region_is_a_point_at_gamma_one() -> Evidence:
     bad, smallest, shift_tv, n = collapse_cases(n_cases=100)
     a_min, a_rel, viol, imp, cert, m = gamma_one_mm_cases()
-    radii = ", ".join(f"δ({g}) = {N.delta_trpo(g):.1e}" for g in (0.9, 0.99, 0.999, 1.0))
+    radii = ", ".join(f"δ({g}) = {ref_trpo.delta_trpo(g):.1e}" for g in (0.9, 0.99, 0.999, 1.0))
     ev = Evidence.within(max(viol, 0.0), CVX_VALUE_TOL, n + m,
                          detail=f"Discounted radius: {n} random tabular softmax policies, every moved one has "
                                 f"D^max_TV > 0 = δ_TRPO(1) ({bad} inside; smallest {smallest:.1e}; row-constant logit "
@@ -292,15 +291,15 @@ def surrogate_gap_cases(n_mdps=300, seed_offset=2):
     for i in range(n_mdps):
         S, A = int(rng.integers(1, 6)), int(rng.integers(2, 5))
         gamma = GAMMAS[i % len(GAMMAS)]
-        mdp = N.random_mdp(rng, S, A, gamma, concentration=float(rng.choice([0.1, 1.0])))
+        mdp = ref_trpo.random_mdp(rng, S, A, gamma, concentration=float(rng.choice([0.1, 1.0])))
         th = rng.normal(size=(S, A)) * float(rng.choice([0.5, 3.0]))
-        pi_old = N.tabular_softmax(th)
+        pi_old = ref_trpo.tabular_softmax(th)
         c = mdp.gap_coefficient(pi_old)
         for scale in (1e-3, 1e-2, 0.1, 0.5, 1.0, 3.0):
-            pi = N.tabular_softmax(th + rng.normal(size=(S, A)) * scale)
+            pi = ref_trpo.tabular_softmax(th + rng.normal(size=(S, A)) * scale)
             J = mdp.J(pi)
             gap = J - mdp.linear_surrogate(pi, pi_old)
-            pen = c * N.tv_max(pi_old, pi) ** 2
+            pen = c * ref_trpo.tv_max(pi_old, pi) ** 2
             cases += 1
             violation = max(violation, -(gap + pen) / max(1.0, abs(J)))
             if pen >= 1e3 * J_ROUNDOFF_TOL * max(1.0, abs(J)) and -gap / pen > worst:
@@ -315,15 +314,15 @@ def surrogate_first_order(n_cases=8, seed_offset=3):
     err = 0.0
     for i in range(n_cases):
         S, A = int(rng.integers(2, 5)), int(rng.integers(2, 4))
-        mdp = N.random_mdp(rng, S, A, GAMMAS[i % len(GAMMAS)])
+        mdp = ref_trpo.random_mdp(rng, S, A, GAMMAS[i % len(GAMMAS)])
         th = rng.normal(size=(S, A))
-        pi_old = N.tabular_softmax(th)
+        pi_old = ref_trpo.tabular_softmax(th)
         err = max(err, abs(mdp.linear_surrogate(pi_old, pi_old) - mdp.J(pi_old)) / max(1.0, abs(mdp.J(pi_old))))
         g_J, g_J1 = np.zeros_like(th), np.zeros_like(th)
         for idx in np.ndindex(th.shape):
             e = np.zeros_like(th)
             e[idx] = FD_STEP
-            p_plus, p_minus = N.tabular_softmax(th + e), N.tabular_softmax(th - e)
+            p_plus, p_minus = ref_trpo.tabular_softmax(th + e), ref_trpo.tabular_softmax(th - e)
             g_J[idx] = (mdp.J(p_plus) - mdp.J(p_minus)) / (2 * FD_STEP)
             g_J1[idx] = (mdp.linear_surrogate(p_plus, pi_old) - mdp.linear_surrogate(p_minus, pi_old)) / (2 * FD_STEP)
         err = max(err, float(np.max(np.abs(g_J - g_J1))) / max(1.0, float(np.max(np.abs(g_J)))))
@@ -350,7 +349,7 @@ def _bound_on_random_mdps() -> Evidence:
 # =============================================================================================
 @regimes.check("theory")
 def _regime_case_analysis() -> Evidence:
-    ids, facts = T.apc_regimes_and_soft_threshold()
+    ids, facts = sym_trpo.apc_regimes_and_soft_threshold()
     ids = {k: v for k, v in ids.items() if "soft" not in k}
     return _symbolic(ids, facts, detail="with |Δ| = a, others' consumption O, T_s = T: B = a - T(D̂ - δ) and the "
                                         "rollback test a/T > D̂ - δ is B > 0; parametrising each regime so its "
@@ -360,9 +359,9 @@ def _regime_case_analysis() -> Evidence:
 
 def apc_instances(rng, n_states_max=4):
     """A random batch with deviations and a radius drawn around the per-state D̂_TV, so all regimes occur."""
-    st, n, adv, _ = N.random_batch(rng, int(rng.integers(1, n_states_max + 1)), max_actions=5, max_count=4)
+    st, n, adv, _ = ref_trpo.random_batch(rng, int(rng.integers(1, n_states_max + 1)), max_actions=5, max_count=4)
     dev = rng.normal(size=st.size) * float(rng.choice([0.01, 0.1, 0.5]))
-    delta = float(rng.uniform(0.2, 1.5) * np.median(N.tv_hat(st, n, dev)))
+    delta = float(rng.uniform(0.2, 1.5) * np.median(ref_trpo.tv_hat(st, n, dev)))
     return st, n, dev, adv, delta
 
 
@@ -371,15 +370,15 @@ def regime_cases(n_cases=1500, seed_offset=4):
     in rollback, perturb the token's own deviation (output must not move) and another token's (|output| must drop).
     Returns ``(max error, counts per regime, restorative violations, cases)``."""
     rng = _rng(seed_offset)
-    err, counts, restore_bad = 0.0, {N.PASS: 0, N.ROLLBACK: 0, N.ZEROED: 0}, 0
+    err, counts, restore_bad = 0.0, {ref_trpo.PASS: 0, ref_trpo.ROLLBACK: 0, ref_trpo.ZEROED: 0}, 0
     for _ in range(n_cases):
         st, n, dev, adv, delta = apc_instances(rng)
-        reg = N.apc_regimes(st, n, dev, delta)
-        out = N.apc_clip(st, n, dev, delta)
-        B = N.apc_clip_bound(st, n, dev, delta)
+        reg = ref_trpo.apc_regimes(st, n, dev, delta)
+        out = ref_trpo.apc_clip(st, n, dev, delta)
+        B = ref_trpo.apc_clip_bound(st, n, dev, delta)
         for r in counts:
             counts[r] += int(np.sum(n[reg == r]))
-        P, R, Z = reg == N.PASS, reg == N.ROLLBACK, reg == N.ZEROED
+        P, R, Z = reg == ref_trpo.PASS, reg == ref_trpo.ROLLBACK, reg == ref_trpo.ZEROED
         err = max(err, float(np.max(np.abs(out[P] - dev[P]), initial=0)),
                   float(np.max(np.abs(out[R] - np.sign(dev[R]) * B[R]), initial=0)),
                   float(np.max(np.abs(out[Z]), initial=0)))
@@ -389,13 +388,13 @@ def regime_cases(n_cases=1500, seed_offset=4):
             h = 1e-3 * (B[i]) * np.sign(dev[i])               # stays in rollback: |Δ| grows, B unchanged
             d2 = dev.copy()
             d2[i] += h
-            err = max(err, abs(N.apc_clip(st, n, d2, delta)[i] - out[i]))
+            err = max(err, abs(ref_trpo.apc_clip(st, n, d2, delta)[i] - out[i]))
             others = np.flatnonzero((st == st[i]) & (np.arange(st.size) != i))
             if others.size:
                 d3 = dev.copy()
                 j = others[0]
                 d3[j] += 1e-3 * B[i] * (np.sign(dev[j]) or 1.0)   # another token consumes more budget
-                restore_bad += int(not abs(N.apc_clip(st, n, d3, delta)[i]) < abs(out[i]))
+                restore_bad += int(not abs(ref_trpo.apc_clip(st, n, d3, delta)[i]) < abs(out[i]))
     return err, counts, restore_bad, n_cases
 
 
@@ -404,8 +403,8 @@ def _regimes_on_random_batches() -> Evidence:
     err, counts, bad, n = regime_cases()
     ev = Evidence.within(err, ROUNDOFF_TOL, n,
                          detail=f"{n} random batches (1-4 states, 2-5 actions, multiplicities 1-4, δ drawn around "
-                                f"D̂_TV): tokens per regime P/R/Z = {counts[N.PASS]}/{counts[N.ROLLBACK]}/"
-                                f"{counts[N.ZEROED]}; output vs regime prediction (Δ, sign(Δ)B, 0) max error {err:.1e}; "
+                                f"D̂_TV): tokens per regime P/R/Z = {counts[ref_trpo.PASS]}/{counts[ref_trpo.ROLLBACK]}/"
+                                f"{counts[ref_trpo.ZEROED]}; output vs regime prediction (Δ, sign(Δ)B, 0) max error {err:.1e}; "
                                 f"rollback outputs unchanged by the token's own deviation and shrunk by another token's "
                                 f"({bad} violations)")
     ev.passed = ev.passed and bad == 0 and min(counts.values()) > 0
@@ -414,7 +413,7 @@ def _regimes_on_random_batches() -> Evidence:
 
 @soft_threshold.check("theory")
 def _soft_threshold_case_analysis() -> Evidence:
-    ids, _ = T.apc_regimes_and_soft_threshold()
+    ids, _ = sym_trpo.apc_regimes_and_soft_threshold()
     ids = {k: v for k, v in ids.items() if "soft" in k or k.startswith("B -")}
     return _symbolic(ids, detail="B = |Δ| - T_s(D̂ - δ); in each regime (P, R, Z) and for both signs, "
                                  "clip(Δ, -B⁺, B⁺) = sign(Δ) max(|Δ| - T_s(D̂ - δ)⁺, 0)")
@@ -425,7 +424,7 @@ def soft_threshold_cases(n_cases=2000, seed_offset=5):
     err = 0.0
     for _ in range(n_cases):
         st, n, dev, adv, delta = apc_instances(rng)
-        err = max(err, float(np.max(np.abs(N.apc_clip(st, n, dev, delta) - N.soft_threshold(st, n, dev, delta)))))
+        err = max(err, float(np.max(np.abs(ref_trpo.apc_clip(st, n, dev, delta) - ref_trpo.soft_threshold(st, n, dev, delta)))))
     return err, n_cases
 
 
@@ -443,8 +442,8 @@ def _soft_threshold_on_random_batches() -> Evidence:
 # =============================================================================================
 @maximiser.check("theory")
 def _per_state_vertex_and_quadratic() -> Evidence:
-    ids, facts = T.per_state_lp_vertex()
-    rad = T.trpo_radius()
+    ids, facts = sym_trpo.per_state_lp_vertex()
+    rad = sym_trpo.trpo_radius()
     ids.update({k: v for k, v in rad["identities"].items() if k.startswith(("t*", "j(t*)"))})
     facts.update(rad["facts"])
     return _symbolic(ids, facts, detail="two sampled actions: the constraints (65) and D̂_TV = 1 solved for Δ give mass "
@@ -461,15 +460,15 @@ def maximiser_cases(n_cases=12, seed_offset=6):
     e_lp = e_cvx = m_ratio = e_val = 0.0
     for i in range(n_cases):
         gamma = (0.5, 0.9, 0.99)[i % 3]
-        st, n, adv, G = N.random_batch(rng, int(rng.integers(1, 6)), max_actions=5, max_count=4)
-        t_star, M, d_star = N.tvtrpo_closed_form(st, n, adv, G, gamma)
-        j_star = N.tvtrpo_objective(st, n, d_star, adv, G, gamma)
+        st, n, adv, G = ref_trpo.random_batch(rng, int(rng.integers(1, 6)), max_actions=5, max_count=4)
+        t_star, M, d_star = ref_trpo.tvtrpo_closed_form(st, n, adv, G, gamma)
+        j_star = ref_trpo.tvtrpo_objective(st, n, d_star, adv, G, gamma)
         a_inf = float(np.max(np.abs(adv)))
         m_ratio = max(m_ratio, M / a_inf)
         e_val = max(e_val, abs(j_star - M ** 2 / (16 * gamma * a_inf)) / j_star)    # j(t*) = M²/(16γ‖Â‖)
-        t_lp, v_lp, d_lp = N.tvtrpo_linprog(st, n, adv, G, gamma)
+        t_lp, v_lp, d_lp = ref_trpo.tvtrpo_linprog(st, n, adv, G, gamma)
         e_lp = max(e_lp, abs(t_lp - t_star) / t_star, _rel(d_lp, d_star), abs(v_lp - j_star) / j_star)
-        t_c, v_c, d_c = N.tvtrpo_cvx(st, n, adv, G, gamma)
+        t_c, v_c, d_c = ref_trpo.tvtrpo_cvx(st, n, adv, G, gamma)
         e_cvx = max(e_cvx, abs(t_c - t_star) / t_star, _rel(d_c, d_star), abs(v_c - j_star) / j_star)
     return e_lp, e_cvx, m_ratio, e_val, n_cases
 
@@ -499,17 +498,17 @@ def retraction_cases(n_cases=2000, seed_offset=7):
     worst1 = worst2 = cent = gs = -np.inf
     min_ratio, outside = np.inf, 0
     for _ in range(n_cases):
-        st, n, _, _ = N.random_batch(rng, int(rng.integers(1, 5)), max_actions=5, max_count=4)
-        u = N.centre(st, n, rng.normal(size=st.size) * float(rng.choice([0.01, 0.1, 1.0])))
-        D0 = N.tv_hat(st, n, u)
+        st, n, _, _ = ref_trpo.random_batch(rng, int(rng.integers(1, 5)), max_actions=5, max_count=4)
+        u = ref_trpo.centre(st, n, rng.normal(size=st.size) * float(rng.choice([0.01, 0.1, 1.0])))
+        D0 = ref_trpo.tv_hat(st, n, u)
         delta = float(rng.uniform(0.3, 1.2) * D0.max())
-        v = N.retraction(st, n, u, delta)
-        D1 = N.tv_hat(st, n, v)
+        v = ref_trpo.retraction(st, n, u, delta)
+        D1 = ref_trpo.tv_hat(st, n, v)
         worst1 = max(worst1, float(np.max(D1 - delta)))
-        T_s = N.state_counts(st, n)
+        T_s = ref_trpo.state_counts(st, n)
         cent = max(cent, float(np.max(np.abs(np.bincount(st, weights=n * v)) / T_s)))
-        g = v + (np.bincount(st, weights=n * N.soft_threshold(st, n, u, delta)) / T_s)[st]
-        gs = max(gs, float(np.max(np.abs(g - N.soft_threshold(st, n, u, delta)))))
+        g = v + (np.bincount(st, weights=n * ref_trpo.soft_threshold(st, n, u, delta)) / T_s)[st]
+        gs = max(gs, float(np.max(np.abs(g - ref_trpo.soft_threshold(st, n, u, delta)))))
         m = D0 > delta
         if m.any():
             outside += int(m.sum())
@@ -545,13 +544,13 @@ def equivalence_cases(n_cases=8, n_random=200, seed_offset=8):
     e_val, excess, e_cvx = 0.0, -np.inf, 0.0
     for i in range(n_cases):
         gamma = (0.5, 0.9, 0.99)[i % 3]
-        st, n, adv, G = N.random_batch(rng, int(rng.integers(1, 4)), max_actions=4, max_count=3)
-        t_star, M, d_star = N.tvtrpo_closed_form(st, n, adv, G, gamma)
-        best = N.weighted_apc_objective(st, n, d_star, adv, t_star, G, gamma)
+        st, n, adv, G = ref_trpo.random_batch(rng, int(rng.integers(1, 4)), max_actions=4, max_count=3)
+        t_star, M, d_star = ref_trpo.tvtrpo_closed_form(st, n, adv, G, gamma)
+        best = ref_trpo.weighted_apc_objective(st, n, d_star, adv, t_star, G, gamma)
         # rounding scale: the objective sums terms of size w_s n|Â| (the centring terms cancel to 0 by (66))
-        scale = float(np.sum((G / ((1 - gamma) * G.sum() * N.state_counts(st, n)))[st] * n * np.abs(adv)))
+        scale = float(np.sum((G / ((1 - gamma) * G.sum() * ref_trpo.state_counts(st, n)))[st] * n * np.abs(adv)))
         e_val = max(e_val, abs(best - t_star * M / (1 - gamma)) / scale)
-        f = lambda z: N.weighted_apc_objective(st, n, N.centre(st, n, z), adv, t_star, G, gamma)  # noqa: E731
+        f = lambda z: ref_trpo.weighted_apc_objective(st, n, ref_trpo.centre(st, n, z), adv, t_star, G, gamma)  # noqa: E731
         vals = []
         for _ in range(n_random):
             z = rng.normal(size=st.size) * 10.0 ** rng.uniform(-4, 0)
@@ -561,7 +560,7 @@ def equivalence_cases(n_cases=8, n_random=200, seed_offset=8):
             res = minimize(lambda x: -f(x), z, method="Nelder-Mead", options={"maxiter": 300, "xatol": 1e-12,
                                                                                "fatol": 1e-15})
             excess = max(excess, (v - best) / scale, (-res.fun - best) / scale)
-        t_c, _, d_c = N.tvtrpo_cvx(st, n, adv, G, gamma)
+        t_c, _, d_c = ref_trpo.tvtrpo_cvx(st, n, adv, G, gamma)
         e_cvx = max(e_cvx, abs(t_c - t_star) / t_star, _rel(d_c, d_star))
     return e_val, excess, e_cvx, n_cases
 
@@ -595,29 +594,29 @@ def singleton_prefix_batch(rng, group=4, length=6):
             k += 1
     state = np.array(state)
     n = np.ones(state.size, dtype=int)
-    return state, n, np.array(adv), N.state_counts(state, n), np.arange(k) == 0
+    return state, n, np.array(adv), ref_trpo.state_counts(state, n), np.arange(k) == 0
 
 
 def equivalence_failure(seed_offset=9, gamma=0.9):
     """The theorem's update vs APC-Obj's (Eq. 3) and TV-TRPO's (Eq. 68) maximisers on :func:`singleton_prefix_batch`."""
     rng = _rng(seed_offset)
     st, n, adv, G, prompt = singleton_prefix_batch(rng)
-    t_star, M, d_thm = N.tvtrpo_closed_form(st, n, adv, G, gamma)          # singletons: M(s) = 0, Δ̂* = 0
+    t_star, M, d_thm = ref_trpo.tvtrpo_closed_form(st, n, adv, G, gamma)          # singletons: M(s) = 0, Δ̂* = 0
     single = ~prompt[st]
     # Eq. 3 at a singleton is (1/T)(clip(Δ, ±δ) + 1)Â: maximal for every |Δ| ≥ δ with sign(Â);
     # min-L2 tie-breaking picks δ·sign(Â).
     d_apc = np.where(single, t_star * np.sign(adv), d_thm)
-    J_apc = N.apc_objective(st, n, d_apc, adv, t_star)
-    J_thm = N.apc_objective(st, n, d_thm, adv, t_star)
+    J_apc = ref_trpo.apc_objective(st, n, d_apc, adv, t_star)
+    J_thm = ref_trpo.apc_objective(st, n, d_thm, adv, t_star)
     # no random perturbation of d_apc beats it on Eq. 3 (it is APC-Obj's maximiser)
-    beat = max(N.apc_objective(st, n, d_apc + rng.normal(size=st.size) * t_star * s, adv, t_star) - J_apc
+    beat = max(ref_trpo.apc_objective(st, n, d_apc + rng.normal(size=st.size) * t_star * s, adv, t_star) - J_apc
                for s in (1e-3, 1e-1, 1.0, 10.0) for _ in range(50))
     # Def. D.5's surrogate with its correction C(Δ)_s: at T_s = 1 the correction cancels the clip term exactly, so it
     # no longer tracks Eq. 3 (Lemma D.6 needs (66)).
-    j5_apc = N.weighted_apc_objective(st, n, d_apc, adv, t_star, G, gamma)
-    j5_thm = N.weighted_apc_objective(st, n, d_thm, adv, t_star, G, gamma)
+    j5_apc = ref_trpo.weighted_apc_objective(st, n, d_apc, adv, t_star, G, gamma)
+    j5_thm = ref_trpo.weighted_apc_objective(st, n, d_thm, adv, t_star, G, gamma)
     # TV-TRPO (Eq. 68) with (65) imposed only where it can hold (the prompt state)
-    t_c, _, d_trpo = N.tvtrpo_cvx(st, n, adv, G, gamma, centred=prompt)
+    t_c, _, d_trpo = ref_trpo.tvtrpo_cvx(st, n, adv, G, gamma, centred=prompt)
     return dict(t_star=t_star, M=M, J_apc=J_apc, J_thm=J_thm, beat=beat, j5_apc=j5_apc, j5_thm=j5_thm,
                 tv_trpo_t=t_c, apc_vs_thm=float(np.max(np.abs(d_apc - d_thm))),
                 apc_vs_trpo=float(np.max(np.abs(d_apc - d_trpo))), thm_vs_trpo=float(np.max(np.abs(d_thm - d_trpo))),
@@ -652,10 +651,10 @@ def _equivalence_fails_without_sample_identities() -> Evidence:
 # =============================================================================================
 @delta_formula.check("theory")
 def _two_radii() -> Evidence:
-    out = T.delta_apc_formulas()
+    out = sym_trpo.delta_apc_formulas()
     sols = out["solutions"]
-    facts = {"δ_main/t* = (1-γ)/T": sp.simplify(out["ratio"] - (1 - T.gamma) / sp.Symbol("T", positive=True)) == 0,
-             "δ_main = t* only at T = 1-γ < 1": len(sols) == 1 and sp.simplify(sols[0] - (1 - T.gamma)) == 0,
+    facts = {"δ_main/t* = (1-γ)/T": sp.simplify(out["ratio"] - (1 - sym_trpo.gamma) / sp.Symbol("T", positive=True)) == 0,
+             "δ_main = t* only at T = 1-γ < 1": len(sols) == 1 and sp.simplify(sols[0] - (1 - sym_trpo.gamma)) == 0,
              "both 0 at γ = 1": out["at γ = 1"] == (0, 0)}
     return _symbolic(out["identities"], facts,
                      detail=f"App. D.4's δ = (1-γ)M/(8γ‖Â‖) equals t* (solve); the main-text δ is t*·{out['ratio']}, and "
@@ -665,13 +664,13 @@ def _two_radii() -> Evidence:
 
 def delta_formula_counterexample(seed_offset=10, gamma=0.9):
     rng = _rng(seed_offset)
-    st, n, adv, G = N.random_batch(rng, 3)
-    t_star, M, d_star = N.tvtrpo_closed_form(st, n, adv, G, gamma)
-    d_main = N.delta_apc_main_text(st, n, adv, G, gamma)
+    st, n, adv, G = ref_trpo.random_batch(rng, 3)
+    t_star, M, d_star = ref_trpo.tvtrpo_closed_form(st, n, adv, G, gamma)
+    d_main = ref_trpo.delta_apc_main_text(st, n, adv, G, gamma)
     unit = d_star / t_star
-    t_c, v_c, d_c = N.tvtrpo_cvx(st, n, adv, G, gamma)
+    t_c, v_c, d_c = ref_trpo.tvtrpo_cvx(st, n, adv, G, gamma)
     return dict(T=int(n.sum()), gamma=gamma, t_star=t_star, delta_main=d_main, ratio=d_main / t_star,
-                j_trpo=v_c, j_main=N.tvtrpo_objective(st, n, d_main * unit, adv, G, gamma),
+                j_trpo=v_c, j_main=ref_trpo.tvtrpo_objective(st, n, d_main * unit, adv, G, gamma),
                 update_gap=float(np.max(np.abs(d_main * unit - d_c))), cvx_t=t_c)
 
 
@@ -699,7 +698,7 @@ def _main_text_radius_misses_tvtrpo() -> Evidence:
 # =============================================================================================
 @relaxations.check("theory")
 def _relaxation_identities_and_orders() -> Evidence:
-    ids, series = T.relaxation_identities()
+    ids, series = sym_trpo.relaxation_identities()
     ids = dict(ids)
     ids.update({f"{k}: second-order term": a - b for k, (a, b) in series.items()})
     return _symbolic(ids, detail="clip(r-1, ±ε)+1 = clip(r, 1±ε) and APC-Obj's token term at T_s = 1 is PPO's "
@@ -727,19 +726,19 @@ def relaxation_cases(n_cases=300, seed_offset=11, eps=0.2):
         log_r = rng.normal(size=m) * 0.3
         adv = rng.normal(size=m)
         st, n = np.arange(m), np.ones(m, dtype=int)
-        apc = N.apc_objective(st, n, np.expm1(log_r), adv, eps)
-        ppo = N.token_mean_objective(log_r[:, None], np.ones((m, 1)), adv, eps)
+        apc = ref_trpo.apc_objective(st, n, np.expm1(log_r), adv, eps)
+        ppo = ref_trpo.token_mean_objective(log_r[:, None], np.ones((m, 1)), adv, eps)
         e_ppo = max(e_ppo, abs(apc - ppo))
         # (b) trajectories with equal / unequal lengths
         B, L = int(rng.integers(2, 6)), int(rng.integers(2, 9))
         lr = rng.normal(size=(B, L)) * 0.3
         a_traj = rng.normal(size=B)
         full = np.ones((B, L))
-        e_grpo_eq = max(e_grpo_eq, abs(N.token_mean_objective(lr, full, a_traj, eps) -
-                                       N.grpo_objective(lr, full, a_traj, eps)))
+        e_grpo_eq = max(e_grpo_eq, abs(ref_trpo.token_mean_objective(lr, full, a_traj, eps) -
+                                       ref_trpo.grpo_objective(lr, full, a_traj, eps)))
         mask = (np.arange(L)[None] < rng.integers(1, L + 1, size=B)[:, None]).astype(float)
-        gap_grpo = max(gap_grpo, abs(N.token_mean_objective(lr, mask, a_traj, eps) -
-                                     N.grpo_objective(lr, mask, a_traj, eps)))
+        gap_grpo = max(gap_grpo, abs(ref_trpo.token_mean_objective(lr, mask, a_traj, eps) -
+                                     ref_trpo.grpo_objective(lr, mask, a_traj, eps)))
         # (c) step (3) vs GSPO at Remark 3.6's scale
         d_seq = float(np.sqrt(4e-4 / 2))
         for sc in RELAX_SCALES:                       # the same number of trajectories at every drift scale
@@ -750,8 +749,8 @@ def relaxation_cases(n_cases=300, seed_offset=11, eps=0.2):
                 clip_gspo = abs(np.expm1(np.mean(one))) > 2 * d_seq ** 2
                 disagree[sc][0] += int(clip3 != clip_gspo)
                 disagree[sc][1] += 1
-                gap_gspo = max(gap_gspo, abs(N.gspo_relaxation_step3(one, np.ones_like(one), np.ones(1), d_seq) -
-                                             N.gspo_objective(one, np.ones_like(one), np.ones(1), 2 * d_seq ** 2)))
+                gap_gspo = max(gap_gspo, abs(ref_trpo.gspo_relaxation_step3(one, np.ones_like(one), np.ones(1), d_seq) -
+                                             ref_trpo.gspo_objective(one, np.ones_like(one), np.ones(1), 2 * d_seq ** 2)))
     a = 0.05
     cancel = np.array([[a, -a, a, -a]])
     d_seq = float(np.sqrt(4e-4 / 2))
@@ -765,8 +764,8 @@ def relaxation_cases(n_cases=300, seed_offset=11, eps=0.2):
             e[0, k] = 1e-7
             g[k] = (f(cancel + e) - f(cancel - e)) / 2e-7
         return g
-    g3 = grad(lambda x: N.gspo_relaxation_step3(x, ones, np.ones(1), d_seq))
-    g_gspo = grad(lambda x: N.gspo_objective(x, ones, np.ones(1), 2 * d_seq ** 2))
+    g3 = grad(lambda x: ref_trpo.gspo_relaxation_step3(x, ones, np.ones(1), d_seq))
+    g_gspo = grad(lambda x: ref_trpo.gspo_objective(x, ones, np.ones(1), 2 * d_seq ** 2))
     return dict(e_ppo=e_ppo, e_grpo_eq=e_grpo_eq, gap_grpo=gap_grpo, disagree=disagree,
                 total=sum(v[1] for v in disagree.values()),
                 gap_gspo=gap_gspo, cancel_grad_step3=float(np.max(np.abs(g3))),
@@ -800,8 +799,8 @@ def _relaxation_chain_measured() -> Evidence:
 # =============================================================================================
 @gspo_tv.check("theory")
 def _remark_36_arithmetic() -> Evidence:
-    out = T.gspo_scale()
-    _, series = T.relaxation_identities()
+    out = sym_trpo.gspo_scale()
+    _, series = sym_trpo.relaxation_identities()
     ids = {"√(ε/2) - √2/100 (ε = 4e-4)": out["delta"] - sp.sqrt(2) / 100,
            "-log(1-ε) - ε - ε²/2 (second order)": series["-log(1-ε) - ε"][0] - series["-log(1-ε) - ε"][1]}
     facts = {"solve(δ² = ε/2) = √2/100": out["solve"] == [sp.sqrt(2) / 100],
@@ -831,11 +830,11 @@ def gspo_cases(n_chains=50, n_traj=1000, seed_offset=12, eps=GSPO_EPS):
     for i in range(n_chains):
         L = GSPO_LENGTHS[i % len(GSPO_LENGTHS)]
         drift = GSPO_DRIFTS[(i // len(GSPO_LENGTHS)) % len(GSPO_DRIFTS)]
-        pi_old, pi = N.random_chain(rng, L, 8, drift=drift)
+        pi_old, pi = ref_trpo.random_chain(rng, L, 8, drift=drift)
         tv = 0.5 * np.abs(pi_old - pi).sum(axis=1)
         kl = np.sum(pi_old * np.log(pi_old / pi), axis=1)
         pinsker = max(pinsker, tv.mean() - np.sqrt(kl.mean() / 2))
-        acts = N.sample_actions(rng, pi_old, n_traj)
+        acts = ref_trpo.sample_actions(rng, pi_old, n_traj)
         log_r = np.log(pi[np.arange(L)[None], acts] / pi_old[np.arange(L)[None], acts])
         accepted = np.abs(np.expm1(log_r.mean(axis=1))) <= eps
         stats[L][0] += int(accepted.sum())
@@ -850,7 +849,7 @@ def gspo_counterexample(eps=GSPO_EPS):
     while D_TV = ¼."""
     pi_old = np.array([[0.5, 0.25, 0.25]])
     pi = np.array([[0.5, 0.5 - 1e-9, 1e-9]])
-    return dict(s_tau=float(pi[0, 0] / pi_old[0, 0]), tv=N.tv_max(pi_old, pi), bound=float(np.sqrt(eps / 2)))
+    return dict(s_tau=float(pi[0, 0] / pi_old[0, 0]), tv=ref_trpo.tv_max(pi_old, pi), bound=float(np.sqrt(eps / 2)))
 
 
 @gspo_tv.check("numerics")

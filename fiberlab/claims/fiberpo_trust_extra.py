@@ -13,10 +13,9 @@ from __future__ import annotations
 import numpy as np
 
 from fiberlab.claims._symbolic import symbolic_evidence as _symbolic
-from fiberlab.numerics import trpo as N
+from fiberlab.numerics import trpo as ref_trpo
 from fiberlab.registry import Evidence, claim
-from fiberlab.theory import trpo as T
-
+from fiberlab.theory import trpo as sym_trpo
 SEED = 20260310
 
 #: Values from backward induction / linear solves on O(1..H²) numbers with H ≤ 13: a few hundred ulp of |J|.
@@ -92,7 +91,7 @@ channel_drift = claim(
 # =============================================================================================
 @finite_horizon.check("theory")
 def _finite_horizon_sum() -> Evidence:
-    ids, facts, vals = T.finite_horizon_coefficient()
+    ids, facts, vals = sym_trpo.finite_horizon_coefficient()
     return _symbolic(ids, facts, detail=f"summation: Σ_t γ^t t = γ/(1-γ)² reproduces Eq. 55's 4γ‖A‖/(1-γ)² (infinite at "
                                         f"γ = 1 only because t runs to ∞); Σ_(t<H) t = H(H-1)/2 gives c_H = "
                                         f"{vals['c_H']}; MM step α* = {vals['alpha_star']}, ≤ {vals['radius']} by "
@@ -111,16 +110,16 @@ def finite_horizon_cases(n_mdps=180, seed_offset=0, coefficient_scale=1.0):
     for i in range(n_mdps):
         H = FH_HORIZONS[i % len(FH_HORIZONS)]
         S, A = int(rng.integers(1, 6)), int(rng.integers(2, 5))
-        mdp = N.random_finite_horizon_mdp(rng, S, A, H, concentration=float(rng.choice([0.1, 1.0])),
+        mdp = ref_trpo.random_finite_horizon_mdp(rng, S, A, H, concentration=float(rng.choice([0.1, 1.0])),
                                           absorbing=bool(i % 2))
         th = rng.normal(size=(S, A)) * float(rng.choice([0.5, 3.0]))
-        pi_old = N.tabular_softmax(th)
+        pi_old = ref_trpo.tabular_softmax(th)
         c = coefficient_scale * mdp.gap_coefficient(pi_old)
         for scale in (1e-3, 1e-2, 0.1, 0.5, 1.0, 3.0):
-            pi = N.tabular_softmax(th + rng.normal(size=(S, A)) * scale)
+            pi = ref_trpo.tabular_softmax(th + rng.normal(size=(S, A)) * scale)
             J = mdp.J(pi)
             gap = J - mdp.linear_surrogate(pi, pi_old)
-            pen = c * N.tv_max(pi_old, pi) ** 2
+            pen = c * ref_trpo.tv_max(pi_old, pi) ** 2
             cases += 1
             viol = max(viol, -(gap + pen) / max(1.0, abs(J)))
             if pen >= 1e3 * J_ROUNDOFF_TOL * max(1.0, abs(J)):
@@ -128,16 +127,16 @@ def finite_horizon_cases(n_mdps=180, seed_offset=0, coefficient_scale=1.0):
     # first order: J^(1) = J and ∇J^(1) = ∇J at θ_old (central differences, h = 1e-6)
     fo = 0.0
     for k in range(6):
-        mdp = N.random_finite_horizon_mdp(rng, 3, 3, (2, 5, 9)[k % 3], absorbing=bool(k % 2))
+        mdp = ref_trpo.random_finite_horizon_mdp(rng, 3, 3, (2, 5, 9)[k % 3], absorbing=bool(k % 2))
         th = rng.normal(size=(3, 3))
-        pi_old = N.tabular_softmax(th)
+        pi_old = ref_trpo.tabular_softmax(th)
         fo = max(fo, abs(mdp.linear_surrogate(pi_old, pi_old) - mdp.J(pi_old)))
         for idx in np.ndindex(th.shape):
             e = np.zeros_like(th)
             e[idx] = 1e-6
-            gJ = (mdp.J(N.tabular_softmax(th + e)) - mdp.J(N.tabular_softmax(th - e))) / 2e-6
-            g1 = (mdp.linear_surrogate(N.tabular_softmax(th + e), pi_old)
-                  - mdp.linear_surrogate(N.tabular_softmax(th - e), pi_old)) / 2e-6
+            gJ = (mdp.J(ref_trpo.tabular_softmax(th + e)) - mdp.J(ref_trpo.tabular_softmax(th - e))) / 2e-6
+            g1 = (mdp.linear_surrogate(ref_trpo.tabular_softmax(th + e), pi_old)
+                  - mdp.linear_surrogate(ref_trpo.tabular_softmax(th - e), pi_old)) / 2e-6
             fo = max(fo, abs(gJ - g1) / max(1.0, abs(gJ)))
     return frac, viol, fo, cases
 
@@ -167,7 +166,7 @@ def _finite_horizon_bound_on_exact_mdps() -> Evidence:
 # =============================================================================================
 @half_factor.check("theory")
 def _half_factor_symbolic() -> Evidence:
-    ids, facts, vals = T.half_factor()
+    ids, facts, vals = sym_trpo.half_factor()
     return _symbolic(ids, facts, detail="Σ_a π_old|π/π_old - 1| = Σ_a|π - π_old| = 2D_TV (K = 3): Eq. 39's integrand "
                                         "has mean 2D_TV; along tΔ̂*, Eq. 56 is tM/(1-γ) - c(t/2)² with maximiser "
                                         f"{vals['t56']} = 4t*, Eq. 68 is tM/(1-γ) - ct² with maximiser t*; at M = ‖A‖ "
@@ -187,17 +186,17 @@ def half_factor_cases(n_mdps=9, seed_offset=1):
         d = rng.normal(size=K) * 0.3
         d -= p @ d
         for T_s in (1, 2, 3, 4):
-            e_hat = max(e_hat, abs(N.expected_tv_hat(p, d, T_s) - 2 * 0.5 * float(p @ np.abs(d))))
+            e_hat = max(e_hat, abs(ref_trpo.expected_tv_hat(p, d, T_s) - 2 * 0.5 * float(p @ np.abs(d))))
     e68 = e56 = 0.0
     gains, ratio_min = [], np.inf
     for i in range(n_mdps):
         g = (0.8, 0.9, 0.95)[i % 3]
         S, A = int(rng.integers(1, 5)), int(rng.integers(2, 5))
-        mdp = N.random_mdp(rng, S, A, g)
-        pi_old = N.tabular_softmax(rng.normal(size=(S, A)) * 0.3)
-        t_star, _ = N.population_t_star(mdp, pi_old)
-        d68, t68, _ = N.population_tvtrpo(mdp, pi_old, 1.0)
-        d56, t56, v56 = N.population_tvtrpo(mdp, pi_old, 0.5)
+        mdp = ref_trpo.random_mdp(rng, S, A, g)
+        pi_old = ref_trpo.tabular_softmax(rng.normal(size=(S, A)) * 0.3)
+        t_star, _ = ref_trpo.population_t_star(mdp, pi_old)
+        d68, t68, _ = ref_trpo.population_tvtrpo(mdp, pi_old, 1.0)
+        d56, t56, v56 = ref_trpo.population_tvtrpo(mdp, pi_old, 0.5)
         e68 = max(e68, abs(t68 - t_star) / t_star)
         e56 = max(e56, abs(t56 - 4 * t_star) / (4 * t_star))
         J0 = mdp.J(pi_old)
@@ -257,28 +256,28 @@ def in_region_cases(n_cases=240, seed_offset=2):
     ratios, outside, n, n_cvx = [], 0, 0, 0
     for i in range(n_cases):
         g = (0.5, 0.9, 0.99)[i % 3]
-        pi_old = N.tabular_softmax(rng.normal(size=(int(rng.integers(1, 4)), int(rng.integers(2, 6)))))
+        pi_old = ref_trpo.tabular_softmax(rng.normal(size=(int(rng.integers(1, 4)), int(rng.integers(2, 6)))))
         b = _sampled_batch(rng, pi_old, int(rng.integers(2, 12)))
         if b is None:
             continue
         sid, st, ac, nn = b
-        adv = N.centre(sid, nn, rng.normal(size=sid.size))
-        G = N.state_counts(sid, nn)
-        t_star, M, d_star = N.tvtrpo_closed_form(sid, nn, adv, G, g)
+        adv = ref_trpo.centre(sid, nn, rng.normal(size=sid.size))
+        G = ref_trpo.state_counts(sid, nn)
+        t_star, M, d_star = ref_trpo.tvtrpo_closed_form(sid, nn, adv, G, g)
         if np.any(1 + d_star < 0) or t_star == 0:
             continue
         n += 1
-        dl = N.delta_trpo(g)
-        excess_hat = max(excess_hat, (float(np.max(N.tv_hat(sid, nn, d_star))) - dl) / dl)
+        dl = ref_trpo.delta_trpo(g)
+        excess_hat = max(excess_hat, (float(np.max(ref_trpo.tv_hat(sid, nn, d_star))) - dl) / dl)
         if i % 8 == 0:
-            _, _, d_c = N.tvtrpo_cvx(sid, nn, adv, G, g)
-            e_cvx = max(e_cvx, abs(float(np.max(N.tv_hat(sid, nn, d_c))) - t_star) / t_star)
+            _, _, d_c = ref_trpo.tvtrpo_cvx(sid, nn, adv, G, g)
+            e_cvx = max(e_cvx, abs(float(np.max(ref_trpo.tv_hat(sid, nn, d_c))) - t_star) / t_star)
             n_cvx += 1
         for _ in range(5):
-            u = N.centre(sid, nn, rng.normal(size=sid.size) * t_star * 10.0 ** rng.uniform(-1, 2))
-            v = N.retraction(sid, nn, u, t_star)
-            excess_apc = max(excess_apc, (float(np.max(N.tv_hat(sid, nn, v))) - t_star) / t_star)
-        tv = N.tv_max(pi_old, N.lifted_policy(pi_old, st, ac, d_star))
+            u = ref_trpo.centre(sid, nn, rng.normal(size=sid.size) * t_star * 10.0 ** rng.uniform(-1, 2))
+            v = ref_trpo.retraction(sid, nn, u, t_star)
+            excess_apc = max(excess_apc, (float(np.max(ref_trpo.tv_hat(sid, nn, v))) - t_star) / t_star)
+        tv = ref_trpo.tv_max(pi_old, ref_trpo.lifted_policy(pi_old, st, ac, d_star))
         ratios.append(tv / t_star)
         outside += int(tv > dl)
     return dict(e_cvx=e_cvx, excess_hat=excess_hat, excess_apc=excess_apc, ratios=np.array(ratios), outside=outside,
@@ -292,10 +291,10 @@ def in_region_counterexample(gamma=0.9):
     pi_old = np.array([[0.45, 0.45, 0.10]])
     sid, ac, nn = np.zeros(3, int), np.arange(3), np.array([1, 1, 8])
     adv = np.array([1.0, -1.0, 0.0])
-    t_star, M, d_star = N.tvtrpo_closed_form(sid, nn, adv, N.state_counts(sid, nn), gamma)
-    pi = N.lifted_policy(pi_old, sid, ac, d_star)
-    return dict(t_star=t_star, delta_trpo=N.delta_trpo(gamma), tv_hat=float(N.tv_hat(sid, nn, d_star)[0]),
-                tv_exact=N.tv_max(pi_old, pi), pi_new=pi[0].tolist())
+    t_star, M, d_star = ref_trpo.tvtrpo_closed_form(sid, nn, adv, ref_trpo.state_counts(sid, nn), gamma)
+    pi = ref_trpo.lifted_policy(pi_old, sid, ac, d_star)
+    return dict(t_star=t_star, delta_trpo=ref_trpo.delta_trpo(gamma), tv_hat=float(ref_trpo.tv_hat(sid, nn, d_star)[0]),
+                tv_exact=ref_trpo.tv_max(pi_old, pi), pi_new=pi[0].tolist())
 
 
 def population_half():
@@ -303,9 +302,9 @@ def population_half():
     n = np.array([1, 2, 3, 4])
     pi_old = (n / n.sum())[None]
     sid = np.zeros(4, int)
-    adv = N.centre(sid, n, np.array([0.7, -0.2, 0.4, -0.5]))
-    t_star, _, d = N.tvtrpo_closed_form(sid, n, adv, N.state_counts(sid, n), 0.9)
-    return abs(N.tv_max(pi_old, pi_old * (1 + d)) - t_star / 2) / t_star
+    adv = ref_trpo.centre(sid, n, np.array([0.7, -0.2, 0.4, -0.5]))
+    t_star, _, d = ref_trpo.tvtrpo_closed_form(sid, n, adv, ref_trpo.state_counts(sid, n), 0.9)
+    return abs(ref_trpo.tv_max(pi_old, pi_old * (1 + d)) - t_star / 2) / t_star
 
 
 @in_region.check("numerics")
@@ -341,7 +340,7 @@ def _updates_in_sample_region_not_policy_region() -> Evidence:
 # =============================================================================================
 @channel_drift.check("theory")
 def _channel_identity_and_gibbs() -> Evidence:
-    ids, facts = T.channel_drift_identity()
+    ids, facts = sym_trpo.channel_drift_identity()
     return _symbolic(ids, facts, detail="max(-x,0) - max(x,0) = -x per token, so log s⁻ - log s⁺ = -(1/T)Σ log r "
                                         "(T = 3); KL(p‖q) = Σ p φ(q/p), φ(x) = x - 1 - log x (K = 3, Σp = Σq = 1), "
                                         "φ(1) = 0, φ' = 0 only at 1, φ'' = 1/x² > 0: E_{a~p}[-log r] = KL ≥ 0")
@@ -354,7 +353,7 @@ def eos_counterexample(L=8):
     pi_old[0] = [0.5, 0.5]
     pi = pi_old.copy()
     pi[0] = [0.9, 0.1]
-    return N.chain_channel_expectation(pi_old, pi, eos=0)
+    return ref_trpo.chain_channel_expectation(pi_old, pi, eos=0)
 
 
 def channel_drift_cases(n_cases=200, seed_offset=3):
@@ -367,14 +366,14 @@ def channel_drift_cases(n_cases=200, seed_offset=3):
         L, K = int(rng.integers(1, 6)), int(rng.integers(2, 5))
         if K ** L > 1100:
             L = 3
-        pi_old, pi = N.random_chain(rng, L, K, drift=float(rng.choice([0.1, 0.3, 1.0])))
-        e_mean, e_sum, _, kl = N.chain_channel_expectation(pi_old, pi)
+        pi_old, pi = ref_trpo.random_chain(rng, L, K, drift=float(rng.choice([0.1, 0.3, 1.0])))
+        e_mean, e_sum, _, kl = ref_trpo.chain_channel_expectation(pi_old, pi)
         err = max(err, abs(e_mean - kl))
         min_kl = min(min_kl, kl)
         L2 = int(rng.integers(2, 7))
         K2 = int(rng.integers(2, 4))
-        a, b = N.random_chain(rng, L2, K2, drift=float(rng.choice([0.1, 0.3, 1.0])))
-        e_mean2, e_sum2, _, _ = N.chain_channel_expectation(a, b, eos=0)
+        a, b = ref_trpo.random_chain(rng, L2, K2, drift=float(rng.choice([0.1, 0.3, 1.0])))
+        e_mean2, e_sum2, _, _ = ref_trpo.chain_channel_expectation(a, b, eos=0)
         neg += int(e_mean2 < 0)
         min_sum = min(min_sum, e_sum2)
         n_eos += 1
@@ -413,7 +412,7 @@ def gpu_channel_drift(n_traj=40000, seed=5, device=None):
     out = {}
     # (a) ragged, action-independent lengths
     L, K = 12, 6
-    pi_old, pi = N.random_chain(rng, L, K, drift=0.5)
+    pi_old, pi = ref_trpo.random_chain(rng, L, K, drift=0.5)
     kl = np.sum(pi_old * np.log(pi_old / pi), axis=1)
     lengths = torch.randint(1, L + 1, (n_traj,), generator=g)
     p_len = np.full(L, 1.0 / L)

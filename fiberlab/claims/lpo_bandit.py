@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fiberlab.numerics import lpo as N
+from fiberlab.numerics import lpo as ref_lpo
 from fiberlab.numerics import lpo_bandit as B
 from fiberlab.registry import Evidence, claim
 
@@ -231,8 +231,8 @@ def cor2_on_groups(starts=("moderate", "hard"), optimizer="adam", bound=None, n_
     viol, worst, cases, policy = 0, 0.0, 0, {}
     for start in starts:
         for fam in TAU_FAMILIES:
-            tr = N.bandit_inner_trace("lpo_fwd", bandit_config(start, fam, optimizer), n_seeds, SEED)
-            pe = N.projection_errors(tr)
+            tr = ref_lpo.bandit_inner_trace("lpo_fwd", bandit_config(start, fam, optimizer), n_seeds, SEED)
+            pe = ref_lpo.projection_errors(tr)
             P, w = pe["P"], np.broadcast_to(pe["w"][:, :, None, :], pe["P"].shape)
             D = np.broadcast_to((w * (np.log(w) - np.log(P))).sum(-1, keepdims=True), P.shape)
             b = bound(w, D)

@@ -14,7 +14,7 @@ from scipy.special import softmax
 
 from fiberlab.claims.lpo import (fwd_bounded, gibbs_target, implicit_targets, length_normalisation,
                                  monotone_improvement, pg_is_reverse_kl, rev_is_proximal, rev_unbounded, zero_sum)
-from fiberlab.numerics import lpo as N
+from fiberlab.numerics import lpo as ref_lpo
 from fiberlab.registry import Evidence
 
 SEED = 20260507  # LPO v1's arXiv date; any fixed seed would do
@@ -67,7 +67,7 @@ def pg_vs_reverse_kl(n_cases=40, seed_offset=0):
     for i in range(n_cases):
         K = int(rng.choice([2, 3, 5, 8, 16]))
         M, d = K + 10, int(rng.integers(2, 7))
-        pol = N.LogLinearPolicy(rng.normal(size=(M, d)))
+        pol = ref_lpo.LogLinearPolicy(rng.normal(size=(M, d)))
         theta_b = rng.normal(size=d)
         ys = rng.choice(M, size=K, p=softmax(pol.Phi @ theta_b))        # samples from π_b (duplicates allowed)
         A = rng.normal(size=K) * 2
@@ -78,11 +78,11 @@ def pg_vs_reverse_kl(n_cases=40, seed_offset=0):
         lp_b = pol.log_prob(theta_b, ys)
 
         def rev_kl(th, target=A):
-            return N.kl_logits(pol.log_prob(th, ys) - lp_b, target)
-        c_rev = N.reverse_coefficients(np.zeros(K), A)
+            return ref_lpo.kl_logits(pol.log_prob(th, ys) - lp_b, target)
+        c_rev = ref_lpo.reverse_coefficients(np.zeros(K), A)
         worst_an = max(worst_an, _rel(-(c_rev @ G), g_pg))
-        worst_fd = max(worst_fd, _rel(-N.fd_gradient(rev_kl, theta_b, FD_STEP), g_pg))
-        c_shift = N.reverse_coefficients(np.zeros(K), A + b)
+        worst_fd = max(worst_fd, _rel(-ref_lpo.fd_gradient(rev_kl, theta_b, FD_STEP), g_pg))
+        c_shift = ref_lpo.reverse_coefficients(np.zeros(K), A + b)
         worst_shift = max(worst_shift, _rel(-(c_shift @ G), g_pg), _rel(softmax(A + b), softmax(A)))
     return worst_an, worst_fd, worst_shift, n_cases
 
@@ -107,7 +107,7 @@ TAUS = (1e-2, 1e-1, 1.0, 1e1, 1e2)
 def target_vs_cvx(n_per_tau=4, seed_offset=1, solve=None):
     """Max ‖w_cvx - w*‖∞ / √(2g/τ) (strong-concavity certificate), max objective excess (Ĵ(w_cvx) - Ĵ(w*))/max(1, |Ĵ|),
     and max ‖w_cvx - w*‖∞, over random instances and τ ∈ TAUS."""
-    solve = solve or N.target_cvx
+    solve = solve or ref_lpo.target_cvx
     rng = _rng(seed_offset)
     worst_w = worst_gap = worst_abs = 0.0
     cases = 0
@@ -117,13 +117,13 @@ def target_vs_cvx(n_per_tau=4, seed_offset=1, solve=None):
             R = rng.uniform(0, 1, size=K)
             st = rng.normal(size=K)
             Pt = softmax(st)
-            w_star = N.listwise_target(R, tau, st)
+            w_star = ref_lpo.listwise_target(R, tau, st)
             w, _ = solve(R, tau, Pt)
-            J_star = N.proximal_objective(w_star, R, tau, Pt)
+            J_star = ref_lpo.proximal_objective(w_star, R, tau, Pt)
             err = float(np.max(np.abs(w - w_star)))
             worst_abs = max(worst_abs, err)
             worst_w = max(worst_w, err / np.sqrt(2 * CVX_GAP_TOL * max(1.0, abs(J_star)) / tau))
-            worst_gap = max(worst_gap, (N.proximal_objective(w, R, tau, Pt) - J_star) / max(1.0, abs(J_star)))
+            worst_gap = max(worst_gap, (ref_lpo.proximal_objective(w, R, tau, Pt) - J_star) / max(1.0, abs(J_star)))
             cases += 1
     return worst_w, worst_gap, worst_abs, cases
 
@@ -148,10 +148,10 @@ def divergences(w, rng):
 
     def js(P):
         m = (P + w) / 2
-        return 0.5 * N.kl(P, m) + 0.5 * N.kl(w, m)
+        return 0.5 * ref_lpo.kl(P, m) + 0.5 * ref_lpo.kl(w, m)
     return {
-        "forward KL": (lambda P: N.kl(w, P), lambda P: -w / P),
-        "reverse KL": (lambda P: N.kl(P, w), lambda P: np.log(P / w) + 1),
+        "forward KL": (lambda P: ref_lpo.kl(w, P), lambda P: -w / P),
+        "reverse KL": (lambda P: ref_lpo.kl(P, w), lambda P: np.log(P / w) + 1),
         "JS": (js, lambda P: 0.5 * np.log(2 * P / (P + w))),
         "chi2": (lambda P: float(np.sum((P - w) ** 2 / w)), lambda P: 2 * (P - w) / w),
         "random smooth": (lambda P: float(a @ P + P @ B @ P + np.sin(cvec @ P)),
@@ -160,7 +160,7 @@ def divergences(w, rng):
 
 
 def zero_sum_errors(n_cases=30, seed_offset=2, coefficients=None):
-    coefficients = coefficients or N.general_coefficients
+    coefficients = coefficients or ref_lpo.general_coefficients
     rng = _rng(seed_offset)
     worst_fd = worst_sum = 0.0
     cases = 0
@@ -169,7 +169,7 @@ def zero_sum_errors(n_cases=30, seed_offset=2, coefficients=None):
         s, w = rng.normal(size=K), rng.dirichlet(np.ones(K))
         for L, dL in divergences(w, rng).values():
             c = coefficients(s, dL(softmax(s)))
-            fd = N.fd_gradient(lambda x: L(softmax(x)), s, FD_STEP)
+            fd = ref_lpo.fd_gradient(lambda x: L(softmax(x)), s, FD_STEP)
             worst_fd = max(worst_fd, _rel(c, fd))
             worst_sum = max(worst_sum, abs(float(c.sum())))
             cases += 1
@@ -198,17 +198,17 @@ def forward_properties(n_cases=300, seed_offset=3):
         scale = [1.0, 10.0, 50.0][i % 3]                               # extreme: near-one-hot P and w*
         s, phi = rng.normal(size=K) * scale, rng.normal(size=K) * scale
         w = softmax(phi)
-        c = N.forward_coefficients(s, w)
+        c = ref_lpo.forward_coefficients(s, w)
         over = max(over, float(np.max(np.abs(c))) - 1.0, 0.0)
-        tv_err = max(tv_err, abs(float(np.abs(c).sum()) - 2 * N.tv(softmax(s), w)))
+        tv_err = max(tv_err, abs(float(np.abs(c).sum()) - 2 * ref_lpo.tv(softmax(s), w)))
         sm = max(sm, abs(float(c.sum())))
         if scale == 1.0:
-            fd = N.fd_gradient(lambda x: N.kl_logits(phi, x), s, FD_STEP)
+            fd = ref_lpo.fd_gradient(lambda x: ref_lpo.kl_logits(phi, x), s, FD_STEP)
             fd_err = max(fd_err, _rel(c, fd))
     # self-correction: along P_α = softmax((1-α)s + αφ), ‖c‖∞/(1-α) stays bounded and c → 0
     s, phi = rng.normal(size=6), rng.normal(size=6)
     gaps = np.array([1e-1, 1e-2, 1e-3, 1e-4, 1e-5])
-    norms = np.array([np.max(np.abs(N.forward_coefficients((1 - a) * s + a * phi, softmax(phi)))) for a in 1 - gaps])
+    norms = np.array([np.max(np.abs(ref_lpo.forward_coefficients((1 - a) * s + a * phi, softmax(phi)))) for a in 1 - gaps])
     return over, tv_err, sm, fd_err, norms, gaps, n_cases
 
 
@@ -239,7 +239,7 @@ def reverse_growth(seed_offset=4):
     R, s = (rng.uniform(size=K) > 0.5).astype(float), rng.normal(size=K) * 0.3
     R[0], R[1] = 1.0, 0.0                                            # not constant
     taus = np.geomspace(1e-4, 1e-2, 9)
-    m = np.array([np.max(np.abs(N.reverse_coefficients(s, R / t))) for t in taus])
+    m = np.array([np.max(np.abs(ref_lpo.reverse_coefficients(s, R / t))) for t in taus])
     slope = float(np.polyfit(np.log(taus), np.log(m), 1)[0])
     return slope, float(m[-1]), taus, m
 
@@ -252,12 +252,12 @@ def reverse_bound(n_cases=300, seed_offset=5):
         K = int(rng.integers(2, 17))
         scale = [1.0, 10.0, 50.0][i % 3]
         s, phi = rng.normal(size=K) * scale, rng.normal(size=K) * scale
-        c = N.reverse_coefficients(s, phi)
+        c = ref_lpo.reverse_coefficients(s, phi)
         d = s - phi
         viol = max(viol, float(np.max(np.abs(c))) - float(d.max() - d.min()), 0.0)
-        eq14 = max(eq14, _rel(N.reverse_coefficients_eq14(s, phi), c))
+        eq14 = max(eq14, _rel(ref_lpo.reverse_coefficients_eq14(s, phi), c))
         if scale == 1.0:
-            fd_err = max(fd_err, _rel(N.fd_gradient(lambda x: N.kl_logits(x, phi), s, FD_STEP), c))
+            fd_err = max(fd_err, _rel(ref_lpo.fd_gradient(lambda x: ref_lpo.kl_logits(x, phi), s, FD_STEP), c))
     return viol, eq14, fd_err, n_cases
 
 
@@ -288,9 +288,9 @@ def proximal_errors(n_cases=200, seed_offset=6):
         R, s, st = rng.uniform(size=K), rng.normal(size=K) * 2, rng.normal(size=K)
         Pt, P = softmax(st), softmax(s)
         phi = R / tau + st
-        lhs = N.proximal_objective(P, R, tau, Pt)
-        rhs = -tau * N.kl_logits(s, phi) + tau * N.log_partition(R, tau, Pt)
-        worst = max(worst, abs(lhs - rhs) / max(1.0, abs(lhs), tau * abs(N.log_partition(R, tau, Pt))))
+        lhs = ref_lpo.proximal_objective(P, R, tau, Pt)
+        rhs = -tau * ref_lpo.kl_logits(s, phi) + tau * ref_lpo.log_partition(R, tau, Pt)
+        worst = max(worst, abs(lhs - rhs) / max(1.0, abs(lhs), tau * abs(ref_lpo.log_partition(R, tau, Pt))))
     return worst, n_cases
 
 
@@ -312,7 +312,7 @@ def implicit_target_errors(n_groups=60, seed_offset=7, taus=None):
     ReMax is not among the methods: its PG equals the projection only after centring, which is the condition of
     ``lpo.implicit_target_remax`` (its own checks, below)."""
     rng = _rng(seed_offset)
-    methods = tuple(m for m in N.METHODS if m != "remax")
+    methods = tuple(m for m in ref_lpo.METHODS if m != "remax")
     worst = {m: 0.0 for m in methods}
     K = 8
     batch = None
@@ -324,10 +324,10 @@ def implicit_target_errors(n_groups=60, seed_offset=7, taus=None):
                 batch = batch * 0.9 + 0.1 * rng.uniform(size=(10, K))  # non-binary rewards (Countdown-like)
         R = batch[g % 10]
         for m in methods:
-            A, tau = N.group_advantages(m, R, batch=batch)
+            A, tau = ref_lpo.group_advantages(m, R, batch=batch)
             if taus and m in taus:
                 tau = taus[m](R, tau)
-            c_rev = N.reverse_coefficients(np.zeros(K), R / tau)
+            c_rev = ref_lpo.reverse_coefficients(np.zeros(K), R / tau)
             worst[m] = max(worst[m], _rel(A / K, -c_rev))
     return worst, n_groups
 
@@ -335,7 +335,7 @@ def implicit_target_errors(n_groups=60, seed_offset=7, taus=None):
 def score_expectation_error(seed_offset=8):
     """``E_{y~π}[∇ log π(y)] = Σ_y π(y)(Φ_y - πᵀΦ)``, exactly 0: the baseline part of ReMax's PG has zero mean."""
     rng = _rng(seed_offset)
-    pol = N.LogLinearPolicy(rng.normal(size=(20, 4)))
+    pol = ref_lpo.LogLinearPolicy(rng.normal(size=(20, 4)))
     th = rng.normal(size=4)
     pi = softmax(pol.Phi @ th)
     return float(np.max(np.abs(pi @ pol.score(th, np.arange(20)))))
@@ -366,18 +366,18 @@ def remax_gradient_gap(baseline, seed_offset=9, K=8):
     (independent of c^rev), the predicted gap ``((μ_G - b)/K) Σ_k ∇log π(y_k)`` and ``Σ_k ∇log π(y_k)``.
     ``baseline=None`` uses ``b = μ_G`` (the condition)."""
     rng = _rng(seed_offset)
-    pol = N.LogLinearPolicy(rng.normal(size=(20, 4)))
+    pol = ref_lpo.LogLinearPolicy(rng.normal(size=(20, 4)))
     th0 = rng.normal(size=4)
     ys = rng.choice(20, size=K, p=softmax(pol.Phi @ th0))
     R = np.where(rng.uniform(size=K) < 0.5, 1.0, 0.0)
     R[0], R[1] = 1.0, 0.0
     b = R.mean() if baseline is None else float(baseline)
-    A, tau = N.group_advantages("remax", R, baseline=b)
+    A, tau = ref_lpo.group_advantages("remax", R, baseline=b)
     score = pol.score(th0, ys)
     pg = (A / K) @ score
     lp0 = pol.log_prob(th0, ys)
-    kl = lambda th: N.kl_logits(pol.log_prob(th, ys) - lp0, R / tau)   # noqa: E731
-    neg_grad_kl = -N.fd_gradient(kl, th0, FD_STEP)
+    kl = lambda th: ref_lpo.kl_logits(pol.log_prob(th, ys) - lp0, R / tau)   # noqa: E731
+    neg_grad_kl = -ref_lpo.fd_gradient(kl, th0, FD_STEP)
     return pg, neg_grad_kl, (R.mean() - b) / K * score.sum(axis=0), score.sum(axis=0)
 
 
@@ -415,14 +415,14 @@ def improvement_bound(n_cases=200, seed_offset=9, sqrt_pinsker=True):
         K = int(rng.integers(2, 17))
         tau = float(10 ** rng.uniform(-1.5, 1.5))
         R, st = rng.uniform(-1, 1, size=K), rng.normal(size=K)
-        Pt, w = softmax(st), N.listwise_target(R, tau, st)
-        jeff = N.kl(w, Pt) + N.kl(Pt, w)
+        Pt, w = softmax(st), ref_lpo.listwise_target(R, tau, st)
+        jeff = ref_lpo.kl(w, Pt) + ref_lpo.kl(Pt, w)
         id_err = max(id_err, abs((w @ R - Pt @ R) - tau * jeff) / max(1.0, tau * jeff))
         Pn = softmax(rng.normal(size=K) * 2)                            # an arbitrary P_{t+1}
-        eps_proj = N.tv(Pn, w)
+        eps_proj = ref_lpo.tv(Pn, w)
         Rmax = float(np.max(np.abs(R)))
         slack = min(slack, (Pn @ R) - (Pt @ R + tau * jeff - 2 * Rmax * eps_proj))
-        kmin = min(N.kl(w, Pn), N.kl(Pn, w))
+        kmin = min(ref_lpo.kl(w, Pn), ref_lpo.kl(Pn, w))
         bound = np.sqrt(kmin / 2) if sqrt_pinsker else kmin / 2
         pinsker_viol += int(eps_proj > bound + 1e-15)
     return id_err, slack, pinsker_viol, n_cases
@@ -436,10 +436,10 @@ def projection_with_rank_deficient_features(seed_offset=10):
     Phi = rng.normal(size=(K, 2))
     R = rng.uniform(0, 1, size=K)
     Pt = softmax(np.zeros(K))
-    w = N.listwise_target(R, tau)
-    _, Pn = N.forward_projection_loglinear(Phi, w)
-    eps_proj = N.tv(Pn, w)
-    jeff = N.kl(w, Pt) + N.kl(Pt, w)
+    w = ref_lpo.listwise_target(R, tau)
+    _, Pn = ref_lpo.forward_projection_loglinear(Phi, w)
+    eps_proj = ref_lpo.tv(Pn, w)
+    jeff = ref_lpo.kl(w, Pt) + ref_lpo.kl(Pt, w)
     slack = Pn @ R - (Pt @ R + tau * jeff - 2 * np.max(np.abs(R)) * eps_proj)
     return eps_proj, float(slack), float(np.max(np.abs(Phi.T @ (Pn - w))))
 
@@ -470,13 +470,13 @@ def length_normalisation_gap(seed_offset=11, lengths=None):
     V, K = 6, 4
     lengths = lengths if lengths is not None else [3, 7, 12, 20]
     theta = rng.normal(size=V)
-    pol = N.UnigramTokenPolicy()
+    pol = ref_lpo.UnigramTokenPolicy()
     seqs = [rng.choice(V, size=L, p=softmax(theta)) for L in lengths]
     A = np.array([1.5, -0.5, 0.8, -1.8])
     A -= A.mean()
     G = pol.score(theta, seqs)
     lp_b = pol.log_prob(theta, seqs)
-    minus_grad_kl = -N.fd_gradient(lambda th: N.kl_logits(pol.log_prob(th, seqs) - lp_b, A), theta, FD_STEP)
+    minus_grad_kl = -ref_lpo.fd_gradient(lambda th: ref_lpo.kl_logits(pol.log_prob(th, seqs) - lp_b, A), theta, FD_STEP)
     g_sum = A @ G / K
     Lk = np.array([len(y) for y in seqs], float)
     g_norm = (A / Lk) @ G / K                                         # LPO Eq. 2 at r = 1: per-sequence 1/|y_k|
@@ -523,7 +523,7 @@ def entropy_bonus_errors(n_per_pair=3, seed_offset=12, target=None):
     identity error ``-KL(P‖w*) - (Σ Pφ + H(P) - log Z_φ)`` on random (s, φ), and the distance between
     softmax(R/(τ+γ)) and the bonus-free target softmax(R/τ) (largest over instances; must be far from 0: the instances
     can tell a target that ignores γ from the right one)."""
-    target = target or N.entropy_bonus_target
+    target = target or ref_lpo.entropy_bonus_target
     rng = _rng(seed_offset)
     worst_w = worst_gap = worst_abs = id_err = 0.0
     max_shift = 0.0
@@ -534,17 +534,17 @@ def entropy_bonus_errors(n_per_pair=3, seed_offset=12, target=None):
             R = rng.uniform(0, 1, size=K)
             R[0], R[1] = 1.0, 0.0
             w_star = target(R, tau, gam)
-            w, _ = N.entropy_bonus_target_cvx(R, tau, gam)
-            J_star = N.entropy_bonus_objective(w_star, R, tau, gam)
+            w, _ = ref_lpo.entropy_bonus_target_cvx(R, tau, gam)
+            J_star = ref_lpo.entropy_bonus_objective(w_star, R, tau, gam)
             err = float(np.max(np.abs(w - w_star)))
             worst_abs = max(worst_abs, err)
             worst_w = max(worst_w, err / np.sqrt(2 * CVX_GAP_TOL * max(1.0, abs(J_star)) / (tau + gam)))
-            worst_gap = max(worst_gap, (N.entropy_bonus_objective(w, R, tau, gam) - J_star) / max(1.0, abs(J_star)))
-            max_shift = max(max_shift, float(np.max(np.abs(w_star - N.listwise_target(R, tau)))))
+            worst_gap = max(worst_gap, (ref_lpo.entropy_bonus_objective(w, R, tau, gam) - J_star) / max(1.0, abs(J_star)))
+            max_shift = max(max_shift, float(np.max(np.abs(w_star - ref_lpo.listwise_target(R, tau)))))
             s, phi = rng.normal(size=K) * 2, rng.normal(size=K) * 2
             P = softmax(s)
-            rhs = P @ phi + N.entropy(P) - float(np.log(np.sum(np.exp(phi))))
-            id_err = max(id_err, abs(-N.kl_logits(s, phi) - rhs) / max(1.0, abs(rhs)))
+            rhs = P @ phi + ref_lpo.entropy(P) - float(np.log(np.sum(np.exp(phi))))
+            id_err = max(id_err, abs(-ref_lpo.kl_logits(s, phi) - rhs) / max(1.0, abs(rhs)))
             cases += 1
     return worst_w, worst_gap, worst_abs, id_err, max_shift, cases
 
@@ -586,14 +586,14 @@ CVX_MIN_TOL = 1e-5
 def coverage_random(n_cases=400, seed_offset=13, bound=None):
     """Random (w*, P): for every k, α = w*_k (and α = w*_k/2), D = KL(w*‖P); count ``P_k ≤ bound(α, D)``.
     Returns ``(violations, worst bound/P_k, cases)``."""
-    bound = bound or N.mode_coverage_bound
+    bound = bound or ref_lpo.mode_coverage_bound
     rng = _rng(seed_offset)
     viol, worst, cases = 0, 0.0, 0
     for i in range(n_cases):
         K = int(rng.integers(2, 10))
         w = rng.dirichlet(np.full(K, [0.3, 1.0, 5.0][i % 3]))
         P = softmax(rng.normal(size=K) * [0.3, 1.0, 3.0][(i // 3) % 3])
-        D = N.kl(w, P)
+        D = ref_lpo.kl(w, P)
         for k in range(K):
             for a in (w[k], w[k] / 2):
                 if not 1e-12 < a < 1:
@@ -610,18 +610,18 @@ def coverage_adversarial(seed_offset=14, bound=None, n_cvx=12):
     root of the binary KL; cross-checked by cvxpy on ``n_cvx`` random K = 4 targets). Returns ``(max bound/min,
     min bound/min, max binary-bound/min, max |cvx - exact|/max(1e-6, exact), cases)``; bound/min < 1 is the claim,
     and its size is the bound's tightness."""
-    bound = bound or N.mode_coverage_bound
+    bound = bound or ref_lpo.mode_coverage_bound
     rng = _rng(seed_offset)
     ratios, fratios, cvx_err = [], [], 0.0
     grid = [(a, D) for a in COVERAGE_ALPHAS for D in COVERAGE_DS]
     for j, (a, D) in enumerate(grid):
-        m = N.min_mass_exact(a, D)
+        m = ref_lpo.min_mass_exact(a, D)
         ratios.append(bound(a, D) / m)
-        fratios.append(N.mode_coverage_binary_bound(a, D) / m)
+        fratios.append(ref_lpo.mode_coverage_binary_bound(a, D) / m)
         if j % max(1, len(grid) // n_cvx) == 0 and m > 1e-4:
             rest = rng.dirichlet(np.ones(3)) * (1 - a)
             w = np.concatenate([[a], rest])
-            m_cvx, _ = N.min_mass_cvx(w, 0, D)
+            m_cvx, _ = ref_lpo.min_mass_cvx(w, 0, D)
             cvx_err = max(cvx_err, abs(m_cvx - m) / max(1e-6, m))
     return max(ratios), min(ratios), max(fratios), cvx_err, len(grid)
 
@@ -667,7 +667,7 @@ def full_space_errors(n_cases=20, steps=400, seed_offset=15, iterate=None):
     """Random finite response sets (M ∈ [5, 60], π_0 > 0, rewards on REWARD_LEVELS, several maximisers allowed).
     Returns ``(closed-form error, worst decrease of E, worst gap/bound, worst rate error, final gap, cases)``,
     where the bound is ``(max R - min R)(1 - π_0(A))/π_0(A) e^{-tΔ/τ}`` (A = argmax set, Δ = gap to the next level)."""
-    iterate = iterate or N.gibbs_iteration
+    iterate = iterate or ref_lpo.gibbs_iteration
     rng = _rng(seed_offset)
     cf_err = worst_dec = worst_bound = rate_err = final_gap = 0.0
     for i in range(n_cases):
@@ -680,11 +680,11 @@ def full_space_errors(n_cases=20, steps=400, seed_offset=15, iterate=None):
         steps_i = int(steps * tau)                                       # the same e^{-tΔ/τ} range for every τ
         lp = iterate(p0, R, tau, steps_i)
         t = np.arange(steps_i + 1)
-        cf = np.array([N.gibbs_closed_form(p0, R, tau, k) for k in t])
+        cf = np.array([ref_lpo.gibbs_closed_form(p0, R, tau, k) for k in t])
         cf_err = max(cf_err, float(np.max(np.abs(lp - cf))))
         E = np.exp(lp) @ R
         worst_dec = max(worst_dec, float(np.max(E[:-1] - E[1:])))
-        gap = np.array([N.suboptimality(row, R) for row in lp])
+        gap = np.array([ref_lpo.suboptimality(row, R) for row in lp])
         A = R == R.max()
         delta = R.max() - R[~A].max()
         bound = (R.max() - R.min()) * p0[~A].sum() / p0[A].sum() * np.exp(-t * delta / tau)
@@ -727,17 +727,17 @@ def k2_errors(n_cases=200, seed_offset=16, bce=None):
     differences of the BCE in s, and the distance to the hard preference vs σ(-1/τ)|Δ|. Returns the three worst
     relative errors and the hard-limit distance at the smallest τ."""
     from scipy.special import expit, log_expit
-    bce = bce or N.k2_soft_bce
+    bce = bce or ref_lpo.k2_soft_bce
     rng = _rng(seed_offset)
     ce_err = fd_err = hard_err = 0.0
     for i in range(n_cases):
         tau = K2_TAUS[i % len(K2_TAUS)]
         s = rng.normal(size=2) * [0.5, 2.0, 8.0][i % 3]
-        w = N.listwise_target(np.array([1.0, 0.0]), tau)
+        w = ref_lpo.listwise_target(np.array([1.0, 0.0]), tau)
         L = bce(s[0], s[1], tau)
-        ce_err = max(ce_err, abs(N.listwise_forward_ce(s, w) - L) / max(1.0, abs(L)))
-        fd = N.fd_gradient(lambda x: bce(x[0], x[1], tau), s, FD_STEP)
-        fd_err = max(fd_err, _rel(N.forward_coefficients(s, w), fd))
+        ce_err = max(ce_err, abs(ref_lpo.listwise_forward_ce(s, w) - L) / max(1.0, abs(L)))
+        fd = ref_lpo.fd_gradient(lambda x: bce(x[0], x[1], tau), s, FD_STEP)
+        fd_err = max(fd_err, _rel(ref_lpo.forward_coefficients(s, w), fd))
         delta = s[0] - s[1]
         hard = -float(log_expit(delta))
         hard_err = max(hard_err, abs((L - hard) - expit(-1 / tau) * delta) / max(1.0, abs(L)))
@@ -777,8 +777,8 @@ OFF_POLICY_EPS = np.geomspace(1e-5, 1e-2, 10)
 def off_policy_constants(n_cases=400, seed_offset=17, coefficients=None, first_order=None, centre=True):
     """Random (K ∈ [2, 64], A with ‖A‖∞ from 0.1 to 30, s with δ̄ from 1e-4 to 0.49): the measured
     ``C = max K|Δ_k|/(δ̄(1 + ‖A‖∞))`` and ``C₂ = max K|Δ_k - Δ^(1)_k|/(δ̄²(1 + ‖A‖∞))``. Returns ``(C, C₂, cases)``."""
-    coefficients = coefficients or N.off_policy_coefficients
-    first_order = first_order or N.off_policy_first_order
+    coefficients = coefficients or ref_lpo.off_policy_coefficients
+    first_order = first_order or ref_lpo.off_policy_first_order
     rng = _rng(seed_offset)
     C = C2 = 0.0
     for i in range(n_cases):
@@ -790,7 +790,7 @@ def off_policy_constants(n_cases=400, seed_offset=17, coefficients=None, first_o
         u = rng.uniform(-1, 1, size=K)
         u /= np.max(np.abs(u))
         s = np.log1p(target * u)                                   # r - 1 = target·u, so δ̄ = target exactly
-        dbar = N.drift(s)
+        dbar = ref_lpo.drift(s)
         c_pg, c_rev = coefficients(s, A)
         gap = c_pg - c_rev
         a_inf = float(np.max(np.abs(A)))
@@ -802,8 +802,8 @@ def off_policy_constants(n_cases=400, seed_offset=17, coefficients=None, first_o
 def off_policy_slopes(seed_offset=18, coefficients=None, first_order=None):
     """Fixed K = 8, zero-mean A, direction u; s = εu for ε ∈ OFF_POLICY_EPS. Returns the log-log slopes of
     ``max|Δ|`` and of ``max|Δ - Δ^(1)|`` against δ̄."""
-    coefficients = coefficients or N.off_policy_coefficients
-    first_order = first_order or N.off_policy_first_order
+    coefficients = coefficients or ref_lpo.off_policy_coefficients
+    first_order = first_order or ref_lpo.off_policy_first_order
     rng = _rng(seed_offset)
     K = 8
     A = rng.normal(size=K) * 2
@@ -814,7 +814,7 @@ def off_policy_slopes(seed_offset=18, coefficients=None, first_order=None):
         s = e * u
         c_pg, c_rev = coefficients(s, A)
         gap = c_pg - c_rev
-        d.append(N.drift(s))
+        d.append(ref_lpo.drift(s))
         g.append(np.max(np.abs(gap)))
         r.append(np.max(np.abs(gap - first_order(s, A))))
     ld = np.log(d)
@@ -826,7 +826,7 @@ def off_policy_adversarial(seed_offset=19, coefficients=None, starts=2):
     ``A`` (L-BFGS-B from random starts, ≤ 60 iterations) for K ∈ {2, 16} and δ̄ ∈ {1e-3, 0.49}. Returns
     ``(C_adv, where)``: a lower estimate of the true sup, to set against the proved C ≤ C_PROVEN."""
     from scipy.optimize import minimize
-    coefficients = coefficients or N.off_policy_coefficients
+    coefficients = coefficients or ref_lpo.off_policy_coefficients
     rng = _rng(seed_offset)
     best, where = 0.0, None
     for K in (2, 16):
@@ -838,7 +838,7 @@ def off_policy_adversarial(seed_offset=19, coefficients=None, starts=2):
                     return 0.0
                 s = np.log1p(dbar * u / np.max(np.abs(u)))
                 c_pg, c_rev = coefficients(s, A)
-                return -float(np.max(np.abs(c_pg - c_rev))) * K / (N.drift(s) * (1 + np.max(np.abs(A))))
+                return -float(np.max(np.abs(c_pg - c_rev))) * K / (ref_lpo.drift(s) * (1 + np.max(np.abs(A))))
             for _ in range(starts):
                 x0 = np.concatenate([rng.uniform(-1, 1, K), rng.normal(size=K) * 3])
                 bounds = [(-1, 1)] * K + [(-50, 50)] * K
@@ -880,7 +880,7 @@ def pointwise_evidence(seed_offset=20, target_c4=None, K_mc=200_000):
     """Returns a dict: cvxpy on-policy maximiser vs Eq. 8 and vs C.4 (‖·‖∞), Monte-Carlo SNIS TVs (Eq. 8 weights vs
     the full-space Gibbs target; C.4 weights vs that target, and vs their own π_b² limit), the exact TV of the C.4
     limit, and the c^point facts (FD error, Σ, ‖c^point‖ at P = w*)."""
-    target_c4 = target_c4 or N.pointwise_target_c4
+    target_c4 = target_c4 or ref_lpo.pointwise_target_c4
     rng = _rng(seed_offset)
     M, tau = 6, 0.5
     b = softmax(rng.normal(size=M) * 1.2)                           # π_b over the whole response set
@@ -891,25 +891,25 @@ def pointwise_evidence(seed_offset=20, target_c4=None, K_mc=200_000):
     c4_limit = b ** 2 * np.exp(R / tau)
     c4_limit /= c4_limit.sum()
     ys = rng.choice(M, size=K_mc, p=b)
-    w8 = N.listwise_target(R[ys], tau)                              # Eq. 8 on-policy: softmax(R/τ) over the group
+    w8 = ref_lpo.listwise_target(R[ys], tau)                              # Eq. 8 on-policy: softmax(R/τ) over the group
     wc4 = target_c4(R[ys], tau, b[ys])
-    out = {"tv_eq8": N.tv(N.snis_measure(ys, w8, M), full),
-           "tv_c4": N.tv(N.snis_measure(ys, wc4, M), full),
-           "tv_c4_own_limit": N.tv(N.snis_measure(ys, wc4, M), c4_limit),
-           "tv_c4_exact": N.tv(c4_limit, full)}
+    out = {"tv_eq8": ref_lpo.tv(ref_lpo.snis_measure(ys, w8, M), full),
+           "tv_c4": ref_lpo.tv(ref_lpo.snis_measure(ys, wc4, M), full),
+           "tv_c4_own_limit": ref_lpo.tv(ref_lpo.snis_measure(ys, wc4, M), c4_limit),
+           "tv_c4_exact": ref_lpo.tv(c4_limit, full)}
     # a small group: the maximiser of Ĵ on-policy (P_t = 1/K) by cvxpy
     K = 5
     yk = rng.choice(M, size=K, p=b, replace=False)
-    w_cvx, _ = N.target_cvx(R[yk], tau, np.full(K, 1.0 / K))
-    out["cvx_vs_eq8"] = float(np.max(np.abs(w_cvx - N.listwise_target(R[yk], tau))))
+    w_cvx, _ = ref_lpo.target_cvx(R[yk], tau, np.full(K, 1.0 / K))
+    out["cvx_vs_eq8"] = float(np.max(np.abs(w_cvx - ref_lpo.listwise_target(R[yk], tau))))
     out["cvx_vs_c4"] = float(np.max(np.abs(w_cvx - target_c4(R[yk], tau, b[yk]))))
-    w_star = N.listwise_target(R[yk], tau)
-    c_point = N.pointwise_coefficients(w_star)
+    w_star = ref_lpo.listwise_target(R[yk], tau)
+    c_point = ref_lpo.pointwise_coefficients(w_star)
     L_point = lambda s: -float(np.dot(w_star, s + np.log(b[yk])))  # noqa: E731  (log π_θ = s + log π_b)
-    out["fd_point"] = _rel(c_point, N.fd_gradient(L_point, rng.normal(size=K), FD_STEP))
+    out["fd_point"] = _rel(c_point, ref_lpo.fd_gradient(L_point, rng.normal(size=K), FD_STEP))
     out["sum_point"] = float(c_point.sum())
     out["point_at_target"] = float(np.max(np.abs(c_point)))       # c^point at P = w*: unchanged, = w*
-    out["fwd_at_target"] = float(np.max(np.abs(N.forward_coefficients(np.log(w_star), w_star))))
+    out["fwd_at_target"] = float(np.max(np.abs(ref_lpo.forward_coefficients(np.log(w_star), w_star))))
     return out
 
 

@@ -19,10 +19,9 @@ import fiberlab.claims.lpo_bandit as LB
 from fiberlab.claims._symbolic import symbolic_evidence as _symbolic
 from fiberlab.claims.lpo_gpu import GRAD_TOL, BROKEN_MIN
 from fiberlab.gpu.losses import get_policy_loss
-from fiberlab.numerics import lpo as N
+from fiberlab.numerics import lpo as ref_lpo
 from fiberlab.registry import Evidence, claim
-from fiberlab.theory import lpo as T
-
+from fiberlab.theory import lpo as sym_lpo
 single_response = claim(
     "lpo.single_response", paper="LPO", source="LPO App. C.2",
     statement="K = 1 'virtual simplex': pairing a single response (logit s, reward R) with a virtual response of "
@@ -83,7 +82,7 @@ SUM_TOL = 1e-14
 # ---------------------------------------------------------------------------------------------
 @single_response.check("theory", name="virtual_simplex_coefficient")
 def _virtual_simplex_sympy() -> Evidence:
-    ids, facts, lims = T.single_response()
+    ids, facts, lims = sym_lpo.single_response()
     ids.update({k: a - b for k, (a, b) in lims.items()})
     return _symbolic(ids, facts, detail="c = ∂KL(softmax(R/τ, b/τ)‖softmax(s, v))/∂s = σ(s - v) - σ((R-b)/τ) derived; "
                                         "at s = v = 0: ½ - σ((R-b)/τ) = -½ tanh((R-b)/(2τ)); ½ ∓ c = σ(±x) > 0 so "
@@ -157,7 +156,7 @@ def single_response_gpu(virtual=True, seeds=(0, 1, 2)):
             cur = old.clone() if on_policy else lp
             g = singleton_gradient(old, cur, mask, r, b, virtual=virtual)
             s = ((cur - old) * mask).sum(-1).numpy()
-            c = N.virtual_simplex_coefficient(s, r.numpy(), b, SINGLE_TAU)
+            c = ref_lpo.virtual_simplex_coefficient(s, r.numpy(), b, SINGLE_TAU)
             expected = torch.as_tensor(c)[:, None] * mask / B
             e = float((g * B - expected * B).abs().max()) / max(1.0, float(np.abs(c).max()))
             if on_policy:
@@ -211,12 +210,12 @@ def consistency_table(Ks=CONSISTENCY_KS, target=None):
     """Exact SNIS moments (:func:`fiberlab.numerics.lpo.snis_group_target_exact`) for fixed τ, and for the σ_G rule
     and an anchor π_t (reported), with the delta-method constants."""
     pib, R = np.array(CONSISTENCY_PI_B), np.array(CONSISTENCY_REWARDS)
-    out = {"fixed": {K: N.snis_group_target_exact(pib, R, K, tau=CONSISTENCY_TAU, target=target) for K in Ks}}
+    out = {"fixed": {K: ref_lpo.snis_group_target_exact(pib, R, K, tau=CONSISTENCY_TAU, target=target) for K in Ks}}
     if target is None:
-        out["grpo"] = {K: N.snis_group_target_exact(pib, R, K, tau_rule="grpo") for K in Ks[-2:]}
-        out["anchor"] = {K: N.snis_group_target_exact(pib, R, K, tau=CONSISTENCY_TAU, pi_t=np.array(CONSISTENCY_PI_T))
+        out["grpo"] = {K: ref_lpo.snis_group_target_exact(pib, R, K, tau_rule="grpo") for K in Ks[-2:]}
+        out["anchor"] = {K: ref_lpo.snis_group_target_exact(pib, R, K, tau=CONSISTENCY_TAU, pi_t=np.array(CONSISTENCY_PI_T))
                          for K in Ks[-2:]}
-    out["sigma2"], out["beta"] = N.snis_asymptotics(pib, R, CONSISTENCY_TAU)
+    out["sigma2"], out["beta"] = ref_lpo.snis_asymptotics(pib, R, CONSISTENCY_TAU)
     return out
 
 
@@ -268,7 +267,7 @@ def _snis_rates() -> Evidence:
 # ---------------------------------------------------------------------------------------------
 @inexact_projection.check("theory", name="two_level_gain_equals_tv")
 def _two_level_gain() -> Evidence:
-    return _symbolic(T.binary_group_gain(),
+    return _symbolic(sym_lpo.binary_group_gain(),
                      detail="on-policy group with n successes, m failures, x = e^{1/τ}: Σ(w* - 1/K) = 0, so TV(P_t, w*) "
                             "= n(w_s - 1/K), and R̂(w*) - R̂(P_t) - TV(P_t, w*) ≡ 0: Thm. 2 certifies improvement iff "
                             "2 R_max ε_proj ≤ TV(P_t, w*)")
@@ -290,10 +289,10 @@ def projection_table(settings=PROJECTION_SETTINGS, project=None, n_seeds=LB.N_SE
     readings, after 1 and 2 inner steps."""
     out = {}
     for opt, fam in settings:
-        tr = N.bandit_inner_trace("lpo_fwd", LB.bandit_config("moderate", fam, opt), n_seeds, LB.SEED)
+        tr = ref_lpo.bandit_inner_trace("lpo_fwd", LB.bandit_config("moderate", fam, opt), n_seeds, LB.SEED)
         if project is not None:
             tr = project(tr)
-        out[(opt, fam)] = {rm: N.projection_errors(tr, rm) for rm in ("literal", "centred")}
+        out[(opt, fam)] = {rm: ref_lpo.projection_errors(tr, rm) for rm in ("literal", "centred")}
     return out
 
 
@@ -382,8 +381,8 @@ def gradient_norm_table(starts=("moderate", "hard"), optimizer="adam", n_seeds=L
     for start in starts:
         for fam in LB.TAU_FAMILIES:
             cfg = LB.bandit_config(start, fam, optimizer)
-            f = N.bandit_inner_trace("lpo_fwd", cfg, n_seeds, LB.SEED)
-            p = N.bandit_inner_trace("pg", cfg, n_seeds, LB.SEED)
+            f = ref_lpo.bandit_inner_trace("lpo_fwd", cfg, n_seeds, LB.SEED)
+            p = ref_lpo.bandit_inner_trace("pg", cfg, n_seeds, LB.SEED)
             gf, gp = f["grad_norm"].reshape(n_seeds, -1), p["grad_norm"].reshape(n_seeds, -1)
             out[(start, fam)] = {"d_mean": gf.mean(1) - gp.mean(1), "d_std": gf.std(1) - gp.std(1),
                                  "fwd_cmax": float(np.abs(f["c"]).max()), "pg_cmax": float(np.abs(p["c"]).max()),

@@ -12,9 +12,7 @@ from fiberlab.claims.lpo import (fwd_bounded, gibbs_target, implicit_targets, le
                                  monotone_improvement, pg_is_reverse_kl, rev_is_proximal, rev_unbounded, zero_sum)
 from fiberlab.claims._symbolic import symbolic_evidence as _symbolic
 from fiberlab.registry import Evidence
-from fiberlab.theory import lpo as T
-
-
+from fiberlab.theory import lpo as sym_lpo
 def _limits(pairs: dict) -> dict:
     return {k: a - b for k, (a, b) in pairs.items()}
 
@@ -23,11 +21,11 @@ def _limits(pairs: dict) -> dict:
 def _pg_equals_minus_reverse_kl_gradient() -> Evidence:
     """c^rev = P(d - d̄) is the derivative of KL(P‖softmax(φ)) (K = 3); at s = 0 it is -(A - Ā)/K (K = 3, 4), i.e.
     -A/K for zero-mean A; through s = Xθ the θ-gradients agree (K = 3, d = 2); softmax(A + b) = softmax(A)."""
-    ids = {f"{k} (K=3)": v for k, v in T.reverse_kl_coefficients(3).items()}
+    ids = {f"{k} (K=3)": v for k, v in sym_lpo.reverse_kl_coefficients(3).items()}
     for K in (3, 4):
-        ids.update({f"{k} (K={K})": v for k, v in T.pg_on_policy(K).items()})
-    ids.update({f"{k} (s = Xθ)": v for k, v in T.pg_parameter_space(3, 2).items()})
-    ids.update(T.shift_invariance(3))
+        ids.update({f"{k} (K={K})": v for k, v in sym_lpo.pg_on_policy(K).items()})
+    ids.update({f"{k} (s = Xθ)": v for k, v in sym_lpo.pg_parameter_space(3, 2).items()})
+    ids.update(sym_lpo.shift_invariance(3))
     return _symbolic(ids, detail="c^rev = ∂KL/∂s = P(d - d̄); at s = 0, c^rev = -(A - Ā)/K = -A/K (ΣA = 0) for K = 3, 4; "
                                  "θ-gradient identity through a symbolic 3×2 feature map; shift invariance of softmax")
 
@@ -35,12 +33,12 @@ def _pg_equals_minus_reverse_kl_gradient() -> Evidence:
 @gibbs_target.check("theory")
 def _lagrangian_stationarity_and_concavity() -> Evidence:
     """Lagrangian stationarity of Ĵ solved by SymPy (K = 3) gives one point, the Gibbs form; ∇²Ĵ = -τ diag(1/w)."""
-    out = T.gibbs_target(3)
+    out = sym_lpo.gibbs_target(3)
     facts = {"exactly one stationary point": out["n_solutions"] == 1,
              "Hessian eigenvalues all negative for w > 0": bool(out["hessian_eigs"]) and
              all(sp.ask(sp.Q.negative(e)) is True for e in out["hessian_eigs"])}
     ids = dict(out["identities"])
-    ids.update(_limits(T.gibbs_limits(3)))
+    ids.update(_limits(sym_lpo.gibbs_limits(3)))
     return _symbolic(ids, facts, detail="w_k = P_{t,k} e^{R_k/τ}/Σ_j P_{t,j} e^{R_j/τ} is the only stationary point; "
                                         f"Hessian eigenvalues {out['hessian_eigs']} < 0 (strictly concave, unique); "
                                         "τ→0⁺: w → e_argmax; τ→∞: w → P_t (K = 3)")
@@ -49,15 +47,15 @@ def _lagrangian_stationarity_and_concavity() -> Evidence:
 @zero_sum.check("theory")
 def _general_divergence_coefficients() -> Evidence:
     """Chain rule through the softmax for an undefined L(P) (K = 3), and Σ c = 0."""
-    return _symbolic(T.general_divergence_coefficients(3),
+    return _symbolic(sym_lpo.general_divergence_coefficients(3),
                      detail="∂L/∂s_k = P_k(∂L/∂P_k - Σ P_j ∂L/∂P_j) and Σ_k c_k = 0 for a generic L(P_1, P_2, P_3)")
 
 
 @fwd_bounded.check("theory")
 def _forward_coefficients_and_tv() -> Evidence:
     """∂KL(w*‖softmax(s))/∂s = P - w*, Σ = 0, = 0 at P = w* (K = 3); |x| = 2max(x,0) - x gives Σ|c| = 2 TV."""
-    ids = T.forward_kl_coefficients(3)
-    ids.update(T.l1_is_twice_positive_part())
+    ids = sym_lpo.forward_kl_coefficients(3)
+    ids.update(sym_lpo.l1_is_twice_positive_part())
     return _symbolic(ids, detail="c^fwd = P - w* derived (K = 3), zero-sum, vanishes at P = w*; per-coordinate "
                                  "|x| = 2 max(x, 0) - x with Σ c = 0 gives Σ|c_k| = 2 Σ max(c_k, 0) = 2 TV; "
                                  "|c_k| ≤ 1 since P_k, w*_k ∈ [0, 1]")
@@ -66,7 +64,7 @@ def _forward_coefficients_and_tv() -> Evidence:
 @rev_unbounded.check("theory")
 def _reverse_coefficients_grow_like_inverse_tau() -> Evidence:
     """τ c^rev_k → -P_k(R_k - Σ P_j R_j) ≠ 0 as τ → 0⁺ (K = 3): c^rev ~ 1/τ."""
-    ids = _limits(T.reverse_growth(3))
+    ids = _limits(sym_lpo.reverse_growth(3))
     return _symbolic(ids, detail="lim_{τ→0⁺} τ c^rev_k = -P_k(R_k - Σ_j P_j R_j), non-zero unless R is constant, so "
                                  "c^rev grows like 1/τ (K = 3); |c^rev_k| ≤ max d - min d as P_k ≤ 1, |d_k - d̄| ≤ "
                                  "max d - min d")
@@ -75,7 +73,7 @@ def _reverse_coefficients_grow_like_inverse_tau() -> Evidence:
 @rev_is_proximal.check("theory")
 def _proximal_identity() -> Evidence:
     """Ĵ(P) + τ KL(P‖w*) - τ log Ẑ ≡ 0 for symbolic s, s_t, R, τ (K = 3)."""
-    return _symbolic({"Prop. 3": T.proximal_identities(3)["Prop. 3"]},
+    return _symbolic({"Prop. 3": sym_lpo.proximal_identities(3)["Prop. 3"]},
                      detail="Ĵ(P_θ) = -τ KL(P_θ‖w*) + τ log Ẑ for symbolic s, s_t, R, τ (K = 3)")
 
 
@@ -84,8 +82,8 @@ def _rloo_temperature() -> Evidence:
     """A^RLOO = K/(K-1)(R - μ_G) (K = 3, 4, 5) and c^rev(s = 0) toward softmax(R·K/(K-1)) = -A^RLOO/K (K = 3)."""
     ids = {}
     for K in (3, 4, 5):
-        ids.update({f"{k} (K={K})": v for k, v in T.rloo_advantage(K).items()})
-    ids.update(T.rloo_coefficients(3))
+        ids.update({f"{k} (K={K})": v for k, v in sym_lpo.rloo_advantage(K).items()})
+    ids.update(sym_lpo.rloo_coefficients(3))
     return _symbolic(ids, detail="RLOO's leave-one-out advantage is K/(K-1)(R - μ_G), so its implicit τ is exactly "
                                  "(K-1)/K (Table 1's '≈ 1' is approximate); on-policy c^rev toward softmax(R/τ) "
                                  "equals -A^RLOO/K")
@@ -99,7 +97,7 @@ def _remax_gap_is_uncentred_baseline() -> Evidence:
     """(R_k - b)/K + c^rev_k(s = 0, φ = R) ≡ (μ_G - b)/K for every k (K = 3, 4); the gap vanishes iff b = μ_G."""
     ids, facts = {}, {}
     for K in (3, 4):
-        gap_ids, gap, b, mu = T.remax_gap(K)
+        gap_ids, gap, b, mu = sym_lpo.remax_gap(K)
         ids.update({f"{k} (K={K})": v for k, v in gap_ids.items()})
         facts[f"gap ≢ 0 (K={K})"] = sp.simplify(gap) != 0
         facts[f"gap = 0 only at b = μ_G (K={K})"] = sp.solve(sp.Eq(gap, 0), b) == [mu]
@@ -110,14 +108,14 @@ def _remax_gap_is_uncentred_baseline() -> Evidence:
 @monotone_improvement.check("theory")
 def _target_gain_is_jeffreys() -> Evidence:
     """Thm. 2(a): R̂(w*) - R̂(P_t) - τ[KL(w*‖P_t) + KL(P_t‖w*)] ≡ 0 (K = 3)."""
-    return _symbolic({"Thm. 2(a)": T.proximal_identities(3)["Thm. 2(a)"]},
+    return _symbolic({"Thm. 2(a)": sym_lpo.proximal_identities(3)["Thm. 2(a)"]},
                      detail="R̂(w*) - R̂(P_t) = τ [KL(w*‖P_t) + KL(P_t‖w*)] for symbolic s_t, R, τ (K = 3)")
 
 
 @length_normalisation.check("theory")
 def _length_weights_break_zero_sum() -> Evidence:
     """K = 2, ΣA = 0: Σ_k A_k/(K|y_k|) = A_1(|y_2| - |y_1|)/(2|y_1||y_2|), non-zero for unequal lengths; 0 if equal."""
-    net, stated, unnorm, (L1, L2, a) = T.length_normalised_net_coefficient()
+    net, stated, unnorm, (L1, L2, a) = sym_lpo.length_normalised_net_coefficient()
     ids = {"net - A1(L2-L1)/(2 L1 L2)": net - stated, "summed-log-prob coefficients sum": unnorm,
            "net at equal lengths": net.subs(L2, L1)}
     facts = {"net coefficient is not identically 0": sp.simplify(net) != 0,
@@ -136,8 +134,8 @@ from fiberlab.claims.lpo import entropy_redundant  # noqa: E402
 @entropy_redundant.check("theory")
 def _max_ent_form_and_entropy_target() -> Evidence:
     """-KL(P‖softmax(φ)) = Σ Pφ + H(P) - log Z_φ (K = 3); Lagrange conditions of Σ wR - τKL(w‖1/K) + γH(w)."""
-    out = T.entropy_bonus_target(3)
-    ids = dict(T.max_ent_form(3))
+    out = sym_lpo.entropy_bonus_target(3)
+    ids = dict(sym_lpo.max_ent_form(3))
     ids.update(out["identities"])
     ids.update(out["ratio_identities"])
     facts = {"one stationary root per coordinate": out["n_solutions"] == 1,
@@ -155,7 +153,7 @@ from fiberlab.claims.lpo import mode_coverage  # noqa: E402
 @mode_coverage.check("theory")
 def _binary_bound_monotone_and_constant() -> Evidence:
     """Binary data-processing bound solved for P_k, d log f/dx = (D - log(1-x))/x² > 0, (1-α)^{(1-α)/α} > e^{-1}."""
-    ids, facts = T.mode_coverage()
+    ids, facts = sym_lpo.mode_coverage()
     return _symbolic(ids, facts, detail="D ≥ x log(x/p) + (1-x) log(1-x) solved for p gives f(x) = x e^{-D/x}(1-x)^{(1-x)/x}; "
                                         "d log f/dx = (D - log(1-x))/x² = (D + v)/x² > 0 (x = 1 - e^{-v}); "
                                         "log (1-α)^{(1-α)/α} = -v/(e^v - 1) > -1 ⇔ e^v - 1 - v > 0 (0 at v = 0, "
@@ -168,7 +166,7 @@ from fiberlab.claims.lpo import full_space  # noqa: E402
 @full_space.check("theory")
 def _gibbs_iteration_induction() -> Evidence:
     """Induction step and base case of π_t ∝ π_0 e^{tR/τ}, dE/dt = Var/τ, and π_t → e_argmax (M = 3)."""
-    ids, lims = T.full_space_iteration(3)
+    ids, lims = sym_lpo.full_space_iteration(3)
     ids.update(_limits(lims))
     return _symbolic(ids, detail="π_t e^{R/τ}/Σ = softmax(log π_0 + (t+1)R/τ) given π_t = softmax(log π_0 + tR/τ), "
                                  "and π_0 at t = 0 (induction); d/dt E_{π_t}[R] = Var_{π_t}(R)/τ ≥ 0 (monotone: E_{t+1} "
@@ -181,7 +179,7 @@ from fiberlab.claims.lpo import k2_bce  # noqa: E402
 @k2_bce.check("theory")
 def _k2_reduction() -> Evidence:
     """w*_w = σ(1/τ), KL = CE - H(w*), CE = soft BCE, BCE - hard = σ(-1/τ)Δ, σ(±1/τ) → 1, 0 as τ → 0⁺."""
-    ids, lims = T.k2_soft_bce()
+    ids, lims = sym_lpo.k2_soft_bce()
     ids.update(_limits(lims))
     return _symbolic(ids, detail="K = 2, φ = (1/τ, 0): w*_w = σ(1/τ); D_KL(w*‖P) = CE - H(w*); CE - soft BCE has zero "
                                  "gradient in (s_w, s_l) and is 0 at s = 0; soft BCE + log σ(Δ) = σ(-1/τ) Δ exactly; "
@@ -194,7 +192,7 @@ from fiberlab.claims.lpo import off_policy_gap  # noqa: E402
 @off_policy_gap.check("theory")
 def _off_policy_first_order() -> Evidence:
     """Ascent convention c^PG = rA/K, c^revKL = -P(d - d̄); s = εu, ΣA = 0 (K = 3): Δ(0) = 0, Δ'(0) = spec, Eq. 29."""
-    ids, uncentred, abar_k = T.off_policy_expansion(3)
+    ids, uncentred, abar_k = sym_lpo.off_policy_expansion(3)
     facts = {"without ΣA = 0 the gap at s = 0 is Ā/K (so the condition is needed)":
              sp.simplify(uncentred - abar_k) == 0 and sp.simplify(abar_k) != 0}
     return _symbolic(ids, facts, detail="ascent signs c^PG_k = r_k A_k/K, c^revKL_k = -P_k(d_k - d̄), d = s - A, s = εu, "
@@ -210,8 +208,8 @@ from fiberlab.claims.lpo import pointwise_target  # noqa: E402
 @pointwise_target.check("theory")
 def _pointwise_target_vs_eq8() -> Evidence:
     """C.4 vs Eq. 8 ratio = π_b ratio; c^point = -w*, Σ = -1, ≠ 0 at P = w*; SNIS limits (K = 3)."""
-    ids, facts, _ = T.pointwise_target(3)
-    ids2, facts2, ce = T.pointwise_target(2)                      # the K = 2 counterexample of the condition
+    ids, facts, _ = sym_lpo.pointwise_target(3)
+    ids2, facts2, ce = sym_lpo.pointwise_target(2)                      # the K = 2 counterexample of the condition
     ids.update({f"{k} (K=2)": v for k, v in ids2.items()})
     facts.update({f"{k} (K=2)": v for k, v in facts2.items()})
     ev = _symbolic(ids, facts, detail="(w^C4_1/w*_1)/(w^C4_2/w*_2) = π_b(y_1)/π_b(y_2): the C.4 target equals Eq. 8's "
