@@ -150,6 +150,24 @@ def _empty_mask_allowed(loss_agg_mode: str, config: Any) -> bool:
     return info.get("global_batch_size") is not None
 
 
+def _check_structure(named: dict[str, Any]) -> None:
+    """Types, one 2-D shape, a non-empty batch and floating dtypes (no data read: no host synchronisation)."""
+    for name, t in named.items():
+        if not isinstance(t, torch.Tensor):
+            raise ValueError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    shape = named["log_prob"].shape
+    if len(shape) != 2:
+        raise ValueError(f"log_prob must be [batch, response_length], got shape {tuple(shape)}")
+    for name, t in named.items():
+        if t.shape != shape:
+            raise ValueError(f"{name} has shape {tuple(t.shape)}, expected {tuple(shape)} (log_prob's)")
+    if named["log_prob"].numel() == 0:
+        raise ValueError(f"the batch is empty: log_prob has shape {tuple(shape)}")
+    for name in ("old_log_prob", "log_prob", "advantages", "rollout_is_weights"):
+        if name in named and not named[name].is_floating_point():
+            raise ValueError(f"{name} must be floating point, got {named[name].dtype}")
+
+
 def validate_batch(old_log_prob: torch.Tensor, log_prob: torch.Tensor, advantages: torch.Tensor,
                    response_mask: torch.Tensor, rollout_is_weights: torch.Tensor | None = None, *,
                    allow_empty: bool = False) -> None:
@@ -162,21 +180,7 @@ def validate_batch(old_log_prob: torch.Tensor, log_prob: torch.Tensor, advantage
              "response_mask": response_mask}
     if rollout_is_weights is not None:
         named["rollout_is_weights"] = rollout_is_weights
-    for name, t in named.items():
-        if not isinstance(t, torch.Tensor):
-            raise ValueError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-    if log_prob.dim() != 2:
-        raise ValueError(f"log_prob must be [batch, response_length], got shape {tuple(log_prob.shape)}")
-    for name, t in named.items():
-        if t.shape != log_prob.shape:
-            raise ValueError(f"{name} has shape {tuple(t.shape)}, expected {tuple(log_prob.shape)} (log_prob's)")
-    if log_prob.numel() == 0:
-        raise ValueError(f"the batch is empty: log_prob has shape {tuple(log_prob.shape)}")
-    for name in ("old_log_prob", "log_prob", "advantages"):
-        if not named[name].is_floating_point():
-            raise ValueError(f"{name} must be floating point, got {named[name].dtype}")
-    if rollout_is_weights is not None and not rollout_is_weights.is_floating_point():
-        raise ValueError(f"rollout_is_weights must be floating point, got {rollout_is_weights.dtype}")
+    _check_structure(named)
 
     # Finiteness through one reduction per tensor (a sum is non-finite iff some term is, barring overflow of
     # values near the dtype's max); only on that rare path are the exact per-tensor checks run, to name the
