@@ -492,6 +492,35 @@ def _verl_trainer_config() -> Any:
     return cfg
 
 
+def _set_cpu_engine(ar: Any, model_dir: str, mixed_precision: str) -> None:
+    """The model and engine settings that run on CPU: FSDP2, eager attention, no torch.compile, no gradient
+    checkpointing, the chosen mixed precision."""
+    ar.model.path = os.path.abspath(model_dir)
+    ar.model.override_config = {"attn_implementation": "eager"}
+    ar.model.enable_gradient_checkpointing = False
+    ar.actor.strategy = "fsdp2"
+    ar.actor.use_torch_compile = False
+    ar.actor.fsdp_config.use_torch_compile = False
+    ar.actor.fsdp_config.mixed_precision = dict(MIXED_PRECISION[mixed_precision])
+
+
+def _set_policy_loss(actor: Any, loss_mode: str, policy_loss_config: dict[str, Any] | None, record: bool) -> None:
+    """``actor.policy_loss``: fiberlab's keys select :class:`~fiberlab.gpu.verl.FiberlabPolicyLossConfig` (as in a
+    verl run); the loss mode is checked against verl's registry and, when ``record``, replaced by its recording
+    alias (module docstring)."""
+    pl = dict(policy_loss_config or {})
+    if "loss_mode" in pl:
+        raise ValueError("give the objective as loss_mode=..., not in policy_loss_config")
+    own = {f.name for f in dataclasses.fields(fverl.FiberlabPolicyLossConfig)} - \
+          {f.name for f in dataclasses.fields(PolicyLossConfig)}
+    if own & set(pl):
+        actor.policy_loss["_target_"] = f"{fverl.__name__}.FiberlabPolicyLossConfig"
+    for k, v in pl.items():
+        actor.policy_loss[k] = v
+    core_algos.get_policy_loss_fn(loss_mode)              # an unknown objective fails here, listing the known
+    actor.policy_loss.loss_mode = record_alias(loss_mode) if record else loss_mode
+
+
 def cpu_actor(loss_mode: str, policy_loss_config: dict[str, Any] | None = None, *, model_dir: str,
               actor_overrides: dict[str, Any] | None = None, mixed_precision: str = "fp32", rollout_n: int = 4,
               ppo_mini_batch_size: int = 2, micro_batch_size: int = 4, ppo_epochs: int = 1, lr: float = 1e-3,
@@ -522,17 +551,11 @@ def cpu_actor(loss_mode: str, policy_loss_config: dict[str, Any] | None = None, 
 
     full = _verl_trainer_config()
     ar = full.actor_rollout_ref
-    ar.model.path = os.path.abspath(model_dir)
-    ar.model.override_config = {"attn_implementation": "eager"}
-    ar.model.enable_gradient_checkpointing = False
+    _set_cpu_engine(ar, model_dir, mixed_precision)
     ar.rollout.n = rollout_n
     ar.rollout.log_prob_micro_batch_size_per_gpu = micro_batch_size
     ar.rollout.log_prob_use_dynamic_bsz = use_dynamic_bsz
     actor = ar.actor
-    actor.strategy = "fsdp2"
-    actor.use_torch_compile = False
-    actor.fsdp_config.use_torch_compile = False
-    actor.fsdp_config.mixed_precision = dict(MIXED_PRECISION[mixed_precision])
     actor.ppo_mini_batch_size = ppo_mini_batch_size
     actor.ppo_micro_batch_size_per_gpu = micro_batch_size
     actor.ppo_epochs = ppo_epochs
@@ -541,17 +564,7 @@ def cpu_actor(loss_mode: str, policy_loss_config: dict[str, Any] | None = None, 
         actor.ppo_max_token_len_per_gpu = max_token_len
         ar.rollout.log_prob_max_token_len_per_gpu = max_token_len
     actor.optim.lr = lr
-    pl = dict(policy_loss_config or {})
-    if "loss_mode" in pl:
-        raise ValueError("give the objective as loss_mode=..., not in policy_loss_config")
-    own = {f.name for f in dataclasses.fields(fverl.FiberlabPolicyLossConfig)} - \
-          {f.name for f in dataclasses.fields(PolicyLossConfig)}
-    if own & set(pl):
-        actor.policy_loss["_target_"] = f"{fverl.__name__}.FiberlabPolicyLossConfig"
-    for k, v in pl.items():
-        actor.policy_loss[k] = v
-    core_algos.get_policy_loss_fn(loss_mode)              # an unknown objective fails here, listing the known
-    actor.policy_loss.loss_mode = record_alias(loss_mode) if record else loss_mode
+    _set_policy_loss(actor, loss_mode, policy_loss_config, record)
     if actor_overrides:
         ar.actor = OmegaConf.merge(actor, OmegaConf.create(actor_overrides))
     if ar.actor.strategy != "fsdp2":
