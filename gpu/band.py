@@ -233,6 +233,18 @@ _KL_TABLES: dict[tuple[float, torch.dtype, str], tuple | None] = {}
 _FLOAT_BITS = {torch.float32: (23, torch.int32, 128), torch.float64: (52, torch.int64, 1024)}
 
 
+def _f32_full_range(rows: torch.Tensor, k0: int, k1: int, first: tuple[torch.Tensor, torch.Tensor],
+                    last: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """The float32 table over every cell of a non-negative float: ``rows`` (cells k0..k1) in place, and below /
+    beyond them the ``first`` / ``last`` node's values (-C, Q) with a zero step, which is what clamping y to
+    [y_lo, y_hi] does."""
+    full = torch.zeros(_F32_CELLS, 4, dtype=torch.float64)
+    full[:k0, 0], full[:k0, 2] = first                                           # y < y_lo: the node at y_lo
+    full[k0:k1 + 1] = rows
+    full[k1 + 1:, 0], full[k1 + 1:, 2] = last                                    # beyond: the last node
+    return full
+
+
 def _kl_table(delta: float, dtype: torch.dtype, device: torch.device) -> tuple | None:
     r"""Interpolation rows of the KL band on cells of ``y = 1/p - 1``, or ``None`` when δ is out of range.
 
@@ -258,9 +270,8 @@ def _kl_table(delta: float, dtype: torch.dtype, device: torch.device) -> tuple |
     Returns ``(rows, k0, y_lo, y_hi, shift)`` with ``rows`` of shape ``[n_cells, 4]`` =
     ``(-C, Δ(-C), Q or B, Δ(Q or B))``, gathered as one row per token. In float64 the rows are cells
     ``k0 … k1`` and the caller clamps y to ``[y_lo, y_hi]``. In float32 the rows cover *every* cell of a
-    non-negative float, 0 to +inf (``k0 = 0``, ``_F32_CELLS`` rows, 4 MiB): below ``y_lo`` and above ``y_hi`` a
-    row holds the end node's value with a zero step, which is what clamping y does, so the float32 evaluation
-    needs no per-δ constant besides the rows — one compiled kernel serves every δ (:func:`_kl_table_f32`).
+    non-negative float (``k0 = 0``, ``_F32_CELLS`` rows, 4 MiB; :func:`_f32_full_range`), so the float32
+    evaluation needs no per-δ constant besides the rows — one compiled kernel serves every δ (:func:`_kl_table_f32`).
     """
     key = (float(delta), dtype, str(device))
     if key in _KL_TABLES:
@@ -288,11 +299,7 @@ def _kl_table(delta: float, dtype: torch.dtype, device: torch.device) -> tuple |
     second = -torch.expm1(x_up) if dtype == torch.float32 else x_up - log_1mp    # Q = q̄, or B
     rows = torch.stack((neg_c[:-1], neg_c[1:] - neg_c[:-1], second[:-1], second[1:] - second[:-1]), 1)
     if dtype == torch.float32:
-        full = torch.zeros(_F32_CELLS, 4, dtype=torch.float64)
-        full[:k0, 0], full[:k0, 2] = neg_c[0], second[0]                         # y < y_lo: the node at y_lo
-        full[k0:k1 + 1] = rows
-        full[k1 + 1:, 0], full[k1 + 1:, 2] = neg_c[-1], second[-1]               # beyond: the last node
-        rows, k0 = full, 0
+        rows, k0 = _f32_full_range(rows, k0, k1, (neg_c[0], second[0]), (neg_c[-1], second[-1])), 0
     entry = (rows.to(dtype=dtype, device=device).contiguous(), k0, y_lo, y_hi, shift)
     if len(_KL_TABLES) > 16:
         _KL_TABLES.clear()
