@@ -117,7 +117,7 @@ def get_advantage(name: str) -> AdvantageFn:
 # Group codes and segment statistics
 # --------------------------------------------------------------------------------------------------------------
 
-def _group_tensor(group_ids: Any, batch: int, device: torch.device) -> torch.Tensor:
+def group_tensor(group_ids: Any, batch: int, device: torch.device) -> torch.Tensor:
     """``group_ids`` as an int64 tensor on ``device`` (any integer values; labels are factorised on the host)."""
     if isinstance(group_ids, torch.Tensor):
         if group_ids.is_floating_point() or group_ids.is_complex():
@@ -257,7 +257,7 @@ def _prepare(rewards: Any, group_ids: Any, epsilon: Any, *, need_pairs: bool = F
     if epsilon > torch.finfo(_wide_dtype(rewards.dtype)).max:
         raise ValueError(f"epsilon = {epsilon!r} is beyond {_wide_dtype(rewards.dtype)}, the dtype the advantages "
                          f"of {rewards.dtype} rewards are computed in")
-    ids = _group_tensor(group_ids, rewards.shape[0], rewards.device)
+    ids = group_tensor(group_ids, rewards.shape[0], rewards.device)
     rewards = rewards.detach()
     groups = _Groups(rewards, ids, float(epsilon), uses_epsilon)
     groups.probes.append((~torch.isfinite(rewards).all(), "rewards contains NaN or inf"))

@@ -52,10 +52,10 @@ from typing import Any
 
 import torch
 
-from fiberlab.gpu.advantages import _group_tensor
+from fiberlab.gpu.advantages import group_tensor
 from fiberlab.gpu.config import as_real, hparam, hparam_bool, hparam_real
-from fiberlab.gpu.losses import (LOG_RATIO_CLAMP, _finish, _masked_frac, _masked_mean, _read_clip_eps,
-                                 checked_inputs, clipped_surrogate, register_policy_loss)
+from fiberlab.gpu.objective import (LOG_RATIO_CLAMP, checked_inputs, clipped_surrogate, finish, masked_frac, masked_mean,
+                                    read_clip_eps, register_policy_loss)
 from fiberlab.gpu.segments import (SegmentReducer, dense_segments, reducer_for, segment_codes, segment_max,
                                    segment_sum, segment_sum_global)
 
@@ -108,7 +108,7 @@ def _ids(ids: Any, b: int, device: torch.device, name: str) -> torch.Tensor:
     if ids is None:
         raise ValueError(f"{name} is required (one id per trajectory, shape [{b}])")
     try:
-        return _group_tensor(ids, b, device)
+        return group_tensor(ids, b, device)
     except ValueError as exc:
         msg = str(exc).replace("group_ids", name).replace(" (rewards' length)", "")
         raise ValueError(msg if name in msg else f"{name}: {msg}") from None
@@ -348,11 +348,11 @@ def _fiberpo_metrics(out: dict[str, torch.Tensor], mask: torch.Tensor, dtype: to
         valid_rows = (mask.to(dtype).sum(-1) > 0).to(dtype)
         n_rows = valid_rows.sum().clamp_min(1.0)
         m = {
-            "fiberpo/fiber_clipfrac": _masked_frac(~out["inside"], mask, dtype),          # |u_i| > ε (L-II/III)
+            "fiberpo/fiber_clipfrac": masked_frac(~out["inside"], mask, dtype),          # |u_i| > ε (L-II/III)
             "fiberpo/log_w_base_mean": (out["log_w"].detach() * valid_rows).sum() / n_rows,
             "fiberpo/log_s_pos_mean": (out["ls_pos"].detach() * valid_rows).sum() / n_rows,
             "fiberpo/log_s_neg_mean": (out["ls_neg"].detach() * valid_rows).sum() / n_rows,
-            "fiberpo/gated_ratio_mean": _masked_mean(out["G"].detach(), mask),
+            "fiberpo/gated_ratio_mean": masked_mean(out["G"].detach(), mask),
         }
         if "regime_pos" in out:
             # Global regime by the two channels' regimes (P=0, R=1, Z=2), §5.1: (P,P) G-I; (P,R) G-II,r;
@@ -396,7 +396,7 @@ def fiberpo_loss(old_log_prob: torch.Tensor, log_prob: torch.Tensor, advantages:
     out = fiberpo_gated_ratio(lr, response_mask, cfg["eps"], cfg["c_pos"], cfg["c_neg"])
     loss_mat = -out["G"] * advantages.detach()
     metrics = _fiberpo_metrics(out, response_mask, lr.dtype)
-    return _finish(loss_mat, _no_dual(~out["inside"]), -lr.detach(), response_mask, loss_agg_mode, config,
+    return finish(loss_mat, _no_dual(~out["inside"]), -lr.detach(), response_mask, loss_agg_mode, config,
                    rollout_is_weights, metrics)
 
 
@@ -456,7 +456,7 @@ def fiberpo_domain_loss(old_log_prob: torch.Tensor, log_prob: torch.Tensor, adva
                                      cfg["c_neg_levels"], reducer=reducer, state=state)
     loss_mat = -out["G"] * advantages.detach()
     metrics = _fiberpo_metrics(out, response_mask, lr.dtype)
-    return _finish(loss_mat, _no_dual(~out["inside"]), -lr.detach(), response_mask, loss_agg_mode, config,
+    return finish(loss_mat, _no_dual(~out["inside"]), -lr.detach(), response_mask, loss_agg_mode, config,
                    rollout_is_weights, metrics)
 
 
@@ -482,7 +482,7 @@ def grpo_rgf_loss(old_log_prob: torch.Tensor, log_prob: torch.Tensor, advantages
     old_log_prob, log_prob, advantages, rollout_is_weights = checked_inputs(
         old_log_prob, log_prob, advantages, response_mask, loss_agg_mode, config, rollout_is_weights, extra,
         set(), "grpo_rgf")
-    lo, hi = _read_clip_eps(config)
+    lo, hi = read_clip_eps(config)
     if _read_rgf_min(config):
         loss_mat, log_ratio, _, ind = clipped_surrogate(log_prob, old_log_prob, advantages, 1.0 - lo, 1.0 + hi, None)
     else:
@@ -490,7 +490,7 @@ def grpo_rgf_loss(old_log_prob: torch.Tensor, log_prob: torch.Tensor, advantages
         ratio = torch.exp(log_ratio)
         loss_mat = -advantages.detach() * torch.clamp(ratio, 1.0 - lo, 1.0 + hi)       # Remark C.5
         ind = _no_dual((ratio < 1.0 - lo) | (ratio > 1.0 + hi))
-    return _finish(loss_mat, ind, -log_ratio.detach(), response_mask, loss_agg_mode, config, rollout_is_weights)
+    return finish(loss_mat, ind, -log_ratio.detach(), response_mask, loss_agg_mode, config, rollout_is_weights)
 
 
 #: verl's GSPO clamps the sequence log-ratio from above before ``exp`` (``compute_policy_loss_gspo``); so do we,
@@ -520,7 +520,7 @@ def gspo_loss(old_log_prob: torch.Tensor, log_prob: torch.Tensor, advantages: to
     old_log_prob, log_prob, advantages, rollout_is_weights = checked_inputs(
         old_log_prob, log_prob, advantages, response_mask, loss_agg_mode, config, rollout_is_weights, extra,
         set(), "gspo")
-    lo, hi = _read_clip_eps(config)
+    lo, hi = read_clip_eps(config)
     use_min = _read_rgf_min(config)
     m = response_mask
     diff = log_prob - old_log_prob.detach()
@@ -539,7 +539,7 @@ def gspo_loss(old_log_prob: torch.Tensor, log_prob: torch.Tensor, advantages: to
         clipped = (s < 1.0 - lo) | (s > 1.0 + hi)
     loss_mat = -adv * G
     clipped = clipped.expand_as(loss_mat)
-    return _finish(loss_mat, _no_dual(clipped), -diff.detach(), response_mask, loss_agg_mode, config,
+    return finish(loss_mat, _no_dual(clipped), -diff.detach(), response_mask, loss_agg_mode, config,
                    rollout_is_weights)
 
 
@@ -615,9 +615,9 @@ def apc_loss(old_log_prob: torch.Tensor, log_prob: torch.Tensor, advantages: tor
     loss_mat = -out["G"] * advantages.detach()
     with torch.no_grad():
         present = out["T_s"] > 0
-        metrics = {"apc/zeroed_frac": _masked_frac(out["zeroed"], response_mask, lr.dtype),
+        metrics = {"apc/zeroed_frac": masked_frac(out["zeroed"], response_mask, lr.dtype),
                    # mean over the states present of D̂_TV(s) = Σ|r-1| / T_s (no ½, spec A2)
                    "apc/state_tv_mean": (torch.where(present, out["sab"].detach() / out["T_s"].clamp_min(1.0), 0.0)
                                          .sum() / present.sum().clamp_min(1))}
-    return _finish(loss_mat, _no_dual(out["clipped"]), -lr.detach(), response_mask, loss_agg_mode, config,
+    return finish(loss_mat, _no_dual(out["clipped"]), -lr.detach(), response_mask, loss_agg_mode, config,
                    rollout_is_weights, metrics)

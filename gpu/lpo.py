@@ -64,9 +64,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from fiberlab.gpu.advantages import _group_tensor
+from fiberlab.gpu.advantages import group_tensor
 from fiberlab.gpu.config import hparam, hparam_bool, hparam_choice, hparam_real
-from fiberlab.gpu.losses import _finish, _read_clip_eps, checked_inputs, clipped_surrogate, register_policy_loss
+from fiberlab.gpu.objective import checked_inputs, clipped_surrogate, finish, read_clip_eps, register_policy_loss
 from fiberlab.gpu.segments import (dense_segments, reducer_for, segment_codes, segment_logsumexp, segment_max,
                                    segment_sum)
 
@@ -264,7 +264,7 @@ def listwise_state(seq_log_ratio: torch.Tensor, group_ids: Any, *, rewards: torc
     reducer = reducer_for(process_group)
     s = seq_log_ratio.detach()
     b = s.shape[0]
-    ids = _group_tensor(group_ids, b, s.device)
+    ids = group_tensor(group_ids, b, s.device)
     dense = (not reducer.distributed and num_groups is None) if _dense is None else _dense
     seg, G, probes = segment_codes(ids, not dense, reducer, num_groups, "group_ids",
                                    "process_group or num_groups given")
@@ -362,7 +362,7 @@ def _lpo_group_ids(extra: dict[str, Any], cfg: dict[str, Any], config: Any, b: i
         if b % n:
             raise ValueError(f"lpo_group_size={n} does not divide the batch of {b} sequences")
         group_ids = torch.arange(b, device=dev) // n
-    return _group_tensor(group_ids, b, dev)
+    return group_tensor(group_ids, b, dev)
 
 
 def _lpo_target_inputs(extra: dict[str, Any], cfg: dict[str, Any], advantages: torch.Tensor,
@@ -436,15 +436,15 @@ def _lpo_surrogate(psi: torch.Tensor, log_prob: torch.Tensor, old_log_prob: torc
                    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
     """Per-token loss ``-ψ · δ`` (``[B, T]``) under ``lpo_token_clip``: none, ``clamp`` (δ clamped to
     [log(1-ε_low), log(1+ε_high)], gradient 0 outside in both directions, A2) or ``ppo`` (PPO's clipped surrogate
-    with ψ as the advantage); with the clip indicators and -log r for ``_finish``."""
+    with ψ as the advantage); with the clip indicators and -log r for ``finish``."""
     psi_t = psi[:, None].to(log_prob.dtype)
     if clip == "ppo":
-        eps_low, eps_high = _read_clip_eps(config)
+        eps_low, eps_high = read_clip_eps(config)
         loss_mat, lr_raw, _, ind = clipped_surrogate(log_prob, old_log_prob, psi_t.expand_as(log_prob),
                                                      1.0 - eps_low, 1.0 + eps_high, None)
         return loss_mat, ind, -lr_raw
     if clip == "clamp":
-        eps_low, eps_high = _read_clip_eps(config)
+        eps_low, eps_high = read_clip_eps(config)
         lo, hi = math.log(max(1.0 - eps_low, 1e-300)), math.log1p(eps_high)
         surrogate = torch.clamp(log_ratio, lo, hi)
         clipped = (log_ratio < lo) | (log_ratio > hi)
@@ -509,7 +509,7 @@ def _lpo(old_log_prob, log_prob, advantages, response_mask, loss_agg_mode, confi
     loss_mat, ind, neg_kl = _lpo_surrogate(psi, log_prob, old_log_prob, log_ratio, response_mask,
                                            cfg["token_clip"], config)         # L = −ψ · δ per token
     metrics = _lpo_metrics(log_p, log_w, c, psi, k_g, state.tau[seg])
-    return _finish(loss_mat, ind, neg_kl, response_mask, loss_agg_mode, config, rollout_is_weights, metrics)
+    return finish(loss_mat, ind, neg_kl, response_mask, loss_agg_mode, config, rollout_is_weights, metrics)
 
 
 @register_policy_loss("lpo", extras=("rewards", "group_ids"))
