@@ -117,15 +117,17 @@ def get_advantage(name: str) -> AdvantageFn:
 # Group codes and segment statistics
 # --------------------------------------------------------------------------------------------------------------
 
-def group_tensor(group_ids: Any, batch: int, device: torch.device) -> torch.Tensor:
-    """``group_ids`` as an int64 tensor on ``device`` (any integer values; labels are factorised on the host)."""
+def group_tensor(group_ids: Any, batch: int, device: torch.device, *, name: str = "group_ids",
+                 length_of: str = "rewards' length") -> torch.Tensor:
+    """``group_ids`` as an int64 tensor on ``device`` (any integer values; labels are factorised on the host).
+    Errors name the argument ``name``; ``length_of`` says what ``batch`` is the length of (``""``: nothing)."""
     if isinstance(group_ids, torch.Tensor):
         if group_ids.is_floating_point() or group_ids.is_complex():
-            raise ValueError(f"group_ids must be integer (or hashable labels), got a {group_ids.dtype} tensor")
+            raise ValueError(f"{name} must be integer (or hashable labels), got a {group_ids.dtype} tensor")
         ids = group_ids
     else:
         if isinstance(group_ids, (str, bytes)) or not isinstance(group_ids, (Sequence, np.ndarray)):
-            raise ValueError(f"group_ids must be a tensor, array or sequence of labels, got {type(group_ids).__name__}")
+            raise ValueError(f"{name} must be a tensor, array or sequence of labels, got {type(group_ids).__name__}")
         arr = np.asarray(group_ids) if len(group_ids) else np.zeros(0, dtype=np.int64)
         if arr.dtype.kind in "iub":
             ids = torch.as_tensor(arr.astype(np.int64, copy=False))
@@ -137,15 +139,15 @@ def group_tensor(group_ids: Any, batch: int, device: torch.device) -> torch.Tens
             try:
                 ids = torch.tensor([codes.setdefault(x, len(codes)) for x in arr], dtype=torch.int64)
             except TypeError as exc:
-                raise ValueError(f"group_ids must hold hashable labels: {exc}") from None
+                raise ValueError(f"{name} must hold hashable labels: {exc}") from None
         elif arr.dtype.kind in "fc":
-            raise ValueError(f"group_ids must be integers or hashable labels, not floats (dtype {arr.dtype})")
+            raise ValueError(f"{name} must be integers or hashable labels, not floats (dtype {arr.dtype})")
         else:
-            raise ValueError(f"group_ids must be 1-D, got shape {arr.shape}")
+            raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
     if ids.dim() != 1:
-        raise ValueError(f"group_ids must be 1-D, got shape {tuple(ids.shape)}")
+        raise ValueError(f"{name} must be 1-D, got shape {tuple(ids.shape)}")
     if ids.shape[0] != batch:
-        raise ValueError(f"group_ids has length {ids.shape[0]}, expected {batch} (rewards' length)")
+        raise ValueError(f"{name} has length {ids.shape[0]}, expected {batch}" + (f" ({length_of})" if length_of else ""))
     return ids.to(device=device, dtype=torch.int64)
 
 

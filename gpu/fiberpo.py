@@ -107,11 +107,7 @@ def _ids(ids: Any, b: int, device: torch.device, name: str) -> torch.Tensor:
     """One id per trajectory as an int64 ``[B]`` tensor; errors name ``name``."""
     if ids is None:
         raise ValueError(f"{name} is required (one id per trajectory, shape [{b}])")
-    try:
-        return group_tensor(ids, b, device)
-    except ValueError as exc:
-        msg = str(exc).replace("group_ids", name).replace(" (rewards' length)", "")
-        raise ValueError(msg if name in msg else f"{name}: {msg}") from None
+    return group_tensor(ids, b, device, name=name, length_of="")
 
 
 # --------------------------------------------------------------------------------------------------------------

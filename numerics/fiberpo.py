@@ -457,8 +457,8 @@ def fiberpo_domain_parts(log_r, traj_ids, group_ids, domain_ids, eps, C_pos, C_n
     ``group_ids``/``domain_ids`` are per token and must be constant within a trajectory / group.
     """
     eps = _positive(eps, "eps")
-    Cp = _budgets(C_pos, "C_pos", 3)
-    Cn = _budgets(C_neg, "C_neg", 3)
+    levels_pos = _budgets(C_pos, "C_pos", 3)
+    levels_neg = _budgets(C_neg, "C_neg", 3)
     x = _log_ratios(log_r)
     ti, g_of_t, d_of_g = _hierarchy_ids(traj_ids, group_ids, domain_ids, x.size)
     agg = trajectory_aggregates(x, traj_ids)
@@ -470,14 +470,14 @@ def fiberpo_domain_parts(log_r, traj_ids, group_ids, domain_ids, eps, C_pos, C_n
     T_d = np.bincount(d_of_t, weights=agg.T, minlength=n_d)
     levels = {}
     log_w = np.zeros(agg.T.size)
-    for sgn, s_t, Cs in ((+1, agg.log_s_pos, Cp), (-1, agg.log_s_neg, Cn)):
+    for sgn, s_t, Cs in ((+1, agg.log_s_pos, levels_pos), (-1, agg.log_s_neg, levels_neg)):
         s_g = np.bincount(g_of_t, weights=s_t, minlength=n_g) / cnt_g   # Eq. 33
         s_d = np.bincount(d_of_t, weights=s_t, minlength=n_d) / cnt_d   # = trajectory mean over the domain
         args = (s_d[d_of_t], s_g[g_of_t] - s_d[d_of_t], s_t - s_g[g_of_t])
         Ts = (T_d[d_of_t], T_g[g_of_t], agg.T)
         levels[sgn] = [(a, C, T) for a, C, T in zip(args, Cs, Ts)]
         log_w = log_w + sgn * sum(g_agg(a, C, T) for a, C, T in levels[sgn])
-    p = fiberpo_parts(x, traj_ids, eps, Cp[2], Cn[2])
+    p = fiberpo_parts(x, traj_ids, eps, levels_pos[2], levels_neg[2])
     return {"log_w_base": log_w[ti], "log_r_fiber": p.log_r_fiber, "levels": levels, "traj_index": ti,
             "group_of_traj": g_of_t, "domain_of_group": d_of_g, "T": agg.T[ti]}
 
@@ -519,8 +519,8 @@ def fiberpo_domain_fgh(traj_ids, group_ids, domain_ids, eps, C_pos, C_neg) -> Fi
     and 𝓕, 𝓡 as in :func:`fiberpo_bundle`. Budgets as in :func:`fiberpo_domain_parts`.
     """
     eps = _positive(eps, "eps")
-    Cp = _budgets(C_pos, "C_pos", 3)
-    Cn = _budgets(C_neg, "C_neg", 3)
+    levels_pos = _budgets(C_pos, "C_pos", 3)
+    levels_neg = _budgets(C_neg, "C_neg", 3)
     t = np.asarray(traj_ids)
     N = t.size
     ti, g_of_t, d_of_g = _hierarchy_ids(traj_ids, group_ids, domain_ids, N)
@@ -536,8 +536,8 @@ def fiberpo_domain_fgh(traj_ids, group_ids, domain_ids, eps, C_pos, C_neg) -> Fi
     K1 = P2.T / np.concatenate([cnt_g[g_of_t], cnt_g[g_of_t]])[:, None]
     K0 = P1.T * (np.concatenate([cnt_g, cnt_g]) / np.concatenate([cnt_d[d_of_g], cnt_d[d_of_g]]))[:, None]
     two = np.concatenate
-    C0, C1, C2 = (two([np.full(n_d, Cp[0]), np.full(n_d, Cn[0])]), two([np.full(n_g, Cp[1]), np.full(n_g, Cn[1])]),
-                  two([np.full(n_t, Cp[2]), np.full(n_t, Cn[2])]))
+    C0, C1, C2 = (two([np.full(n_d, levels_pos[0]), np.full(n_d, levels_neg[0])]), two([np.full(n_g, levels_pos[1]), np.full(n_g, levels_neg[1])]),
+                  two([np.full(n_t, levels_pos[2]), np.full(n_t, levels_neg[2])]))
     m_d, m_g = two([cnt_d, cnt_d]), two([cnt_g, cnt_g])
     Td2, Tg2, Tt2, T_E = two([T_d, T_d]), two([T_g, T_g]), two([T_t, T_t]), two([T_t[ti], T_t[ti]])
     gates = [lambda s: m_d * g_agg(s / m_d, C0, Td2),

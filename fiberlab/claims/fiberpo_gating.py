@@ -137,8 +137,8 @@ def _params(rng):
     return eps, float(rng.uniform(0.08, 0.25)), float(rng.uniform(0.04, 0.15))
 
 
-def _gate(ids, eps, Cp, Cn):
-    return lambda r: ref_fiberpo.fiberpo_gated_ratio(np.log(r), ids, eps, Cp, Cn)
+def _gate(ids, eps, c_pos, c_neg):
+    return lambda r: ref_fiberpo.fiberpo_gated_ratio(np.log(r), ids, eps, c_pos, c_neg)
 
 
 def _away_from_kinks(rng, n_cases, **kw):
@@ -146,9 +146,9 @@ def _away_from_kinks(rng, n_cases, **kw):
     out = []
     while len(out) < n_cases:
         lr, ids = _random_batch(rng, **kw)
-        eps, Cp, Cn = _params(rng)
-        if ref_fiberpo.kink_margin(lr, ids, eps, Cp, Cn) > KINK_MARGIN:
-            out.append((lr, ids, eps, Cp, Cn))
+        eps, c_pos, c_neg = _params(rng)
+        if ref_fiberpo.kink_margin(lr, ids, eps, c_pos, c_neg) > KINK_MARGIN:
+            out.append((lr, ids, eps, c_pos, c_neg))
     return out
 
 
@@ -220,14 +220,14 @@ def _fbg_matrices() -> Evidence:
     n_tok = 0
     for _ in range(40):
         lr, ids = _random_batch(rng)
-        eps, Cp, Cn = _params(rng)
-        b = ref_fiberpo.fiberpo_bundle(ids, eps, Cp, Cn)
+        eps, c_pos, c_neg = _params(rng)
+        b = ref_fiberpo.fiberpo_bundle(ids, eps, c_pos, c_neg)
         r = np.exp(lr)
         sigma = b.F(r)
         err_refl = max(err_refl, b.fbg.reflecting_defect())
         err_orth = max(err_orth, float(np.max(np.abs(b.pushforward @ (sigma - b.kernel @ (b.pushforward @ sigma))))))
         err_rec = max(err_rec, float(np.max(np.abs(b.R(sigma) / r - 1))))
-        G = ref_fiberpo.fiberpo_gated_ratio(lr, ids, eps, Cp, Cn)
+        G = ref_fiberpo.fiberpo_gated_ratio(lr, ids, eps, c_pos, c_neg)
         err_eq7 = max(err_eq7, float(np.max(np.abs(b.fbg.ratio_gate(r) / G - 1))))
         n_tok += lr.size
     err = max(err_refl, err_rec, err_eq7, err_orth)
@@ -259,18 +259,18 @@ def _first_order_fd() -> Evidence:
     naive_dev = []
     for _ in range(10):
         lr, ids = _random_batch(rng)
-        eps, Cp, Cn = _params(rng)
-        b = ref_fiberpo.fiberpo_bundle(ids, eps, Cp, Cn)
+        eps, c_pos, c_neg = _params(rng)
+        b = ref_fiberpo.fiberpo_bundle(ids, eps, c_pos, c_neg)
         one = np.ones(lr.size)
         s1 = b.F(one)
         err = max(err, float(np.max(np.abs(b.fbg.gate(s1) - s1))))
         Js = ref_fiberpo.numerical_jacobian(lambda s: b.fbg.gate(s - 1.0), s1 + 1.0, FD_STEP)   # shift: step relative to 1
         err = max(err, float(np.max(np.abs(Js - np.eye(s1.size)))))
-        Jr = ref_fiberpo.numerical_jacobian(_gate(ids, eps, Cp, Cn), one, FD_STEP)
+        Jr = ref_fiberpo.numerical_jacobian(_gate(ids, eps, c_pos, c_neg), one, FD_STEP)
         err = max(err, float(np.max(np.abs(Jr - np.eye(lr.size)))))
 
-        def naive(r, ids=ids, eps=eps, Cp=Cp, Cn=Cn):   # Remark 4.6: global gate × local clip of the raw ratio
-            p = ref_fiberpo.fiberpo_parts(np.log(r), ids, eps, Cp, Cn)
+        def naive(r, ids=ids, eps=eps, c_pos=c_pos, c_neg=c_neg):   # Remark 4.6: global gate × local clip of the raw ratio
+            p = ref_fiberpo.fiberpo_parts(np.log(r), ids, eps, c_pos, c_neg)
             return np.exp(p.log_w_base + np.clip(np.log(r), -eps, eps))
         Jn = ref_fiberpo.numerical_jacobian(naive, one, FD_STEP)
         agg = ref_fiberpo.trajectory_aggregates(lr, ids)
@@ -317,13 +317,13 @@ def _fgh_matrices() -> Evidence:
     err_refl = err31 = err_n1 = 0.0
     for k in range(30):
         lr, ids, gid, did = _random_hierarchy(rng)
-        eps, Cp, Cn = _params(rng)
+        eps, c_pos, c_neg = _params(rng)
         if k % 2:   # spec A5: per-level budgets (domain, group, trajectory)
-            Cp, Cn = tuple(rng.uniform(0.05, 0.25, 3)), tuple(rng.uniform(0.03, 0.15, 3))
-        H = ref_fiberpo.fiberpo_domain_fgh(ids, gid, did, eps, Cp, Cn)
+            c_pos, c_neg = tuple(rng.uniform(0.05, 0.25, 3)), tuple(rng.uniform(0.03, 0.15, 3))
+        H = ref_fiberpo.fiberpo_domain_fgh(ids, gid, did, eps, c_pos, c_neg)
         err_refl = max(err_refl, max(H.reflecting_defects()))
         r = np.exp(lr)
-        closed = ref_fiberpo.fiberpo_domain_gated_ratio(lr, ids, gid, did, eps, Cp, Cn)
+        closed = ref_fiberpo.fiberpo_domain_gated_ratio(lr, ids, gid, did, eps, c_pos, c_neg)
         err31 = max(err31, float(np.max(np.abs(H.ratio_gate(r) / closed - 1))))
         e1, c1, n1 = _params(rng)
         one = ref_fiberpo.fiberpo_fgh(ids, e1, c1, n1)
@@ -355,18 +355,18 @@ def _domain_reductions_float64() -> Evidence:
     n_a = 0
     while n_a < 20:
         lr, ids, gid, did = _random_hierarchy(rng, scale=0.01)
-        eps, Cp, Cn = 0.03, 0.2, 0.12
-        parts = ref_fiberpo.fiberpo_domain_parts(lr, ids, gid, did, eps, Cp, Cn)
+        eps, c_pos, c_neg = 0.03, 0.2, 0.12
+        parts = ref_fiberpo.fiberpo_domain_parts(lr, ids, gid, did, eps, c_pos, c_neg)
         if not all(np.all(ref_fiberpo.g_agg_regime(a, C, T) == ref_fiberpo.PASS) for lv in parts["levels"].values() for a, C, T in lv):
             continue
         n_a += 1
-        errs["a"] = max(errs["a"], float(np.max(np.abs(ref_fiberpo.fiberpo_domain_gated_ratio(lr, ids, gid, did, eps, Cp, Cn)
-                                                       / ref_fiberpo.fiberpo_gated_ratio(lr, ids, eps, Cp, Cn) - 1))))
+        errs["a"] = max(errs["a"], float(np.max(np.abs(ref_fiberpo.fiberpo_domain_gated_ratio(lr, ids, gid, did, eps, c_pos, c_neg)
+                                                       / ref_fiberpo.fiberpo_gated_ratio(lr, ids, eps, c_pos, c_neg) - 1))))
     for _ in range(20):
         lr, ids = _random_batch(rng, scale=0.3)
-        eps, Cp, Cn = _params(rng)
-        errs["b"] = max(errs["b"], float(np.max(np.abs(ref_fiberpo.fiberpo_domain_gated_ratio(lr, ids, ids, ids, eps, Cp, Cn)
-                                                       / ref_fiberpo.fiberpo_gated_ratio(lr, ids, eps, Cp, Cn) - 1))))
+        eps, c_pos, c_neg = _params(rng)
+        errs["b"] = max(errs["b"], float(np.max(np.abs(ref_fiberpo.fiberpo_domain_gated_ratio(lr, ids, ids, ids, eps, c_pos, c_neg)
+                                                       / ref_fiberpo.fiberpo_gated_ratio(lr, ids, eps, c_pos, c_neg) - 1))))
     for _ in range(5):
         lr, ids, gid, did = _random_hierarchy(rng)
         f = lambda r, a=(ids, gid, did): ref_fiberpo.fiberpo_domain_gated_ratio(np.log(r), *a, 0.03, 0.2, 0.1)  # noqa: E731
@@ -380,14 +380,14 @@ def _domain_reductions_float64() -> Evidence:
     ids = np.array([0, 0, 0, 1, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7])
     gid = (ids >= 2).astype(int)
     did = np.zeros(ids.size, dtype=int)
-    eps, Cp, Cn = 0.03, 0.2, 0.1
-    parts = ref_fiberpo.fiberpo_domain_parts(lr, ids, gid, did, eps, Cp, Cn)
+    eps, c_pos, c_neg = 0.03, 0.2, 0.1
+    parts = ref_fiberpo.fiberpo_domain_parts(lr, ids, gid, did, eps, c_pos, c_neg)
     lv = parts["levels"][1]                                   # positive channel: (domain, group, trajectory)
     regimes = [ref_fiberpo.REGIME_NAMES[int(ref_fiberpo.g_agg_regime(a, C, T)[0])] for a, C, T in lv]
-    f = lambda r: ref_fiberpo.fiberpo_domain_gated_ratio(np.log(r), ids, gid, did, eps, Cp, Cn)  # noqa: E731
+    f = lambda r: ref_fiberpo.fiberpo_domain_gated_ratio(np.log(r), ids, gid, did, eps, c_pos, c_neg)  # noqa: E731
     J = ref_fiberpo.numerical_jacobian(f, np.exp(lr), FD_STEP)
     cross = float(np.max(np.abs(J[np.ix_(ids == 0, ids != 0)])))
-    J_fp = ref_fiberpo.numerical_jacobian(_gate(ids, eps, Cp, Cn), np.exp(lr), FD_STEP)
+    J_fp = ref_fiberpo.numerical_jacobian(_gate(ids, eps, c_pos, c_neg), np.exp(lr), FD_STEP)
     cross_fp = float(np.max(np.abs(J_fp[np.ix_(ids == 0, ids != 0)])))
     grp_regime = ref_fiberpo.g_agg_regime(*lv[1])
     err = max(errs.values())
@@ -422,22 +422,22 @@ def _decoupling_float64() -> Evidence:
     n = n_gi = 0
     for _ in range(400):
         lr, ids = _random_batch(rng, scale=float(rng.choice([0.005, 0.01, 0.02])))
-        eps, Cp, Cn = 0.05, float(rng.uniform(0.005, 0.03)), float(rng.uniform(0.005, 0.03))
-        p = ref_fiberpo.fiberpo_parts(lr, ids, eps, Cp, Cn)
+        eps, c_pos, c_neg = 0.05, float(rng.uniform(0.005, 0.03)), float(rng.uniform(0.005, 0.03))
+        p = ref_fiberpo.fiberpo_parts(lr, ids, eps, c_pos, c_neg)
         ok = (np.abs(p.u) <= eps) & (np.abs(p.v) <= eps)
         agg = ref_fiberpo.trajectory_aggregates(lr, ids)
         mean = (np.bincount(agg.index, weights=lr) / agg.T)[agg.index]
         if ok.any():
             n += int(ok.sum())
             err_fiber = max(err_fiber, float(np.max(np.abs(p.log_r_fiber - (lr - mean))[ok])))
-        gi = (ref_fiberpo.global_regime(p.log_s_pos, p.log_s_neg, Cp, Cn, p.T) == 0)
+        gi = (ref_fiberpo.global_regime(p.log_s_pos, p.log_s_neg, c_pos, c_neg, p.T) == 0)
         sel = gi & ok
         # a trajectory is in the corollary's case when every one of its tokens is unclipped
         full = np.bincount(agg.index, weights=(~ok).astype(float), minlength=agg.T.size)[agg.index] == 0
         sel &= full
         if sel.any():
             n_gi += int(sel.sum())
-            G = ref_fiberpo.fiberpo_gated_ratio(lr, ids, eps, Cp, Cn)
+            G = ref_fiberpo.fiberpo_gated_ratio(lr, ids, eps, c_pos, c_neg)
             err_g = max(err_g, float(np.max(np.abs(G / np.exp(lr) - 1)[sel])))
     err = max(err_fiber, err_g)
     ok = err <= EXACT_TOL and n > 100 and n_gi > 100
@@ -457,44 +457,44 @@ def fig2b_grid(n: int = 401, top: float = 0.4):
     """Fig. 2(b): log w^base over (log s+, log s-) ∈ [0, top]², and the regime of every point."""
     a = np.linspace(0, top, n)
     A, B = np.meshgrid(a, a, indexing="xy")       # A = log s+ (x axis), B = log s- (y axis)
-    Cp, Cn, T = FIG2B["C_pos"], FIG2B["C_neg"], FIG2B["T"]
-    logw = ref_fiberpo.g_agg(A, Cp, T) - ref_fiberpo.g_agg(B, Cn, T)
-    return A, B, logw, ref_fiberpo.global_regime(A, B, Cp, Cn, T)
+    c_pos, c_neg, T = FIG2B["C_pos"], FIG2B["C_neg"], FIG2B["T"]
+    logw = ref_fiberpo.g_agg(A, c_pos, T) - ref_fiberpo.g_agg(B, c_neg, T)
+    return A, B, logw, ref_fiberpo.global_regime(A, B, c_pos, c_neg, T)
 
 
 @global_regimes.check("numerics")
 def _global_regimes_fig2b() -> Evidence:
     """Boundaries 0.3/0.15; per-region exact statements on the Fig. 2(b) grid; the diagonal path rises, peaks at
     C+ = 0.2, declines, ends at w = 1; counterexample: log s+ = 0 and log s- ∈ (C-, C*-) has |log w| falling."""
-    Cp, Cn, T = FIG2B["C_pos"], FIG2B["C_neg"], FIG2B["T"]
+    c_pos, c_neg, T = FIG2B["C_pos"], FIG2B["C_neg"], FIG2B["T"]
     A, B, logw, reg = fig2b_grid()
-    c_star_pos, c_star_neg = (1 + 1 / T) * Cp, (1 + 1 / T) * Cn
+    c_star_pos, c_star_neg = (1 + 1 / T) * c_pos, (1 + 1 / T) * c_neg
     errs = [abs(c_star_pos - 0.3), abs(c_star_neg - 0.15)]
     errs.append(float(np.max(np.abs(logw - (A - B))[reg == 0])))                       # G-I
-    rp, rn = ref_fiberpo.g_agg_regime(A, Cp, T), ref_fiberpo.g_agg_regime(B, Cn, T)
+    rp, rn = ref_fiberpo.g_agg_regime(A, c_pos, T), ref_fiberpo.g_agg_regime(B, c_neg, T)
     g2 = reg == 2
     surviving = np.where(rp == ref_fiberpo.ZERO, B, A)
-    c_surv = np.where(rp == ref_fiberpo.ZERO, Cn, Cp)
+    c_surv = np.where(rp == ref_fiberpo.ZERO, c_neg, c_pos)
     errs.append(float(np.max(np.abs(np.abs(logw) - surviving)[g2])))                   # G-II: |log w| = survivor
     errs.append(float(max(0.0, np.max((np.abs(logw) - c_surv)[g2]))))                  # ... ≤ its C
     peak_pos = float(np.max(np.abs(logw)[g2 & (rn == ref_fiberpo.ZERO)]))                        # sup = C+ (grid hits it)
     peak_neg = float(np.max(np.abs(logw)[g2 & (rp == ref_fiberpo.ZERO)]))
-    errs += [abs(peak_pos - Cp), abs(peak_neg - Cn)]
+    errs += [abs(peak_pos - c_pos), abs(peak_neg - c_neg)]
     errs.append(float(np.max(np.abs(logw[reg == 4]))))                                 # G-III: w = 1
     # the diagonal path log s+ = log s- = t
     t = np.linspace(0, 0.4, 4001)
-    lw = np.abs(ref_fiberpo.g_agg(t, Cp, T) - ref_fiberpo.g_agg(t, Cn, T))
-    rt = ref_fiberpo.global_regime(t, t, Cp, Cn, T)
+    lw = np.abs(ref_fiberpo.g_agg(t, c_pos, T) - ref_fiberpo.g_agg(t, c_neg, T))
+    rt = ref_fiberpo.global_regime(t, t, c_pos, c_neg, T)
     d = np.diff(lw)
     inner = rt[1:] == rt[:-1]
     rising = bool(np.all(d[inner & (rt[1:] == 1)] > 0))
     declining = bool(np.all(d[inner & (rt[1:] == 3)] < 0))
     peak_t = float(t[np.argmax(lw)])
-    errs += [abs(float(lw.max()) - Cp), float(np.max(lw[rt == 4])), float(np.max(lw[rt == 0]))]
+    errs += [abs(float(lw.max()) - c_pos), float(np.max(lw[rt == 4])), float(np.max(lw[rt == 0]))]
     # off the diagonal: log s+ = 0, log s- through the negative channel's rollback band
-    b = np.linspace(Cn, c_star_neg, 202)[1:-1]
-    off = np.abs(ref_fiberpo.g_agg(0 * b, Cp, T) - ref_fiberpo.g_agg(b, Cn, T))
-    off_reg = ref_fiberpo.global_regime(0 * b, b, Cp, Cn, T)
+    b = np.linspace(c_neg, c_star_neg, 202)[1:-1]
+    off = np.abs(ref_fiberpo.g_agg(0 * b, c_pos, T) - ref_fiberpo.g_agg(b, c_neg, T))
+    off_reg = ref_fiberpo.global_regime(0 * b, b, c_pos, c_neg, T)
     falls = bool(np.all(off_reg == 1) and np.all(np.diff(off) < 0))
     err = max(errs)
     ok = err <= EXACT_TOL and rising and declining and falls
@@ -533,18 +533,18 @@ def _eq20_fd() -> Evidence:
     offblock = 0.0
     seen = set()
     clip_frac = []
-    for lr, ids, eps, Cp, Cn in _away_from_kinks(rng, 60):
-        Jn = ref_fiberpo.numerical_jacobian(_gate(ids, eps, Cp, Cn), np.exp(lr), FD_STEP)
-        Je = ref_fiberpo.jacobian_eq20(lr, ids, eps, Cp, Cn)
+    for lr, ids, eps, c_pos, c_neg in _away_from_kinks(rng, 60):
+        Jn = ref_fiberpo.numerical_jacobian(_gate(ids, eps, c_pos, c_neg), np.exp(lr), FD_STEP)
+        Je = ref_fiberpo.jacobian_eq20(lr, ids, eps, c_pos, c_neg)
         err = max(err, float(np.max(np.abs(Jn - Je) / np.maximum(1.0, np.abs(Je)))))
-        p = ref_fiberpo.fiberpo_parts(lr, ids, eps, Cp, Cn)
+        p = ref_fiberpo.fiberpo_parts(lr, ids, eps, c_pos, c_neg)
         cross = p.index[:, None] != p.index[None, :]
         offblock = max(offblock, float(np.max(np.abs(Jn[cross]), initial=0.0)))
-        seen |= set(zip(ref_fiberpo.g_agg_regime(p.log_s_pos, Cp, p.T).tolist(), ref_fiberpo.g_agg_regime(p.log_s_neg, Cn, p.T).tolist()))
+        seen |= set(zip(ref_fiberpo.g_agg_regime(p.log_s_pos, c_pos, p.T).tolist(), ref_fiberpo.g_agg_regime(p.log_s_neg, c_neg, p.T).tolist()))
         clip_frac.append(float(np.mean(np.abs(p.u) > eps)))
         one = np.ones(lr.size)
-        err = max(err, float(np.max(np.abs(ref_fiberpo.numerical_jacobian(_gate(ids, eps, Cp, Cn), one, FD_STEP) - np.eye(lr.size)))),
-                  float(np.max(np.abs(ref_fiberpo.jacobian_eq20(np.zeros(lr.size), ids, eps, Cp, Cn) - np.eye(lr.size)))))
+        err = max(err, float(np.max(np.abs(ref_fiberpo.numerical_jacobian(_gate(ids, eps, c_pos, c_neg), one, FD_STEP) - np.eye(lr.size)))),
+                  float(np.max(np.abs(ref_fiberpo.jacobian_eq20(np.zeros(lr.size), ids, eps, c_pos, c_neg) - np.eye(lr.size)))))
     ok = err <= FD_TOL and offblock == 0.0 and len(seen) >= 6
     names = sorted(ref_fiberpo.REGIME_NAMES[a] + ref_fiberpo.REGIME_NAMES[b] for a, b in seen)
     return Evidence(passed=ok, max_error=err, tolerance=FD_TOL, cases=60,
@@ -574,14 +574,14 @@ def _scale_fd() -> Evidence:
     worst_r = 0.0
     n_pz = n_r = 0
     counter = None
-    for lr, ids, eps, Cp, Cn in _away_from_kinks(rng, 80):
-        Jn = ref_fiberpo.numerical_jacobian(_gate(ids, eps, Cp, Cn), np.exp(lr), FD_STEP)
-        p = ref_fiberpo.fiberpo_parts(lr, ids, eps, Cp, Cn)
+    for lr, ids, eps, c_pos, c_neg in _away_from_kinks(rng, 80):
+        Jn = ref_fiberpo.numerical_jacobian(_gate(ids, eps, c_pos, c_neg), np.exp(lr), FD_STEP)
+        p = ref_fiberpo.fiberpo_parts(lr, ids, eps, c_pos, c_neg)
         G = np.exp(p.log_w_base + p.log_r_fiber)
         norm = np.abs(Jn) * np.exp(lr)[None, :] * p.T[:, None] / G[:, None]
         off = (p.index[:, None] == p.index[None, :]) & ~np.eye(lr.size, dtype=bool)
-        rollback = ((ref_fiberpo.g_agg_regime(p.log_s_pos, Cp, p.T) == ref_fiberpo.ROLLBACK)
-                    | (ref_fiberpo.g_agg_regime(p.log_s_neg, Cn, p.T) == ref_fiberpo.ROLLBACK))[:, None]
+        rollback = ((ref_fiberpo.g_agg_regime(p.log_s_pos, c_pos, p.T) == ref_fiberpo.ROLLBACK)
+                    | (ref_fiberpo.g_agg_regime(p.log_s_neg, c_neg, p.T) == ref_fiberpo.ROLLBACK))[:, None]
         pz = off & ~rollback
         rb = off & rollback
         if pz.any():
@@ -630,15 +630,15 @@ def _l3_fd() -> Evidence:
         lr = rng.choice([-1, 1], T) * rng.uniform(0.05, 0.6, T)
         ids = np.zeros(T, dtype=int)
         eps = float(rng.uniform(0.01, 0.03))
-        Cp, Cn = float(rng.uniform(0.05, 0.3)), float(rng.uniform(0.05, 0.3))
-        p = ref_fiberpo.fiberpo_parts(lr, ids, eps, Cp, Cn)
-        if not (np.all(np.abs(p.u) > eps) and np.all(np.abs(p.v) > eps)) or ref_fiberpo.kink_margin(lr, ids, eps, Cp, Cn) < KINK_MARGIN:
+        c_pos, c_neg = float(rng.uniform(0.05, 0.3)), float(rng.uniform(0.05, 0.3))
+        p = ref_fiberpo.fiberpo_parts(lr, ids, eps, c_pos, c_neg)
+        if not (np.all(np.abs(p.u) > eps) and np.all(np.abs(p.v) > eps)) or ref_fiberpo.kink_margin(lr, ids, eps, c_pos, c_neg) < KINK_MARGIN:
             continue
         n += 1
         G = np.exp(p.log_w_base + p.log_r_fiber)
         gam = np.where(p.l > 0, p.gamma_pos, p.gamma_neg)
         remark = G[:, None] / np.exp(lr)[None, :] * gam[None, :] / T
-        Jn = ref_fiberpo.numerical_jacobian(_gate(ids, eps, Cp, Cn), np.exp(lr), FD_STEP)
+        Jn = ref_fiberpo.numerical_jacobian(_gate(ids, eps, c_pos, c_neg), np.exp(lr), FD_STEP)
         err = max(err, float(np.max(np.abs(Jn - remark) / np.maximum(1.0, np.abs(remark)))))
     ex = L3_EXAMPLE
     lr = np.array(ex["log_r"])
@@ -690,12 +690,12 @@ def _eq79_float64() -> Evidence:
     counter = None
     for _ in range(200):
         lr, ids = _random_batch(rng)
-        eps, Cp, Cn = _params(rng)
-        p = ref_fiberpo.fiberpo_parts(lr, ids, eps, Cp, Cn)
+        eps, c_pos, c_neg = _params(rng)
+        p = ref_fiberpo.fiberpo_parts(lr, ids, eps, c_pos, c_neg)
         eq7 = p.log_w_base + p.log_r_fiber
-        e79 = eq79_log_gate(lr, ids, eps, Cp, Cn)
+        e79 = eq79_log_gate(lr, ids, eps, c_pos, c_neg)
         opp = np.where(p.l > 0, p.log_s_neg, p.log_s_pos)
-        C_opp = np.where(p.l > 0, Cn, Cp)
+        C_opp = np.where(p.l > 0, c_neg, c_pos)
         diff = eq7 - e79
         err_formula = max(err_formula, float(np.max(np.abs(diff - p.l * (np.clip(opp, -eps, eps)
                                                                           - ref_fiberpo.g_agg(opp, C_opp, p.T))))))
@@ -734,19 +734,19 @@ def _restorative_symbolic() -> Evidence:
 def _restorative_float64() -> Evidence:
     """Central differences of Eq. 6 in x for T ∈ {2, 3, 5, 10} across the rollback band vs -T𝒢Â/|Tj|; GRPO's
     clipped surrogate with the same ε has derivative 0 there."""
-    eps, Cp, Cn, A = 0.03, 0.15, 0.09, 1.0
+    eps, c_pos, c_neg, A = 0.03, 0.15, 0.09, 1.0
     err = 0.0
     worst = -np.inf
     grpo = 0.0
     n = 0
     for T in (2, 3, 5, 10):
         ids = np.zeros(T, dtype=int)
-        cs = (1 + 1 / T) * Cp
-        for x in np.linspace(Cp, cs, 9)[1:-1]:
+        cs = (1 + 1 / T) * c_pos
+        for x in np.linspace(c_pos, cs, 9)[1:-1]:
             h = 1e-7
-            J = lambda z: ref_fiberpo.fiberpo_objective(np.full(T, z), np.full(T, A), ids, eps, Cp, Cn)  # noqa: E731
+            J = lambda z: ref_fiberpo.fiberpo_objective(np.full(T, z), np.full(T, A), ids, eps, c_pos, c_neg)  # noqa: E731
             d = (J(x + h) - J(x - h)) / (2 * h)
-            G = ref_fiberpo.fiberpo_gated_ratio(np.full(T, x), ids, eps, Cp, Cn)[0]
+            G = ref_fiberpo.fiberpo_gated_ratio(np.full(T, x), ids, eps, c_pos, c_neg)[0]
             err = max(err, abs(d - (-T * G * A)) / (T * G * A))
             worst = max(worst, d)
             grpo_J = lambda z: float(np.mean(np.clip(np.exp(np.full(T, z)), 1 - eps, 1 + eps) * A))  # noqa: E731
@@ -754,6 +754,6 @@ def _restorative_float64() -> Evidence:
             n += 1
     ok = err <= 1e-6 and worst < 0 and grpo == 0.0
     return Evidence(passed=ok, max_error=err, tolerance=1e-6, cases=n,
-                    detail=f"{n} points, T ∈ {{2, 3, 5, 10}}, x across (C+, C*+) with C+ = {Cp}: ∂Ĵ/∂x = -T𝒢Â within "
+                    detail=f"{n} points, T ∈ {{2, 3, 5, 10}}, x across (C+, C*+) with C+ = {c_pos}: ∂Ĵ/∂x = -T𝒢Â within "
                            f"{err:.1e} (relative), largest derivative {worst:.3f} < 0; GRPO clip (ε = {eps}): |∂/∂x| = "
                            f"{grpo}; tolerance 1e-6: step 1e-7 on Ĵ ≈ 1 leaves rounding ≈ 1e-9/1e-7")
