@@ -56,8 +56,8 @@ from fiberlab.gpu.advantages import group_tensor
 from fiberlab.gpu.config import as_real, hparam, hparam_bool, hparam_real
 from fiberlab.gpu.objective import (LOG_RATIO_CLAMP, checked_inputs, clipped_surrogate, finish, masked_frac, masked_mean,
                                     read_clip_eps, register_policy_loss)
-from fiberlab.gpu.segments import (SegmentReducer, dense_segments, reducer_for, segment_codes, segment_max,
-                                   segment_sum, segment_sum_global)
+from fiberlab.gpu.segments import (SegmentReducer, dense_segments, raise_flagged, reducer_for, segment_codes,
+                                   segment_max, segment_sum, segment_sum_global)
 
 #: Defaults (module docstring; spec A3's plausible range).
 FIBERPO_EPS = 0.03
@@ -285,9 +285,7 @@ def fiberpo_domain_state(old_log_prob: torch.Tensor, log_prob: torch.Tensor, res
         did = _ids(domain_ids, b, lr.device, "domain_ids")
         gseg, G, probes_g = segment_codes(gid, True, reducer, num_groups, "group_ids", _SHARED)
         dseg, D, probes_d = segment_codes(did, True, reducer, num_domains, "domain_ids", _SHARED)
-        for flag, msg in probes_g + probes_d:
-            if bool(flag):
-                raise ValueError(msg)
+        raise_flagged(probes_g + probes_d)
         rows, _ = _row_sums(lr, response_mask)
         return FiberPODomainState(reducer.sum(segment_sum(rows, gseg, G)), reducer.sum(segment_sum(rows, dseg, D)),
                                   G, D)
@@ -442,10 +440,7 @@ def fiberpo_domain_loss(old_log_prob: torch.Tensor, log_prob: torch.Tensor, adva
     spread = segment_max(d, gseg, G) + segment_max(-d, gseg, G)                # max - min; -inf if absent
     probes.append(((spread > 0).any(), "group_ids/domain_ids: a prompt group spans several domains (each group "
                                        "must lie in one domain)"))
-    flags = torch.stack([f for f, _ in probes]).tolist()                           # one host synchronisation
-    for flag, (_, msg) in zip(flags, probes):
-        if flag:
-            raise ValueError(msg)
+    raise_flagged(probes)                                                          # one host synchronisation
 
     lr = masked_log_ratio(log_prob, old_log_prob, response_mask)
     out = fiberpo_domain_gated_ratio(lr, response_mask, gseg, dseg, G, D, cfg["eps"], cfg["c_pos_levels"],

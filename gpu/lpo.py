@@ -67,8 +67,8 @@ import torch.nn.functional as F
 from fiberlab.gpu.advantages import group_tensor
 from fiberlab.gpu.config import hparam, hparam_bool, hparam_choice, hparam_real
 from fiberlab.gpu.objective import checked_inputs, clipped_surrogate, finish, read_clip_eps, register_policy_loss
-from fiberlab.gpu.segments import (dense_segments, reducer_for, segment_codes, segment_logsumexp, segment_max,
-                                   segment_sum)
+from fiberlab.gpu.segments import (Probes, dense_segments, raise_flagged, reducer_for, segment_codes,
+                                   segment_logsumexp, segment_max, segment_sum)
 
 # --------------------------------------------------------------------------------------------------------------
 # Divergences: g_k = P_k ∂D/∂P_k (up to P_k × constant), from log P and log w*, in forms that cannot overflow
@@ -268,9 +268,7 @@ def listwise_state(seq_log_ratio: torch.Tensor, group_ids: Any, *, rewards: torc
     dense = (not reducer.distributed and num_groups is None) if _dense is None else _dense
     seg, G, probes = segment_codes(ids, not dense, reducer, num_groups, "group_ids",
                                    "process_group or num_groups given")
-    for flag, msg in probes:
-        if bool(flag):
-            raise ValueError(msg)
+    raise_flagged(probes)
     dt = s.dtype
     count = reducer.sum(segment_sum(torch.ones(b, dtype=dt, device=s.device), seg, G))
     zeros = torch.zeros(G, dtype=dt, device=s.device)
@@ -324,25 +322,6 @@ def _check_seq_tensor(name: str, t: Any, b: int, device: torch.device) -> torch.
     return t.to(device)
 
 
-class _Probes:
-    """Conditions on device tensors, collected and read to the host once (:meth:`raise_any`): a loss must not
-    synchronise per check."""
-
-    def __init__(self) -> None:
-        self.flags: list[torch.Tensor] = []
-        self.messages: list[str] = []
-
-    def add(self, flag: torch.Tensor, message: str) -> None:
-        self.flags.append(flag.to(torch.float64))
-        self.messages.append(message)
-
-    def raise_any(self) -> None:
-        if self.flags:
-            for flag, msg in zip(torch.stack(self.flags).tolist(), self.messages):   # one host synchronisation
-                if flag:
-                    raise ValueError(msg)
-
-
 def _lpo_group_ids(extra: dict[str, Any], cfg: dict[str, Any], config: Any, b: int,
                    dev: torch.device) -> torch.Tensor:
     """``[B]`` group ids: ``extra["group_ids"]``, or contiguous groups of ``lpo_group_size`` rows when verl's actor
@@ -366,7 +345,7 @@ def _lpo_group_ids(extra: dict[str, Any], cfg: dict[str, Any], config: Any, b: i
 
 
 def _lpo_target_inputs(extra: dict[str, Any], cfg: dict[str, Any], advantages: torch.Tensor,
-                       old_log_prob: torch.Tensor, response_mask: torch.Tensor, probes: _Probes
+                       old_log_prob: torch.Tensor, response_mask: torch.Tensor, probes: Probes
                        ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
     """What the target w* is built from (Thm. 1): rewards ``r`` ``[B]`` (a τ rule) or the per-sequence advantage
     ``adv_seq`` ``[B]`` (``lpo_tau='advantages'``), and the anchor logits ``s_t = log π_t/π_b`` ``[B]`` or None."""
@@ -380,28 +359,28 @@ def _lpo_target_inputs(extra: dict[str, Any], cfg: dict[str, Any], advantages: t
         first = torch.argmax(response_mask.to(torch.int8), dim=-1)       # first valid token of each row
         adv_seq = advantages.gather(1, first[:, None]).squeeze(1)
         spread = ((advantages - adv_seq[:, None]).abs() * m).amax()
-        probes.add(spread > ADV_CONST_RTOL * (1.0 + adv_seq.abs().max()),
-                   "advantages must be constant over each response's tokens for lpo_tau='advantages' "
-                   "(a per-sequence advantage, as verl's outcome estimators give)")
+        probes.append((spread > ADV_CONST_RTOL * (1.0 + adv_seq.abs().max()),
+                       "advantages must be constant over each response's tokens for lpo_tau='advantages' "
+                       "(a per-sequence advantage, as verl's outcome estimators give)"))
     else:
         if rewards is None:
             raise ValueError(f"rewards is required for lpo_tau={cfg['tau']!r} (or use lpo_tau='advantages')")
         r = _check_seq_tensor("rewards", rewards, B, dev).detach()
-        probes.add((~torch.isfinite(r)).any(), "rewards contains NaN or inf")
+        probes.append(((~torch.isfinite(r)).any(), "rewards contains NaN or inf"))
         if cfg["tau"] == "maxrl":
-            probes.add((r < 0).any(), "rewards must be ≥ 0 for lpo_tau='maxrl' (τ = μ_G must be positive)")
+            probes.append(((r < 0).any(), "rewards must be ≥ 0 for lpo_tau='maxrl' (τ = μ_G must be positive)"))
     anchor = extra.get("anchor_log_prob")
     if anchor is not None:
         if not isinstance(anchor, torch.Tensor) or anchor.shape != (B, T):
             raise ValueError(f"anchor_log_prob must be a tensor of shape {(B, T)}")
-        probes.add((~torch.isfinite(anchor)).any(), "anchor_log_prob contains NaN or inf")
+        probes.append(((~torch.isfinite(anchor)).any(), "anchor_log_prob contains NaN or inf"))
         s_t = ((anchor.detach() - old_log_prob.detach()) * m).sum(-1)          # s_t = log π_t/π_b (Thm. 1)
     return r, adv_seq, s_t
 
 
 @torch.no_grad()
 def _lpo_state(s: torch.Tensor, ids: torch.Tensor, r: torch.Tensor | None, adv_seq: torch.Tensor | None,
-               s_t: torch.Tensor | None, cfg: dict[str, Any], extra: dict[str, Any], probes: _Probes
+               s_t: torch.Tensor | None, cfg: dict[str, Any], extra: dict[str, Any], probes: Probes
                ) -> tuple[ListwiseState, torch.Tensor]:
     """The group state (given as ``lpo_state``, or built from this batch) and each row's segment index into it."""
     state = extra.get("lpo_state")
@@ -419,15 +398,15 @@ def _lpo_state(s: torch.Tensor, ids: torch.Tensor, r: torch.Tensor | None, adv_s
         if state.tau_rule != cfg["tau"] or state.divergence != cfg["div_name"]:
             raise ValueError(f"lpo_state was built for tau={state.tau_rule!r}, divergence={state.divergence!r}; "
                              f"the loss is configured with tau={cfg['tau']!r}, divergence={cfg['divergence']!r}")
-        probes.add(((ids < 0) | (ids >= state.num_groups)).any(),
-                   f"group_ids must lie in [0, {state.num_groups}) (lpo_state's groups)")
+        probes.append((((ids < 0) | (ids >= state.num_groups)).any(),
+                       f"group_ids must lie in [0, {state.num_groups}) (lpo_state's groups)"))
         # clamped so that nothing indexes out of range before the probes raise (an IndexError on CPU, a device
         # assert on CUDA, instead of the message above)
         seg = ids.clamp(0, state.num_groups - 1)
     if cfg["tau"] in ("grpo", "rloo") and (cfg["tau"] == "rloo" or cfg["std_unbiased"]):
-        probes.add((state.count[seg] < 2).any(),
-                   f"group_ids leaves a group with a single sequence; lpo_tau={cfg['tau']!r} needs at least two "
-                   f"per group")
+        probes.append(((state.count[seg] < 2).any(),
+                       f"group_ids leaves a group with a single sequence; lpo_tau={cfg['tau']!r} needs at least "
+                       f"two per group"))
     return state, seg
 
 
@@ -486,7 +465,7 @@ def _lpo(old_log_prob, log_prob, advantages, response_mask, loss_agg_mode, confi
         "lpo_pointwise" if pointwise else "lpo")
     cfg = _read_lpo_config(config, pointwise, extra.get("rewards") is not None)
     B, T = log_prob.shape                                                     # sequences, response tokens
-    probes = _Probes()
+    probes: Probes = []
     ids = _lpo_group_ids(extra, cfg, config, B, log_prob.device)
     r, adv_seq, s_t = _lpo_target_inputs(extra, cfg, advantages, old_log_prob, response_mask, probes)
 
@@ -500,11 +479,11 @@ def _lpo(old_log_prob, log_prob, advantages, response_mask, loss_agg_mode, confi
         psi = -k_g * c                                                        # listwise advantage ψ = −K c
     # Inputs are finite, so a non-finite ψ is an overflow of the working dtype: a target so peaked (rewards/τ)
     # that the divergence's coefficient itself is beyond its range (χ²'s grows like P²/w*).
-    probes.add((~torch.isfinite(psi)).any(),
-               f"lpo: the listwise coefficients overflow {log_prob.dtype} (lpo_divergence={cfg['div_name']!r}, "
-               f"lpo_tau={cfg['tau']!r}: rewards/τ make the target so peaked that the coefficient is beyond the "
-               f"dtype's range); use a larger lpo_tau, the 'fwd' divergence (|c| ≤ 1) or float64 inputs")
-    probes.raise_any()
+    probes.append(((~torch.isfinite(psi)).any(),
+                f"lpo: the listwise coefficients overflow {log_prob.dtype} (lpo_divergence={cfg['div_name']!r}, "
+                f"lpo_tau={cfg['tau']!r}: rewards/τ make the target so peaked that the coefficient is beyond the "
+                f"dtype's range); use a larger lpo_tau, the 'fwd' divergence (|c| ≤ 1) or float64 inputs"))
+    raise_flagged(probes)
 
     loss_mat, ind, neg_kl = _lpo_surrogate(psi, log_prob, old_log_prob, log_ratio, response_mask,
                                            cfg["token_clip"], config)         # L = −ψ · δ per token

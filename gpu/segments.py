@@ -184,6 +184,20 @@ def dense_segments(ids: torch.Tensor) -> torch.Tensor:
     return torch.empty_like(seg_sorted).scatter_(0, perm, seg_sorted)
 
 
+#: Device-side checks, each ``(flag, message)``, read to the host together by :func:`raise_flagged`.
+Probes = list[tuple[torch.Tensor, str]]
+
+
+def raise_flagged(probes: Probes) -> None:
+    """Raise ``ValueError(message)`` for the first ``(flag, message)`` whose device flag is set, reading every flag
+    to the host in one synchronisation (a loss must not synchronise per check)."""
+    if probes:
+        flags = torch.stack([flag.to(torch.float64) for flag, _ in probes]).tolist()
+        for flag, (_, message) in zip(flags, probes):
+            if flag:
+                raise ValueError(message)
+
+
 def segment_codes(ids: torch.Tensor, shared: bool, reducer: SegmentReducer, given: int | None, name: str,
                   why: str = "process_group or a shared state") -> tuple[torch.Tensor, int, list[tuple[torch.Tensor, str]]]:
     """Segment codes and the buffer size for ``ids``.
