@@ -178,10 +178,10 @@ class ClaimCard:
 
     def checked_by(self) -> str:
         """Each check (layer, name, file:line) and the code it exercises (``fiberlab.where``), one per line."""
-        from fiberlab.where import where
+        from fiberlab.where import check_locations
 
         lines = []
-        for k in where(self.claim)["checks"]:
+        for k in check_locations(self.claim):
             calls = ", ".join(f"{e['name'].removeprefix('fiberlab.')} ({e['at']})" for e in k["exercises"])
             lines.append(f"{k['layer']} {k['name']} ({k['at']})" + (f" → {calls}" if calls else ""))
         return "\n".join(lines)

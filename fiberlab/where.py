@@ -136,16 +136,18 @@ def book_pages(claim_id: str, book: Path = ROOT / "book") -> list[str]:
     return sorted(p.relative_to(ROOT).as_posix() for p in book.glob("*.md") if pat.search(p.read_text()))
 
 
+def check_locations(c: Claim) -> list[dict[str, Any]]:
+    """Each check of ``c``: layer, name, ``path:line``, and what it exercises (``[{"name", "at"}]``)."""
+    return [{"layer": k.layer, "name": k.name, "at": location(k.fn),
+             "exercises": [{"name": n, "at": loc} for n, loc in exercised(k.fn)]} for k in c.checks]
+
+
 def where(claim: Claim | str) -> dict[str, Any]:
     """Everything about a claim, one hop from its id (the JSON of ``fiberlab claims --where``)."""
     c = get_claim(claim) if isinstance(claim, str) else claim
-    return {
-        "claim": c.id, "paper": c.paper, "source": c.source, "status": c.status, "statement": c.statement,
-        "condition": c.condition, "declared": c.declared_at,
-        "checks": [{"layer": k.layer, "name": k.name, "at": location(k.fn),
-                    "exercises": [{"name": n, "at": loc} for n, loc in exercised(k.fn)]} for k in c.checks],
-        "book": book_pages(c.id),
-    }
+    return {"claim": c.id, "paper": c.paper, "source": c.source, "status": c.status, "statement": c.statement,
+            "condition": c.condition, "declared": c.declared_at, "checks": check_locations(c),
+            "book": book_pages(c.id)}
 
 
-__all__ = ["FOLLOW_DEPTH", "ROOT", "book_pages", "exercised", "location", "where"]
+__all__ = ["FOLLOW_DEPTH", "ROOT", "book_pages", "check_locations", "exercised", "location", "where"]
