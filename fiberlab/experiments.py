@@ -440,8 +440,8 @@ def decide(results: dict[str, dict[str, Any]]) -> None:
 
 
 #: the metrics whose window means every results.json carries, per arm and seed (reported, never voted)
-DESCRIBED = ("reward", "response_length", "length_correct", "length_wrong", "entropy_valid", "correct_entropy", "weakest_correct_logp",
-             "distinct_correct", "kl_start_k3", "kl_old_k3", "drift_p90_last", "ratio_max", "grad_norm",
+DESCRIBED = ("reward", "response_length", "length_correct", "length_wrong", "entropy_valid", "correct_entropy",
+             "weakest_correct_logp", "distinct_correct", "kl_start_k3", "kl_old_k3", "drift_p90_last", "ratio_max", "grad_norm",
              "clip_frac/p<0.1/pos", "clip_frac/p>=0.5/pos", "mixed_frac", "empty_frac")
 
 
