@@ -7,6 +7,7 @@
     fiberlab train --task T --objective O [--seeds N] [--steps S] [--device D] [--set key=value ...]
     fiberlab experiment NAME|all [--seeds N] [--reduced] [--out DIR]
     fiberlab verl-check --loss-mode NAME [--set key=value ...] [--agg MODE] [--mixed-precision bf16]
+    fiberlab imports [--dot] [--check]        # the import graph through the package mapping
     fiberlab --version
 
 A bad invocation is rejected before any work (checks, warm-ups, training, benchmarks take minutes): one line on
@@ -464,6 +465,23 @@ examples:
 _PAPER_HELP = f"only this paper's claims: {', '.join(PAPERS)} (any case)"
 
 
+def _imports(args: argparse.Namespace, console: Console) -> int:
+    from fiberlab.layers import import_graph, layer_of, layer_violations, to_dot
+    graph = import_graph()
+    bad = layer_violations(graph)
+    if args.dot:
+        print(to_dot(graph))
+    elif not args.check:
+        for src in sorted(graph):
+            for dst in sorted(graph[src]):
+                print(f"{src} -> {dst}    ({layer_of(src)} -> {layer_of(dst)})")
+    for src, dst in bad:
+        print(f"upward import: {src} -> {dst} ({layer_of(src)} may not import {layer_of(dst)})", file=sys.stderr)
+    if args.check and not bad:
+        print(f"{len(graph)} modules, {sum(map(len, graph.values()))} imports, no layer imports upward")
+    return 1 if bad else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="fiberlab", description="Verify trust-region policy-optimisation claims.",
                                  epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -530,6 +548,11 @@ def build_parser() -> argparse.ArgumentParser:
     vc.add_argument("--dynamic-bsz", type=int, metavar="TOKENS",
                     help="actor.use_dynamic_bsz with this many tokens per micro-batch")
     vc.set_defaults(func=_verl_check)
+    im = sub.add_parser("imports", help="the project's import graph, with theory/numerics/gpu resolved through the "
+                                        "package mapping (static tools that map names to folders miss it)")
+    im.add_argument("--dot", action="store_true", help="print Graphviz source, one cluster per layer")
+    im.add_argument("--check", action="store_true", help="print only a summary; exit 1 if a layer imports upward")
+    im.set_defaults(func=_imports)
     return ap
 
 

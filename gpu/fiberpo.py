@@ -415,40 +415,48 @@ def fiberpo_domain_loss(old_log_prob: torch.Tensor, log_prob: torch.Tensor, adva
         old_log_prob, log_prob, advantages, response_mask, loss_agg_mode, config, rollout_is_weights, extra,
         {"group_ids", "domain_ids", "process_group", "fiberpo_state", "num_groups", "num_domains"}, "fiberpo_domain")
     cfg = read_fiberpo_config(config)
-    b, dev = log_prob.shape[0], log_prob.device
-    gid = _ids(extra.get("group_ids"), b, dev, "group_ids")
-    did = _ids(extra.get("domain_ids"), b, dev, "domain_ids")
-    state = extra.get("fiberpo_state")
-    pg = extra.get("process_group")
+    # FiberPO-Domain (Def. 6.4): 1. the tree's segments, 2. the three-level gate, 3. Eq. 6's surrogate
+    state, reducer = _domain_state_and_reducer(extra)
+    gseg, G, dseg, D = _domain_segments(extra, log_prob, state, reducer)                     # 1. tree of Def. 6.4
+    lr = masked_log_ratio(log_prob, old_log_prob, response_mask)
+    out = fiberpo_domain_gated_ratio(lr, response_mask, gseg, dseg, G, D, cfg["eps"], cfg["c_pos_levels"],
+                                     cfg["c_neg_levels"], reducer=reducer, state=state)     # 2. Eqs. 30–33
+    loss_mat = -out["G"] * advantages.detach()                                             # 3. Eq. 6
+    metrics = _fiberpo_metrics(out, response_mask, lr.dtype)
+    return finish(loss_mat, _no_dual(~out["inside"]), -lr.detach(), response_mask, loss_agg_mode, config,
+                   rollout_is_weights, metrics)
+
+
+def _domain_state_and_reducer(extra: dict[str, Any]) -> tuple[FiberPODomainState | None, SegmentReducer]:
+    """The micro-batch state (``fiberpo_state``) or the reducer over ``process_group``: one or the other."""
+    state, pg = extra.get("fiberpo_state"), extra.get("process_group")
     if state is not None:
         if not isinstance(state, FiberPODomainState):
             raise ValueError(f"fiberpo_state must be a FiberPODomainState, got {type(state).__name__}")
         if pg is not None:
             raise ValueError("process_group: give either fiberpo_state (already global, no collective in the loss) "
                              "or process_group, not both")
-    reducer = reducer_for(pg)
+    return state, reducer_for(pg)
+
+
+def _domain_segments(extra: dict[str, Any], log_prob: torch.Tensor, state: FiberPODomainState | None,
+                     reducer: SegmentReducer) -> tuple[torch.Tensor, int, torch.Tensor, int]:
+    """Group and domain codes ``[B]`` with their buffer sizes, after one host sync over every data check: ids in
+    range when shared, and every group inside one domain (Def. 6.4's hierarchy is a tree)."""
+    B = log_prob.shape[0]                                                                  # batch size
+    gid = _ids(extra.get("group_ids"), B, log_prob.device, "group_ids")
+    did = _ids(extra.get("domain_ids"), B, log_prob.device, "domain_ids")
     shared = state is not None or reducer.distributed
-    gseg, G, probes = segment_codes(gid, shared, reducer,
-                                     state.num_groups if state is not None else extra.get("num_groups"), "group_ids",
-                                     _SHARED)
-    dseg, D, probes_d = segment_codes(did, shared, reducer,
-                                       state.num_domains if state is not None else extra.get("num_domains"),
-                                       "domain_ids", _SHARED)
-    probes = probes + probes_d
-    # Every group in one domain (checked on the local rows): the hierarchy of Def. 6.4 is a tree.
+    n_groups = state.num_groups if state is not None else extra.get("num_groups")
+    n_domains = state.num_domains if state is not None else extra.get("num_domains")
+    gseg, G, probes_g = segment_codes(gid, shared, reducer, n_groups, "group_ids", _SHARED)
+    dseg, D, probes_d = segment_codes(did, shared, reducer, n_domains, "domain_ids", _SHARED)
     d = did.to(torch.float64)
     spread = segment_max(d, gseg, G) + segment_max(-d, gseg, G)                # max - min; -inf if absent
-    probes.append(((spread > 0).any(), "group_ids/domain_ids: a prompt group spans several domains (each group "
-                                       "must lie in one domain)"))
-    raise_flagged(probes)                                                          # one host synchronisation
-
-    lr = masked_log_ratio(log_prob, old_log_prob, response_mask)
-    out = fiberpo_domain_gated_ratio(lr, response_mask, gseg, dseg, G, D, cfg["eps"], cfg["c_pos_levels"],
-                                     cfg["c_neg_levels"], reducer=reducer, state=state)
-    loss_mat = -out["G"] * advantages.detach()
-    metrics = _fiberpo_metrics(out, response_mask, lr.dtype)
-    return finish(loss_mat, _no_dual(~out["inside"]), -lr.detach(), response_mask, loss_agg_mode, config,
-                   rollout_is_weights, metrics)
+    one_domain = [((spread > 0).any(), "group_ids/domain_ids: a prompt group spans several domains (each group "
+                                       "must lie in one domain)")]
+    raise_flagged(probes_g + probes_d + one_domain)                                         # one host synchronisation
+    return gseg, G, dseg, D
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -582,33 +590,42 @@ def apc_loss(old_log_prob: torch.Tensor, log_prob: torch.Tensor, advantages: tor
         old_log_prob, log_prob, advantages, response_mask, loss_agg_mode, config, rollout_is_weights, extra,
         {"state_ids", "process_group", "num_states"}, "apc")
     delta = _positive(config, "apc_delta", APC_DELTA, "the relaxed APC-Obj radius δ")
-    ids = extra.get("state_ids")
-    if ids is None:
-        raise ValueError(f"state_ids is required for apc (an integer state id per token, shape "
-                         f"{tuple(log_prob.shape)})")
-    if not isinstance(ids, torch.Tensor) or ids.shape != log_prob.shape or ids.is_floating_point() \
-            or ids.is_complex():
-        shape = tuple(ids.shape) if isinstance(ids, torch.Tensor) else type(ids).__name__
-        raise ValueError(f"state_ids must be an integer tensor of shape {tuple(log_prob.shape)}, got {shape}")
-    ids = ids.to(device=log_prob.device, dtype=torch.int64)
+    # APC-Obj (Def. 3.2): 1. state codes, 2. Eq. 3's per-state clip, 3. the surrogate Ĵ = (1/T) Σ G·Â
     reducer = reducer_for(extra.get("process_group"))
-    if reducer.distributed or extra.get("num_states") is not None:
-        flat, n, probes = segment_codes(ids.reshape(-1), True, reducer, extra.get("num_states"), "state_ids",
-                                        _SHARED)
-        flags = torch.stack([f for f, _ in probes]).tolist()
-        if flags[0]:
-            raise ValueError(probes[0][1])
-        seg = flat.view_as(ids)
-    else:
-        seg, n = dense_segments(ids.reshape(-1)).view_as(ids), ids.numel()
+    seg, n = _state_segments(extra.get("state_ids"), extra.get("num_states"), log_prob, reducer)   # 1.
     lr = masked_log_ratio(log_prob, old_log_prob, response_mask)
-    out = apc_gated_ratio(lr, response_mask, seg, n, delta, reducer)
-    loss_mat = -out["G"] * advantages.detach()
-    with torch.no_grad():
-        present = out["T_s"] > 0
-        metrics = {"apc/zeroed_frac": masked_frac(out["zeroed"], response_mask, lr.dtype),
-                   # mean over the states present of D̂_TV(s) = Σ|r-1| / T_s (no ½, spec A2)
-                   "apc/state_tv_mean": (torch.where(present, out["sab"].detach() / out["T_s"].clamp_min(1.0), 0.0)
-                                         .sum() / present.sum().clamp_min(1))}
+    out = apc_gated_ratio(lr, response_mask, seg, n, delta, reducer)                                # 2. Eq. 3
+    loss_mat = -out["G"] * advantages.detach()                                                      # 3.
+    metrics = _apc_metrics(out, response_mask, lr.dtype)
     return finish(loss_mat, _no_dual(out["clipped"]), -lr.detach(), response_mask, loss_agg_mode, config,
                    rollout_is_weights, metrics)
+
+
+def _state_segments(ids: Any, num_states: int | None, log_prob: torch.Tensor, reducer: SegmentReducer
+                    ) -> tuple[torch.Tensor, int]:
+    """State codes ``[B, T]`` for ``state_ids`` and the buffer size: dense codes for local states, the ids
+    themselves (range-checked, one host sync) when states are shared across ranks or ``num_states`` is given."""
+    shape = tuple(log_prob.shape)
+    if ids is None:
+        raise ValueError(f"state_ids is required for apc (an integer state id per token, shape {shape})")
+    if not isinstance(ids, torch.Tensor) or ids.shape != log_prob.shape or ids.is_floating_point() \
+            or ids.is_complex():
+        got = f"{ids.dtype} {tuple(ids.shape)}" if isinstance(ids, torch.Tensor) else type(ids).__name__
+        raise ValueError(f"state_ids must be an integer tensor of shape {shape}, got {got}")
+    ids = ids.to(device=log_prob.device, dtype=torch.int64)
+    if reducer.distributed or num_states is not None:
+        flat, n, probes = segment_codes(ids.reshape(-1), True, reducer, num_states, "state_ids",
+                                        "process_group or num_states")
+        raise_flagged(probes)
+        return flat.view_as(ids), n
+    return dense_segments(ids.reshape(-1)).view_as(ids), ids.numel()
+
+
+def _apc_metrics(out: dict[str, torch.Tensor], mask: torch.Tensor, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """``apc/zeroed_frac`` (bound ≤ 0: censored to G = 1) and ``apc/state_tv_mean``."""
+    with torch.no_grad():
+        present = out["T_s"] > 0
+        return {"apc/zeroed_frac": masked_frac(out["zeroed"], mask, dtype),
+                # mean over the states present of D̂_TV(s) = Σ|r-1| / T_s (no ½, spec A2)
+                "apc/state_tv_mean": (torch.where(present, out["sab"].detach() / out["T_s"].clamp_min(1.0), 0.0)
+                                      .sum() / present.sum().clamp_min(1))}
