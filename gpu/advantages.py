@@ -189,7 +189,7 @@ class _Groups:
     """
 
     def __init__(self, rewards: torch.Tensor, ids: torch.Tensor, epsilon: float, uses_epsilon: bool) -> None:
-        b = rewards.shape[0]
+        b = rewards.shape[0]                                 # responses in the batch
         self.dtype = _wide_dtype(rewards.dtype)
         self.tiny = torch.finfo(self.dtype).tiny
         self.epsilon = epsilon
@@ -370,7 +370,7 @@ def reinforce_pp_baseline_advantage(rewards: torch.Tensor, group_ids: Any, *, ep
     g = _prepare(rewards, group_ids, epsilon)
     unit, ratio = g.batch_unit()
     a = g.centred * ratio                                 # A'/S: the ratio s_G/S is an exact power of two
-    b = a.shape[0]
+    b = a.shape[0]                                        # responses in the batch
     dev = a - a.mean()
     std = torch.sqrt((dev * dev).sum() / max(b - 1, 1))
     return _finish(g, (dev / (std + g.eps_over(unit))).to(rewards.dtype), "reinforce_pp_baseline")

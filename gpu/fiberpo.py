@@ -279,7 +279,7 @@ def fiberpo_domain_state(old_log_prob: torch.Tensor, log_prob: torch.Tensor, res
     """
     with torch.no_grad():
         lr = masked_log_ratio(log_prob.detach(), old_log_prob, response_mask)
-        b = lr.shape[0]
+        b = lr.shape[0]                                    # trajectories in the mini-batch
         reducer = reducer_for(process_group)
         gid = _ids(group_ids, b, lr.device, "group_ids")
         did = _ids(domain_ids, b, lr.device, "domain_ids")

@@ -38,11 +38,18 @@ from fiberlab.gpu.tasks import BOS, EOS, PAD, VOCAB, Task, decode
 
 @dataclasses.dataclass
 class ModelConfig:
+    """The small causal transformer trained by the harness (pre-LayerNorm blocks, learned positions)."""
+
     vocab_size: int = len(VOCAB)
+    """tokens in the vocabulary (the tasks' shared one: PAD, BOS, EOS, digits, operators, letters a–p)"""
     d_model: int = 64
+    """embedding width, split evenly across the heads"""
     n_layer: int = 2
+    """transformer blocks"""
     n_head: int = 4
+    """attention heads per block (must divide d_model)"""
     max_len: int = 48
+    """longest sequence (BOS + prompt + response) the position table covers"""
 
 
 #: One layer's KV cache: preallocated ``(k, v)`` buffers ``[B, n_head, length, head_dim]``, filled in place.
@@ -63,7 +70,7 @@ class Block(nn.Module):
         """``x [B, t, d]`` at positions ``start .. start+t-1``. Without a cache: the whole sequence, causal; with
         one: ``k, v`` are written into the buffers at those positions and ``q`` attends to positions ``< start+t``
         (the filled prefix). Returns the block's output and the cache (the buffers, or this pass's ``(k, v)``)."""
-        b, t, d = x.shape
+        b, t, d = x.shape                      # batch size, tokens in this pass, embedding width (n_embd)
         q, k, v = self.qkv(self.ln1(x)).split(d, dim=-1)
         shape = (b, t, self.n_head, d // self.n_head)
         q, k, v = (z.view(shape).transpose(1, 2) for z in (q, k, v))         # [B, n_head, t, head_dim]
@@ -113,7 +120,7 @@ class TinyLM(nn.Module):
 
     def forward(self, tokens: torch.Tensor, caches: list[KVCache] | None = None, start: int = 0
                 ) -> tuple[torch.Tensor, list[KVCache]]:
-        t = tokens.shape[1]
+        t = tokens.shape[1]                                                # tokens in this pass
         if start + t > self.cfg.max_len:
             raise ValueError(f"sequence of {start + t} tokens exceeds max_len={self.cfg.max_len}")
         if caches is not None and start + t > caches[0][0].shape[2]:
@@ -145,10 +152,10 @@ def sample(model: TinyLM, prompts: torch.Tensor, max_new: int, generator: torch.
     output equals that of decoding all ``max_new`` steps with the same generator (only the generator's final
     state differs).
     """
-    n = prompts.shape[0]
+    n = prompts.shape[0]                                                # prompts (rows) to sample
     dev = prompts.device
     ctx = torch.cat([torch.full((n, 1), BOS, device=dev, dtype=torch.long), prompts], 1)      # [N, P+1]
-    pos = ctx.shape[1]
+    pos = ctx.shape[1]                                                  # BOS + prompt length P
     caches = model.new_cache(n, pos + max(max_new - 1, 0))      # the last sampled token is never fed back
     logits, _ = model(ctx, caches)
     out = torch.full((n, max_new), PAD, dtype=torch.long, device=dev)
@@ -173,7 +180,7 @@ def token_log_probs(model: TinyLM, prompts: torch.Tensor, responses: torch.Tenso
     """``log π(response_t | BOS, prompt, response_<t)`` as ``[N, L]`` (teacher forcing, one forward pass),
     and optionally the per-position entropy of π (else ``None``); with ``full_log_probs`` also a third element,
     the whole ``log π(· | prefix)`` as ``[N, L, V]``."""
-    n, p = prompts.shape
+    n, p = prompts.shape                                             # rows, prompt length
     bos = torch.full((n, 1), BOS, device=prompts.device, dtype=torch.long)
     seq = torch.cat([bos, prompts, responses], 1)
     logits, _ = model(seq[:, :-1])
@@ -190,9 +197,14 @@ def token_log_probs(model: TinyLM, prompts: torch.Tensor, responses: torch.Tenso
 
 @dataclasses.dataclass
 class WarmupConfig:
+    """Supervised warm-up on the task's demonstrations, before RL (teacher-forced cross-entropy)."""
+
     steps: int = 300
+    """optimiser steps"""
     batch: int = 64
+    """demonstrations per step"""
     lr: float = 3e-3
+    """AdamW learning rate"""
 
 
 def warmup(model: TinyLM, task: Task, cfg: WarmupConfig, rng: np.random.Generator,
@@ -223,25 +235,41 @@ def warmup(model: TinyLM, task: Task, cfg: WarmupConfig, rng: np.random.Generato
 
 @dataclasses.dataclass
 class RLConfig:
-    objective: str = "ppo"                   # policy loss, by its registry name (fiberlab.gpu.losses)
-    advantage: str = "grpo"                  # advantage estimator, by its registry name (fiberlab.gpu.advantages)
-    loss_agg_mode: str = "token-mean"        # verl's loss aggregation
-    loss_config: dict = dataclasses.field(default_factory=dict)   # the objective's hyper-parameters
-    steps: int = 100                         # RL iterations (rollout + updates)
-    prompts_per_step: int = 16               # prompts (groups) per rollout
-    group_size: int = 8                      # responses per prompt
-    updates_per_step: int = 2                # mini-batches per epoch (of whole groups): one optimiser step each
-    lr: float = 1e-3                         # AdamW learning rate
-    max_grad_norm: float = 1.0               # gradient-norm clip per optimiser step
-    eval_prompts: int = 64                   # fresh prompts per evaluation
-    eval_k: int = 8                          # samples per evaluation prompt (pass@k)
-    eval_every: int = 10                     # evaluate every this many iterations and at the last (0: never)
-    #: Passes over each rollout batch; groups are reshuffled every epoch. Optimiser steps per iteration:
-    #: ``epochs × updates_per_step``.
+    """One RL run: rollouts of ``prompts_per_step × group_size`` responses, then ``epochs × updates_per_step``
+    optimiser steps on them with the chosen policy loss and advantage estimator."""
+
+    objective: str = "ppo"
+    """policy loss, by its registry name (fiberlab.gpu.losses)"""
+    advantage: str = "grpo"
+    """advantage estimator, by its registry name (fiberlab.gpu.advantages)"""
+    loss_agg_mode: str = "token-mean"
+    """verl's loss aggregation (token-mean, seq-mean-token-sum, seq-mean-token-mean, seq-mean-token-sum-norm)"""
+    loss_config: dict = dataclasses.field(default_factory=dict)
+    """the objective's hyper-parameters, read as verl's actor config (e.g. ``{"band_delta": 0.05}``)"""
+    steps: int = 100
+    """RL iterations (rollout + updates)"""
+    prompts_per_step: int = 16
+    """prompts (groups) per rollout"""
+    group_size: int = 8
+    """responses per prompt"""
+    updates_per_step: int = 2
+    """mini-batches per epoch (of whole groups): one optimiser step each"""
+    lr: float = 1e-3
+    """AdamW learning rate"""
+    max_grad_norm: float = 1.0
+    """gradient-norm clip per optimiser step"""
+    eval_prompts: int = 64
+    """fresh prompts per evaluation"""
+    eval_k: int = 8
+    """samples per evaluation prompt (pass@k)"""
+    eval_every: int = 10
+    """evaluate every this many iterations and at the last (0: never)"""
     epochs: int = 1
-    #: Responses are sampled by the policy as it was ``rollout_lag`` iterations earlier (the start policy during
-    #: the first ``rollout_lag`` iterations), and π_old is that behaviour policy: ratios start away from 1.
+    """passes over each rollout batch; groups are reshuffled every epoch (optimiser steps per iteration:
+    ``epochs × updates_per_step``)"""
     rollout_lag: int = 0
+    """responses are sampled by the policy as it was ``rollout_lag`` iterations earlier (the start policy during
+    the first ``rollout_lag`` iterations), and π_old is that behaviour policy: ratios start away from 1"""
 
 
 #: Every key of an RL iteration's row (patterns in ``<>``), with its meaning: what a book can print.

@@ -263,7 +263,7 @@ def listwise_state(seq_log_ratio: torch.Tensor, group_ids: Any, *, rewards: torc
     div_name, g_fn = _resolve_divergence(divergence)
     reducer = reducer_for(process_group)
     s = seq_log_ratio.detach()
-    b = s.shape[0]
+    b = s.shape[0]                                     # responses (one listwise logit each)
     ids = group_tensor(group_ids, b, s.device)
     dense = (not reducer.distributed and num_groups is None) if _dense is None else _dense
     seg, G, probes = segment_codes(ids, not dense, reducer, num_groups, "group_ids",

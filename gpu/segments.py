@@ -169,7 +169,7 @@ def segment_logsumexp(x: torch.Tensor, seg: torch.Tensor, num_segments: int,
 def sorted_runs(ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Stable sort of ``ids`` and its runs: ``(perm, new_run, seg_sorted)`` with ``new_run[i]`` marking the first
     sorted position of each distinct id and ``seg_sorted`` its dense code ``0..G-1`` in sorted order."""
-    b = ids.shape[0]
+    b = ids.shape[0]                                   # rows
     sorted_ids, perm = torch.sort(ids, stable=True)
     new_run = torch.ones(b, dtype=torch.bool, device=ids.device)
     new_run[1:] = sorted_ids[1:] != sorted_ids[:-1]
