@@ -31,7 +31,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, 
                            TimeRemainingColumn)
 from rich.table import Table
 
-from fiberlab.registry import LAYERS, PAPERS
+from fiberlab.registry import LAYERS, PAPERS, error_ratio
 from fiberlab.report import fmt_err, package_version, run_claims, select_claims, verdict, verify_document
 
 #: Below this terminal width `fiberlab claims` prints one claim per block instead of a six-column table.
@@ -113,11 +113,8 @@ def _writable(flag: str, path: str, directory: bool = False) -> None:
 def worst_ratio(run) -> float | None:
     """Largest max_error/tolerance over the claim's checks (errors are in different units per check; the ratio
     to each check's own tolerance is comparable: ≤ 1 passes). Exact checks (tolerance 0, error 0) count as 0."""
-    ratios = []
-    for r in run.results:
-        if r.max_error is None or r.tolerance is None:
-            continue
-        ratios.append(0.0 if r.max_error == 0 else (r.max_error / r.tolerance if r.tolerance > 0 else float("inf")))
+    ratios = [error_ratio(r.max_error, r.tolerance) for r in run.results]
+    ratios = [x for x in ratios if x is not None]
     return max(ratios) if ratios else None
 
 

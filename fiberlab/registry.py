@@ -40,9 +40,12 @@ PAPERS = ("BandPO", "FiberPO", "LPO", "classical")
 class Evidence:
     """What one check found.
 
-    ``max_error`` is the largest discrepancy seen (``0.0`` for an exact symbolic identity) and
-    ``tolerance`` the bound it was held to; ``cases`` counts the instances examined.
-    ``counterexample`` carries the instance that breaks a refuted/conditional statement.
+    ``max_error`` is the largest discrepancy seen, in the check's own units (``0.0`` for an exact symbolic
+    identity), and ``tolerance`` the bound it was held to, in the same units; ``cases`` counts the instances
+    examined. Where a check holds several measures to their own tolerances (:meth:`worst_of`) or each case to
+    its own bound, the pair reported is the one nearest its bound, so ``max_error / tolerance`` (the JSON's
+    ``error_ratio``) is what passing compares with 1. ``counterexample`` carries the instance that breaks a
+    refuted/conditional statement.
     """
 
     passed: bool
@@ -58,6 +61,33 @@ class Evidence:
         ok = bool(max_error <= tolerance) and not math.isnan(max_error)
         return cls(passed=ok, max_error=float(max_error), tolerance=float(tolerance), cases=int(cases),
                    detail=detail, **kw)
+
+    @classmethod
+    def worst_of(cls, parts: dict[str, tuple[float, float]], cases: int, detail: str = "", **kw: Any
+                 ) -> "Evidence":
+        """Evidence over several measures ``{name: (error, tolerance)}``, each held to its own tolerance: passes
+        iff every error ≤ its tolerance (NaN never passes). ``max_error`` and ``tolerance`` are the absolute pair
+        of the measure with the largest error/tolerance ratio, which the detail names."""
+        if not parts:
+            raise ValueError("parts: at least one (error, tolerance) measure is needed")
+        ratios = {k: error_ratio(float(e), float(t)) for k, (e, t) in parts.items()}
+        name = max(ratios, key=lambda k: ratios[k])
+        ok = all(bool(float(e) <= float(t)) and not math.isnan(float(e)) for e, t in parts.values())
+        err, tol = parts[name]
+        note = f"nearest its tolerance: {name}"
+        return cls(passed=ok, max_error=float(err), tolerance=float(tol), cases=int(cases),
+                   detail=f"{detail} ({note})" if detail else note, **kw)
+
+
+def error_ratio(error: float | None, tolerance: float | None) -> float | None:
+    """``error / tolerance``: 0 for an exact 0, inf for a positive error held to 0, NaN for NaN."""
+    if error is None or tolerance is None:
+        return None
+    if math.isnan(error):
+        return math.nan
+    if error == 0:
+        return 0.0
+    return error / tolerance if tolerance > 0 else math.inf
 
 
 @dataclasses.dataclass
@@ -82,6 +112,7 @@ class CheckResult:
             "status": self.status,
             "max_error": _json_float(self.max_error),
             "tolerance": _json_float(self.tolerance),
+            "error_ratio": _json_float(error_ratio(self.max_error, self.tolerance)),
             "cases": self.cases,
             "seconds": round(self.seconds, 6),
             "detail": self.detail,

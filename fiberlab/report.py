@@ -23,11 +23,6 @@ class ClaimRun:
         return claim_outcome(self.results)
 
     @property
-    def max_error(self) -> float | None:
-        errs = [r.max_error for r in self.results if r.max_error is not None]
-        return max(errs) if errs else None
-
-    @property
     def seconds(self) -> float:
         return sum(r.seconds for r in self.results)
 
@@ -93,7 +88,19 @@ def verify_document(runs: list[ClaimRun], filters: dict[str, Any], checks: int) 
     summary["checks"] = checks
     return {"fiberlab": package_version(), "commit": source_commit(),
             "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "filters": dict(filters), "summary": summary, "claims": [run.as_json() for run in runs]}
+            "filters": dict(filters), "summary": summary, "fields": EVIDENCE_FIELDS,
+            "claims": [run.as_json() for run in runs]}
+
+
+#: What each number of a check's JSON entry means (written into the document's header).
+EVIDENCE_FIELDS: dict[str, str] = {
+    "max_error": "the largest error the check saw, in its own units (for several measures, or a bound per case: "
+                 "the one nearest its tolerance, named in the detail)",
+    "tolerance": "the bound max_error is held to, in the same units",
+    "error_ratio": "max_error / tolerance: what a check that holds errors to a tolerance compares with 1",
+    "cases": "instances examined",
+    "seconds": "wall time of the check",
+}
 
 
 def fmt_err(x: float | None) -> str:

@@ -41,3 +41,27 @@ def test_run_claims_announces_each_check_before_running_it():
                on_check=lambda c, k: events.append(("done", c.id, k.layer)))
     assert events and events[0][0] == "start"
     assert [e[0] for e in events] == ["start", "done"] * (len(events) // 2)
+
+
+# ---------------------------------------------------------------------------------------------
+# One meaning for max_error: absolute, in the check's units; error_ratio beside it
+# ---------------------------------------------------------------------------------------------
+def test_worst_of_reports_the_absolute_pair_nearest_its_tolerance():
+    from fiberlab.registry import Evidence
+    ev = Evidence.worst_of({"a": (1e-9, 1e-8), "b": (3e-3, 1e-2), "c": (0.0, 0.0)}, 5, detail="d")
+    assert ev.passed and (ev.max_error, ev.tolerance) == (3e-3, 1e-2) and ev.cases == 5
+    assert ev.detail == "d (nearest its tolerance: b)"
+    bad = Evidence.worst_of({"a": (2e-8, 1e-8), "b": (3e-3, 1e-2)}, 1)
+    assert not bad.passed and (bad.max_error, bad.tolerance) == (2e-8, 1e-8)
+    assert not Evidence.worst_of({"a": (float("nan"), 1.0)}, 1).passed
+    with pytest.raises(ValueError, match="parts"):
+        Evidence.worst_of({}, 1)
+
+
+def test_json_error_ratio_is_max_error_over_tolerance():
+    from fiberlab.registry import CheckResult
+    row = CheckResult("x", "numerics", "n", "pass", 2e-9, 1e-8, 3, 0.1, "").as_json()
+    assert row["error_ratio"] == pytest.approx(0.2) and row["max_error"] == 2e-9 and row["tolerance"] == 1e-8
+    assert CheckResult("x", "theory", "n", "pass", 0.0, 0.0, 1, 0.1, "").as_json()["error_ratio"] == 0.0
+    assert CheckResult("x", "gpu", "n", "fail", 1e-3, 0.0, 1, 0.1, "").as_json()["error_ratio"] == "inf"
+

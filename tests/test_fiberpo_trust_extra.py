@@ -58,7 +58,7 @@ def test_finite_horizon_bound_fails_with_a_linear_in_H_coefficient(monkeypatch):
     """A coefficient of order H (2H‖A‖ instead of 2H(H-1)‖A‖) is violated on the same MDPs."""
     monkeypatch.setattr(N.FiniteHorizonMDP, "gap_coefficient",
                         lambda self, pi_old: 0.02 * self.H * float(np.max(np.abs(self.advantages(pi_old)))))
-    _, viol, _, _ = X.finite_horizon_cases(n_mdps=60)
+    _, viol, _, _, _ = X.finite_horizon_cases(n_mdps=60)
     assert viol > X.J_ROUNDOFF_TOL
 
 

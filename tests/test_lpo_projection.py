@@ -223,9 +223,9 @@ def test_gradient_norm_check_fails_if_lpo_steps_were_quartered(monkeypatch):
 # lpo.bandit_fwd_coverage: Cor. 2's own statement
 # ---------------------------------------------------------------------------------------------
 def test_cor2_holds_on_every_group_and_its_minus_one_is_needed():
-    viol, worst, cases, policy = LB.cor2_on_groups(starts=("hard",), n_seeds=16)
+    viol, worst, cases, policy, _ = LB.cor2_on_groups(starts=("hard",), n_seeds=16)
     assert viol == 0 and worst < 1 and cases > 0
-    viol2, worst2, _, _ = LB.cor2_on_groups(starts=("hard",), n_seeds=16, bound=lambda a, D: a * np.exp(-D / a))
+    viol2, worst2, _, _, _ = LB.cor2_on_groups(starts=("hard",), n_seeds=16, bound=lambda a, D: a * np.exp(-D / a))
     assert viol2 > 0 and worst2 > 1
     # the policy-level reading (every correct arm above its initial mass) fails on most seeds
     assert max(policy.values()) > 0.5
