@@ -148,9 +148,12 @@ def _verify(args: argparse.Namespace, console: Console) -> int:
 
     table = Table(title="fiberlab verify", show_lines=False)
     id_width = max((len(run.claim.id) for run in runs), default=5)     # ids whole: they are what --claim takes
-    for col, kw in [("claim", {"no_wrap": True, "min_width": id_width}), ("paper", {}),
-                    ("source", {"overflow": "fold"}), ("checks by layer", {}),
-                    ("status", {}), ("worst error/tol", {"justify": "right"}), ("time (s)", {"justify": "right"})]:
+    wide = console.width >= NARROW                                      # narrow: the id names the paper already
+    columns = [("claim", {"no_wrap": True, "min_width": id_width})]
+    columns += [("paper", {}), ("source", {"overflow": "fold"})] if wide else []
+    columns += [("checks by layer", {}), ("status", {"no_wrap": True}),
+                ("error/tol" if not wide else "worst error/tol", {"justify": "right", "no_wrap": True}), ("time (s)", {"justify": "right"})]
+    for col, kw in columns:
         table.add_column(col, **kw)
     for run in runs:
         v = verdict(run)
@@ -159,8 +162,8 @@ def _verify(args: argparse.Namespace, console: Console) -> int:
             ok_bad = counts.setdefault(r.layer, [0, 0])
             ok_bad[0 if r.status == "pass" else 1] += 1
         layers = " ".join(f"{k} {v[0]}" + (f" ✗{v[1]}" if v[1] else "") for k, v in counts.items())
-        table.add_row(escape(run.claim.id), run.claim.paper, escape(run.claim.source), layers, f"[{_STYLE[v]}]{v}[/]",
-                      fmt_err(worst_ratio(run)), f"{run.seconds:.2f}")
+        head = [escape(run.claim.id)] + ([run.claim.paper, escape(run.claim.source)] if wide else [])
+        table.add_row(*head, layers, f"[{_STYLE[v]}]{v}[/]", fmt_err(worst_ratio(run)), f"{run.seconds:.2f}")
     console.print(table)
     failed = [r for run in runs for r in run.results if r.status != "pass"]
     for r in failed:

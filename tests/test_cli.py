@@ -141,14 +141,22 @@ def test_claims_keeps_every_id_whole_at_terminal_widths(width):
         assert any(c.id in line for line in lines), c.id
 
 
-def test_verify_keeps_ids_whole_at_120_columns(monkeypatch):
+@pytest.mark.parametrize("width", [80, 120])
+def test_verify_keeps_ids_and_statuses_whole(monkeypatch, width):
+    """At 120 columns ``verify`` truncated the ids a user needs for ``--claim`` (``band.chi2_closed_f…``); at 80 it
+    also cut the status to ``veri…``. The longest theory-checked id and its status must appear whole."""
     import io
 
+    from rich.cells import cell_len
     from rich.console import Console
 
+    longest = max((c for c in registry.all_claims() if "theory" in c.layers), key=lambda c: len(c.id))
     buf = io.StringIO()
-    monkeypatch.setattr(cli, "Console", lambda **kw: Console(file=buf, width=120))
-    assert cli.main(["verify", "--claim", "band.chi2_closed_form", "--claim", "lpo.gibbs_target", "--layer",
+    monkeypatch.setattr(cli, "Console", lambda **kw: Console(file=buf, width=width))
+    assert cli.main(["verify", "--claim", "band.chi2_closed_form", "--claim", longest.id, "--layer",
                      "theory", "--no-progress"]) == 0
-    out = buf.getvalue()
-    assert "band.chi2_closed_form" in out and "lpo.gibbs_target" in out
+    lines = buf.getvalue().splitlines()
+    assert all(cell_len(line) <= width for line in lines)
+    for c in ("band.chi2_closed_form", longest.id):
+        row = next(line for line in lines if c in line)
+        assert registry.get_claim(c).status in row
