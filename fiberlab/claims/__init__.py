@@ -1,11 +1,16 @@
 """The claim catalogue. Importing this package declares every claim and attaches its checks.
 
-One module declares a paper's claims (``band``); the checks of each layer live beside it
-(``band_theory``, ``band_numerics``, ``band_gpu``) so each layer's evidence reads on its own.
+The modules are organised by topic: each holds, for every claim of its topic, the ``claim(...)`` declaration
+immediately followed by all its checks (theory, then numerics, then gpu), so a claim reads in one place. Case
+generators and helpers used by several modules are in ``_cases``. The modules are imported in the order below,
+which is the order of the registry (``fiberlab claims``, ``fiberlab verify``).
+
+BandPO: ``band_bounds`` (the reduction, the TV/χ² closed forms, the KL ends, saturation), ``band_shape`` (limits,
+small δ, mirror, monotonicity), ``band_clipping`` (canonical clipping's bottleneck, the authors' bisection),
+``band_trust`` (does the Band keep a state in the trust region).
 """
 
-from fiberlab.claims import band  # noqa: F401  (declarations first)
-from fiberlab.claims import band_theory, band_numerics, band_gpu  # noqa: F401
+from fiberlab.claims import band_bounds, band_shape, band_clipping  # noqa: F401  (BandPO, by topic)
 from fiberlab.claims import band_trust  # noqa: F401  (band.trust_region: declaration and its checks)
 from fiberlab.claims import losses, reliability  # noqa: F401
 from fiberlab.claims import fiberpo_trust, fiberpo_gating, fiberpo_gpu  # noqa: F401

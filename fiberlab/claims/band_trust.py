@@ -15,6 +15,7 @@ import numpy as np
 import sympy as sp
 import torch
 
+from fiberlab.claims._cases import BAND_SEED as SEED
 from fiberlab.claims._symbolic import symbolic_evidence as _symbolic
 from fiberlab.numerics import band_trust as NT
 from fiberlab.numerics.band import g_f
@@ -33,8 +34,6 @@ trust_region = claim(
               "actions U, no bound in δ holds: even at δ → 0, D_f reaches P_U - min_U p_j (TV), "
               "P_U²/min_U p_j - P_U (χ²), or +∞ (KL). A trust region therefore holds per state only when every "
               "action is sampled, and then with radius O(Kδ).")
-
-SEED = 20260305  # BandPO's arXiv submission date, as in band_numerics
 
 # Vertex values are sums of ≤ 32 terms P_i f(Q_i/P_i), each a few correctly rounded operations on Band ends that
 # are exact to a few ulp; KL's f(r) = r - 1 - log r loses ≲ eps/(r - 1)² ≈ 1e-13 relative when |r - 1| ≳ 0.03.
