@@ -23,7 +23,8 @@ SPEC_VECTOR_TOL = 1e-6
 # ---------------------------------------------------------------------------------------------
 # (a) the registry's numerics checks
 # ---------------------------------------------------------------------------------------------
-# The claims of fiberlab/claims/band.py this layer covers (all of them when this was written).
+# The claims of fiberlab/claims/band_bounds.py, band_shape.py and band_clipping.py this layer covers (all of
+# them when this was written).
 COVERED = ("band.reduction", "band.tv_closed_form", "band.chi2_closed_form", "band.kl_bounds", "band.saturation",
            "band.limits", "band.small_delta", "band.mirror", "band.monotone", "clip.bottleneck",
            "band.authors_bisection")

@@ -16,7 +16,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fiberlab.claims.lpo_gpu import divergence_value, paired_tau
+from fiberlab.claims.lpo_coefficients import divergence_value, paired_tau
 from fiberlab.gpu.advantages import get_advantage
 from fiberlab.gpu.losses import get_policy_loss
 from fiberlab.gpu.lpo import LPO_DIVERGENCES, listwise_state

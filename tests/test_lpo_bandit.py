@@ -14,7 +14,7 @@ from fiberlab.numerics import lpo_bandit as B
 
 # A few float64 operations on O(1) numbers (same budget as the LPO numerics checks).
 ROUNDOFF = 1e-13
-# Central differences with h = 1e-5 of a smooth O(1) function: truncation + rounding ≲ 1e-10 (as in lpo_numerics).
+# Central differences with h = 1e-5 of a smooth O(1) function: truncation + rounding ≲ 1e-10 (as FD_TOL in claims/_cases).
 FD_STEP, FD_TOL = 1e-5, 1e-8
 
 SMALL = B.BanditConfig(rewards=(1.0, 1.0, 0.1, 0.0, 0.0, 0.0), init_logits=(-1.0, -2.0, 0.0, 0.0, 0.5, 0.0),

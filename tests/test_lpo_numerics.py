@@ -8,10 +8,13 @@ from scipy.special import softmax
 
 import fiberlab.claims  # noqa: F401  (declares the claims and attaches every layer's checks)
 from fiberlab import registry
-from fiberlab.claims import lpo_numerics as C
+from fiberlab.claims import _cases
+from fiberlab.claims import lpo_coefficients as Co
+from fiberlab.claims import lpo_improvement as Im
+from fiberlab.claims import lpo_targets as Ta
 from fiberlab.numerics import lpo as N
 
-# Same round-off / finite-difference budgets as the checks (see fiberlab/claims/lpo_numerics.py).
+# Same round-off / finite-difference budgets as the checks (see fiberlab/claims/_cases.py).
 ROUNDOFF = 1e-13
 FD = 1e-8
 # An exact projection with a full feature map (Φ = I) reaches w* up to the solver's accuracy: an objective gap
@@ -140,13 +143,13 @@ def test_unweighted_partition_fails_prop3(monkeypatch):
 
 
 def test_rloo_with_tau_one_is_caught():
-    worst, _ = C.implicit_target_errors(n_groups=10, taus={"rloo": lambda R, t: 1.0})
+    worst, _ = Ta.implicit_target_errors(n_groups=10, taus={"rloo": lambda R, t: 1.0})
     assert worst["rloo"] > 1e-3 and worst["grpo"] <= ROUNDOFF
 
 
 def test_pinsker_without_square_root_is_violated():
-    _, slack, viol, _ = C.improvement_bound(n_cases=50)
-    _, _, viol_lin, _ = C.improvement_bound(n_cases=50, sqrt_pinsker=False)
+    _, slack, viol, _ = Im.improvement_bound(n_cases=50)
+    _, _, viol_lin, _ = Im.improvement_bound(n_cases=50, sqrt_pinsker=False)
     assert slack >= 0 and viol == 0 and viol_lin > 0
 
 
@@ -157,8 +160,8 @@ def test_wrong_tau_in_target_fails_monotone(monkeypatch):
 
 
 def test_equal_lengths_do_not_reproduce_the_counterexample(monkeypatch):
-    orig = C.length_normalisation_gap
-    monkeypatch.setattr(C, "length_normalisation_gap", lambda seed_offset=11, lengths=None: orig(seed_offset, [9] * 4))
+    orig = Co.length_normalisation_gap
+    monkeypatch.setattr(Co, "length_normalisation_gap", lambda seed_offset=11, lengths=None: orig(seed_offset, [9] * 4))
     assert registry.run_check(_numerics_check("lpo.length_normalisation")).status == "fail"
 
 
@@ -293,8 +296,8 @@ def test_off_policy_api():
 
 def test_off_policy_uncentred_advantages_break_the_bound():
     """Without ΣA = 0 the gap is Ā/K at δ̄ → 0, so the measured C explodes past the proved constant."""
-    C_unc, _, _ = C.off_policy_constants(n_cases=40, centre=False)
-    assert C_unc > C.C_PROVEN
+    C_unc, _, _ = Co.off_policy_constants(n_cases=40, centre=False)
+    assert C_unc > Co.C_PROVEN
 
 
 def test_off_policy_descent_sign_fails(monkeypatch):
@@ -349,11 +352,11 @@ def test_pointwise_bad_arguments(call, arg):
 
 
 def test_remax_gap_is_nonzero_only_off_the_mean():
-    pg, ngk, pred, _ = C.remax_gradient_gap(baseline=1.0)
-    assert np.linalg.norm(pg - ngk) > C.REMAX_MIN_GAP * np.linalg.norm(ngk)
-    assert np.allclose(pg - ngk, pred, atol=C.FD_TOL)
-    pg_c, ngk_c, pred_c, _ = C.remax_gradient_gap(baseline=None)
-    assert np.allclose(pg_c, ngk_c, atol=C.FD_TOL) and np.max(np.abs(pred_c)) == 0.0
+    pg, ngk, pred, _ = Ta.remax_gradient_gap(baseline=1.0)
+    assert np.linalg.norm(pg - ngk) > Ta.REMAX_MIN_GAP * np.linalg.norm(ngk)
+    assert np.allclose(pg - ngk, pred, atol=_cases.FD_TOL)
+    pg_c, ngk_c, pred_c, _ = Ta.remax_gradient_gap(baseline=None)
+    assert np.allclose(pg_c, ngk_c, atol=_cases.FD_TOL) and np.max(np.abs(pred_c)) == 0.0
 
 
 def test_remax_without_the_condition_would_fail(monkeypatch):

@@ -1,6 +1,6 @@
 """LPO's single-response case, the group target's SNIS limit, Thm. 2 with the projection 1-2 steps reach, and gradient
-norms (fiberlab.claims.lpo_projection), plus Cor. 2's own statement on the bandit; each check is shown to fail under a
-mutation."""
+norms (fiberlab.claims.lpo_coefficients, lpo_targets, lpo_improvement), plus Cor. 2's own statement on the bandit;
+each check is shown to fail under a mutation."""
 
 import itertools
 
@@ -11,7 +11,9 @@ from scipy.special import expit, softmax
 
 import fiberlab.claims  # noqa: F401  (declares the claims and attaches every layer's checks)
 import fiberlab.claims.lpo_bandit as LB
-import fiberlab.claims.lpo_projection as C
+import fiberlab.claims.lpo_coefficients as Co
+import fiberlab.claims.lpo_improvement as Im
+import fiberlab.claims.lpo_targets as Ta
 from fiberlab import registry
 from fiberlab.numerics import lpo as N
 from fiberlab.numerics import lpo_bandit as B
@@ -66,7 +68,7 @@ def test_virtual_simplex_bad_arguments(call, arg):
 
 
 def test_singleton_groups_without_virtual_row():
-    beh = C.singleton_behaviour()
+    beh = Co.singleton_behaviour()
     assert "group_ids" in beh["grpo"] and "single sequence" in beh["grpo"]
     assert "baseline" in beh["baseline"]
     assert beh["zero_grad"] == 0.0
@@ -85,8 +87,8 @@ def test_single_response_theory_fails_with_the_wrong_sign(monkeypatch):
 
 
 def test_single_response_gpu_fails_without_the_virtual_row(monkeypatch):
-    orig = C.single_response_gpu
-    monkeypatch.setattr(C, "single_response_gpu", lambda: orig(virtual=False))
+    orig = Co.single_response_gpu
+    monkeypatch.setattr(Co, "single_response_gpu", lambda: orig(virtual=False))
     assert registry.run_check(_check("lpo.single_response", "lpo_loss_on_singleton_groups")).status == "fail"
 
 
@@ -149,7 +151,7 @@ def test_target_consistency_check_passes():
 
 def test_c4_target_is_inconsistent_and_fails_the_rate_check():
     """App. C.4's π_b(y_k) e^{R_k/τ} weights converge to π_b² e^{R/τ}: the error stops falling (exponent ≈ 0)."""
-    ev = C.consistency_evidence(C.consistency_table(Ks=(8, 16, 32), target=N.pointwise_target_c4))
+    ev = Ta.consistency_evidence(Ta.consistency_table(Ks=(8, 16, 32), target=N.pointwise_target_c4))
     assert not ev.passed and ev.max_error > 10
 
 
@@ -186,10 +188,10 @@ def test_binary_group_gain_is_symbolic_identity():
 def test_exact_projection_would_certify_every_group():
     """Mutation: if 1-2 steps reached w* exactly, the literal certificate would hold everywhere: the conditional
     check's evidence must then fail."""
-    tab = C.projection_table(settings=(("sgd", "grpo"),), project=C.exact_projection, n_seeds=8)
+    tab = Im.projection_table(settings=(("sgd", "grpo"),), project=Im.exact_projection, n_seeds=8)
     v = tab["sgd", "grpo"]["literal"]
     assert v["certified"][v["informative"]].all()
-    assert not C.projection_evidence(tab).passed
+    assert not Im.projection_evidence(tab).passed
 
 
 def test_inexact_projection_check_passes():
@@ -200,7 +202,7 @@ def test_inexact_projection_check_passes():
 # lpo.gradient_norm
 # ---------------------------------------------------------------------------------------------
 def test_on_policy_norms_reverse_with_the_success_count():
-    tab = C.on_policy_coefficient_norms()
+    tab = Co.on_policy_coefficient_norms()
     assert tab[1, "grpo"][0] > tab[1, "grpo"][1] and tab[7, "grpo"][0] < tab[7, "grpo"][1]
     assert tab[1, "grpo"][3] == pytest.approx(np.sqrt(7) / 8, abs=ROUNDOFF)       # Samuelson's bound, attained
     assert tab[1, "maxrl"][3] == pytest.approx(7 / 8, abs=ROUNDOFF)

@@ -4,7 +4,8 @@ import sympy as sp
 
 import fiberlab.claims  # noqa: F401  (declares the claims and attaches every layer's checks)
 from fiberlab import registry
-from fiberlab.claims import lpo_theory
+from fiberlab.claims._cases import _limits
+from fiberlab.claims._symbolic import symbolic_evidence
 from fiberlab.theory import lpo as T
 
 LPO_IDS = ("lpo.pg_is_reverse_kl", "lpo.gibbs_target", "lpo.zero_sum", "lpo.fwd_bounded", "lpo.rev_unbounded",
@@ -65,7 +66,7 @@ def test_growth_limit_is_nonzero_for_nonconstant_rewards():
 
 def test_symbolic_evidence_fails_on_nonzero_identity():
     x = sp.Symbol("x", positive=True)
-    ev = lpo_theory._symbolic({"x": x}, {"fact": False})
+    ev = symbolic_evidence({"x": x}, {"fact": False})
     assert not ev.passed and "not proved" in ev.detail
 
 
@@ -135,7 +136,7 @@ def test_full_space_theory_and_failure(monkeypatch):
     c = registry.get_claim("lpo.full_space")
     assert c.paper == "LPO" and {"theory", "numerics"} <= set(c.layers)
     ids, lims = T.full_space_iteration(2)
-    assert _all_zero(ids) and _all_zero(lpo_theory._limits(lims))
+    assert _all_zero(ids) and _all_zero(_limits(lims))
     # the wrong exponent (π_t ∝ π_0 e^{(t+1)R/τ} as the t-th iterate) breaks the base case: the check must fail
     orig = T.full_space_iteration
 
@@ -152,7 +153,7 @@ def test_k2_bce_theory_and_failure(monkeypatch):
     c = registry.get_claim("lpo.k2_bce")
     assert c.paper == "LPO" and {"theory", "numerics"} <= set(c.layers)
     ids, lims = T.k2_soft_bce()
-    assert _all_zero(ids) and _all_zero(lpo_theory._limits(lims))
+    assert _all_zero(ids) and _all_zero(_limits(lims))
     # swapped soft labels (σ(-1/τ) on the winner) is not the forward-KL loss: its s_w-derivative differs
     sw, sl = sp.symbols("s_w s_l", real=True)
     w = T.softmax([1 / T.tau, sp.Integer(0)])

@@ -10,6 +10,7 @@ import mpmath as mp
 import numpy as np
 import torch
 
+from fiberlab.gpu.losses import get_policy_loss
 from fiberlab.registry import Evidence
 
 
@@ -69,3 +70,68 @@ def _normalised(errors: dict[str, tuple[float, float]], cases: int, detail: str)
 
 def _torch(x: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float64))
+
+
+# ---------------------------------------------------------------------------------------------
+# LPO (lpo_targets, lpo_coefficients, lpo_improvement)
+# ---------------------------------------------------------------------------------------------
+LPO_SEED = 20260507  # LPO v1's arXiv date; any fixed seed would do
+
+# Round-off and finite-difference budgets of the numerics checks, shared by the LPO modules.
+
+# Analytic on-policy identities (coefficients, θ-gradients through exact score functions): a few float64 operations
+# on O(1) numbers, so a few ulp; measured ≲ 1e-16. Relative to max(1, ‖g‖∞).
+ROUNDOFF_TOL = 1e-13
+# Central differences with step h = 1e-5 on O(1) smooth functions: truncation h² f'''/6 ≲ 1e-10 and rounding
+# ε|f|/h ≲ 1e-11; measured ≲ 2e-10. Relative to max(1, ‖g‖∞).
+FD_STEP = 1e-5
+FD_TOL = 1e-8
+# Exact identities (Prop. 3, Thm. 2(a)) summed in float64 with |terms| ≤ max|R|/τ ≈ 1e2: relative 1e-13.
+IDENTITY_TOL = 1e-13
+# Zero-sum of computed coefficients: Σ of K ≤ 16 numbers of size ≤ 1e2: ≲ 1e-13.
+SUM_TOL = 1e-12
+# Sums of K ≤ 16 float64 terms of size ≤ 1 (coefficients, R̂ differences, TV): a few ulp, ≲ 1e-15; 1e-14 leaves 10×.
+UNIT_SUM_TOL = 1e-14
+#: float64 gradients built from sums of O(K·T) ≤ 100 terms of size O(1) in a different order than the oracle's:
+#: a few hundred ulp (eps ≈ 2.2e-16), relative to max(1, ‖g‖∞). Measured ≲ 1e-15.
+GRAD_TOL = 1e-12
+
+
+def _rng(k=0):
+    """The LPO checks' generator number ``k`` (each check draws from its own offset of the seed)."""
+    return np.random.default_rng(LPO_SEED + k)
+
+
+def _rel(a, b):
+    """Largest absolute difference of two arrays, relative to max(1, max|b|)."""
+    return float(np.max(np.abs(np.asarray(a) - np.asarray(b))) / max(1.0, float(np.max(np.abs(b)))))
+
+
+def _limits(pairs: dict) -> dict:
+    """``{name: (limit, stated)}`` -> ``{name: limit - stated}`` for the theory checks."""
+    return {k: a - b for k, (a, b) in pairs.items()}
+
+
+def _batch(seed, n_groups=4, k=5, t=7, drift=0.3, equal_lengths=False):
+    g = torch.Generator().manual_seed(seed)
+    b = n_groups * k
+    old = -torch.rand(b, t, generator=g, dtype=torch.float64) * 3
+    step = drift * torch.randn(b, t, generator=g, dtype=torch.float64)
+    lp = torch.where(old + step > 0, old - step, old + step)   # reflected: a log-prob (old - step ≤ 2·old ≤ 0)
+    lengths = torch.full((b,), t) if equal_lengths else torch.randint(1, t + 1, (b,), generator=g)
+    mask = torch.arange(t)[None, :] < lengths[:, None]
+    rewards = (torch.rand(b, generator=g, dtype=torch.float64) < 0.5).to(torch.float64)
+    return old, lp, mask, rewards, torch.arange(b) // k
+
+
+def _loss_grad(name, old, lp, mask, mode, cfg, **extra):
+    """Gradient of the registered policy loss ``name`` with respect to ``log_prob``."""
+    lp = lp.detach().clone().requires_grad_()
+    value, _ = get_policy_loss(name)(old, lp, None, mask, mode, cfg, **extra)
+    (g,) = torch.autograd.grad(value, lp)
+    return g
+
+
+def _rel_torch(a, b):
+    """:func:`_rel` for torch tensors."""
+    return float((a - b).abs().max()) / max(1.0, float(b.abs().max()))
