@@ -35,6 +35,27 @@ def test_a_wrong_saturation_threshold_fails(monkeypatch):
     assert registry.run_check(check).status == "fail"
 
 
+# Each theory check compares its derivation with the statement it reads from T.STATED at the check, so flipping a
+# statement must fail the check that reads it.
+WRONG_STATEMENTS = {
+    "g_tv": ("band.reduction", 2 * T.p * sp.Abs(T.r - 1)),
+    "chi2_roots": ("band.chi2_closed_form", (1 - sp.sqrt(T.delta / T.p), 1 + sp.sqrt(T.delta * (1 - T.p) / T.p))),
+    "r_star": ("band.limits", {"kl": sp.exp(-2 * T.delta), "tv": 1 - T.delta, "chi2": sp.Integer(1)}),
+    "margin_p_to_0": ("band.limits", {"kl": 1 - sp.exp(-T.delta), "tv": 2 * T.delta}),
+    "small_delta_halfwidth": ("band.small_delta", sp.sqrt(T.delta * (1 - T.p) / (T.fpp_1 * T.p))),
+    "clip_margin": ("clip.bottleneck", T.eps * T.p ** 2),
+    "clip_threshold": ("clip.bottleneck", 1 / (1 + 2 * T.eps)),
+}
+
+
+@pytest.mark.parametrize("key", sorted(WRONG_STATEMENTS))
+def test_each_wrong_statement_fails_a_theory_check(monkeypatch, key):
+    claim_id, wrong = WRONG_STATEMENTS[key]
+    monkeypatch.setitem(T.STATED, key, wrong)
+    statuses = [registry.run_check(ch).status for ch in registry.get_claim(claim_id).checks if ch.layer == "theory"]
+    assert "fail" in statuses
+
+
 def test_generator_rejects_unknown_divergence():
     with pytest.raises(ValueError, match="divergence"):
         T.generator("hellinger")

@@ -6,9 +6,10 @@ Spec: ``spec/bandpo.md`` §1 (the operator) and §3 (the statements). Notation a
     g_f(p, r) = p f(r) + (1 - p) f(s)                                   (BandPO Thm. 1, spec §1.2)
 
 Every function here *derives* its result (``simplify``, ``solve``, ``limit``, ``series``) and returns
-something a check can compare: an expression that must simplify to ``0``, a ``solve`` result, a limit
-value. Nothing is typed in except the definitions (the generators, ``g_f``) and, in ``STATED``, the
-paper's statements transcribed so that derivations can be compared against them.
+what it derived: an expression, a ``solve`` result, a limit value. The checks (``fiberlab.claims``) hold the
+identity: they write ``derived - stated`` and its zero test (``sp.simplify(...) == 0``) in one place. Nothing
+is typed in here except the definitions (the generators, ``g_f``) and, in ``STATED``, the paper's statements
+transcribed so that derivations can be compared against them.
 
 Domain. SymPy cannot carry ``p < 1`` as an assumption, so where a proof needs ``0 < p < 1`` (the sign
 of ``1 - p`` inside ``Abs``, ``sqrt`` or ``log``) it works in the odds ``k = (1 - p)/p > 0``, i.e.
@@ -146,23 +147,21 @@ def reduction_jensen(n_other=3):
     ``Σ_i w_i t_i = Σ_i Q_i/(1 - p) = (1 - r p)/(1 - p) = s`` for every completion ``Q``. Equality holds
     for the proportional completion ``Q_i = P_i s`` (all ``t_i`` equal), which is a distribution.
 
-    Returns expressions that must all simplify to 0:
-      ``weighted_mean``: ``Σ w_i t_i - s`` for a completion with free ``Q_1..Q_{n-1}``;
-      ``normalised``: ``Σ_x Q(x) - 1`` for the proportional completion;
-      ``attains``: ``D_f(P‖Q_prop) - g_f(p, r)``.
+    Returns the expressions the check compares (unsimplified):
+      ``weighted_mean``: ``Σ w_i t_i`` for a completion with free ``Q_1..Q_{n-1}`` (to equal ``s``, :func:`complement`);
+      ``total_mass``: ``Σ_x Q(x)`` for the proportional completion (to equal 1);
+      ``D_prop``: ``D_f(P‖Q_prop)`` (to equal ``g_f(p, r)``, :func:`g_f`).
     """
     P = list(sp.symbols(f"P1:{n_other}", positive=True))
     P.append(1 - p - sum(P))
     Qfree = list(sp.symbols(f"Q1:{n_other}", positive=True))
     Qfree.append(1 - r * p - sum(Qfree))                     # any completion with Q(a) = r p, Σ Q = 1
     weights = [Pi / (1 - p) for Pi in P]
-    weighted_mean = sum(w * (Qi / Pi) for w, Qi, Pi in zip(weights, Qfree, P)) - complement()
+    weighted_mean = sum(w * (Qi / Pi) for w, Qi, Pi in zip(weights, Qfree, P))
     Qprop = [Pi * complement() for Pi in P]                  # Q(x) = P(x)(1 - r p)/(1 - p), x ≠ a
-    normalised = r * p + sum(Qprop) - 1
+    total_mass = r * p + sum(Qprop)
     D_prop = p * f(r) + sum(Pi * f(Qi / Pi) for Pi, Qi in zip(P, Qprop))   # D_f = Σ_x P f(Q/P)
-    attains = D_prop - g_f(f)
-    return {name: sp.simplify(e) for name, e in
-            (("weighted_mean", weighted_mean), ("normalised", normalised), ("attains", attains))}
+    return {"weighted_mean": weighted_mean, "total_mass": total_mass, "D_prop": D_prop}
 
 
 def reduction_convexity():
@@ -170,33 +169,21 @@ def reduction_convexity():
 
     ``d²g/dr² = p f''(r) + p²/(1 - p) f''(s)`` (so ``g_f(p, ·)`` is convex when ``f`` is: both weights are
     positive), ``g_f(p, 1) = f(1)`` (``= 0`` given ``f(1) = 0``) and ``∂g/∂r(p, 1) = 0`` (stationary, hence the
-    minimum of a convex function). Returns differences that must simplify to 0, and the weights.
+    minimum of a convex function). Returns the derived ``d2g_dr2`` (``∂²g/∂r²``), ``g_at_one`` and ``slope_at_one``,
+    and the two ``weights`` of ``f''`` (the second in the odds parametrisation, so that its sign is decided).
     """
     G = g_f(f)
-    second = sp.simplify(sp.diff(G, r, 2) - (p * _fprime(r, 2) + p**2 / (1 - p) * _fprime(complement(), 2)))
-    weights = (p, sp.simplify((p**2 / (1 - p)).subs(ON_UNIT_INTERVAL)))
     return {
-        "second_derivative": second,
-        "weights_positive": all(bool(w.is_positive) for w in weights),
-        "value_at_one": sp.simplify(G.subs(r, 1) - f(1)),
-        "slope_at_one": sp.simplify(sp.diff(G, r).subs(r, 1)),
+        "d2g_dr2": sp.diff(G, r, 2),
+        "weights": (p, sp.simplify((p**2 / (1 - p)).subs(ON_UNIT_INTERVAL))),
+        "g_at_one": G.subs(r, 1),
+        "slope_at_one": sp.diff(G, r).subs(r, 1),
     }
 
 
-def specialised_g():
-    """BandPO Thm. 1 special forms (spec §1.2): ``g_f - stated`` on each branch, per divergence.
-
-    KL: binary KL between Bern(p) and Bern(rp); TV: ``p|r - 1|``; χ²: ``p (r - 1)²/(1 - p)``.
-    Each branch is covered exactly by a positive parameter (:data:`LOWER_BRANCH`, :data:`UPPER_BRANCH`),
-    so every ``Abs`` and ``log`` argument has a known sign and no ``force=True`` is needed.
-    Returns ``{divergence: (lower-branch difference, upper-branch difference)}``; all must be 0.
-    """
-    out = {}
-    for div in DIVERGENCES:
-        diff = g(div) - STATED[f"g_{div}"]
-        out[div] = tuple(sp.simplify(sp.expand_log(sp.simplify(diff.subs(branch).subs(ON_UNIT_INTERVAL))))
-                         for branch in (LOWER_BRANCH, UPPER_BRANCH))
-    return out
+def f_second(x):
+    """``f''(x)`` of the generic ``f``, written the way SymPy writes it (for comparing derivatives)."""
+    return _fprime(x, 2)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -229,13 +216,6 @@ def band_bounds(divergence):
     """
     lo, up = branch_roots(divergence)
     return sp.Max(lo, 0), sp.Min(up, 1 / p)
-
-
-def closed_form_vs_stated(divergence):
-    """``derived root - stated root`` for each side (both must simplify to 0), BandPO Prop. 4."""
-    derived = branch_roots(divergence)
-    stated = STATED[f"{divergence}_roots"]
-    return tuple(sp.simplify((d - s_).subs(ON_UNIT_INTERVAL)) for d, s_ in zip(derived, stated))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -326,30 +306,13 @@ def small_delta():
 
     ``g_f(p, 1 + h) = f(1) + c h² + O(h³)`` with ``c = f''(1) p/(2(1 - p))``; with ``f(1) = 0`` the
     sublevel set ``c h² ≤ δ`` gives ``r ≈ 1 ± √(δ/c) = 1 ± √(2δ(1 - p)/(f''(1) p))``.
-    ``f''(1)`` is the symbol :data:`fpp_1`. Returns:
-      ``coefficient``: the derived ``c`` (h² coefficient of the series), and ``coefficient_error`` =
-      ``c - f''(1) p/(2(1-p))`` (must be 0); ``lower_order_terms``: the series minus ``f(1) + c h²`` (0);
-      ``halfwidth_error``: ``√(δ/c) -`` the stated half-width (0);
-      ``chi2_remainder``: ``g_χ²(p, 1 + h) - c h²`` with ``f''(1) = 2`` (0: exact for χ²);
-      ``kl_vs_chi2``: KL half-width at δ minus χ² half-width at 2δ (0: equal to first order).
+    ``f''(1)`` is the symbol :data:`fpp_1`. Returns ``series`` (the second-order series of ``g_f(p, 1 + h)`` in
+    ``h``), ``coefficient`` (its ``h²`` coefficient ``c``) and ``halfwidth`` (``√(δ/c)``, in ``f''(1)``).
     """
     ser = _name_fpp_1(sp.series(g_f(f).subs(r, 1 + h), h, 0, 3).removeO())
     ser = sp.expand(sp.simplify(ser))
     c = sp.simplify(ser.coeff(h, 2))
-    rest = sp.simplify(ser - c * h**2 - f(1))               # constant f(1) and no linear term
-    halfwidth = sp.sqrt(delta / c)
-    coefficient_error = sp.simplify(c - fpp_1 * p / (2 * (1 - p)))
-    halfwidth_error = sp.simplify((halfwidth - STATED["small_delta_halfwidth"]).subs(ON_UNIT_INTERVAL))
-
-    def half(div, dlt):
-        return halfwidth.subs(fpp_1, f_second_at_one(div)).subs(delta, dlt)
-
-    c_chi2 = c.subs(fpp_1, f_second_at_one("chi2"))
-    chi2_remainder = sp.simplify(g("chi2").subs(r, 1 + h) - c_chi2 * h**2)
-    kl_vs_chi2 = sp.simplify((half("kl", delta) - half("chi2", 2 * delta)).subs(ON_UNIT_INTERVAL))
-    return {"coefficient": c, "lower_order_terms": rest, "coefficient_error": coefficient_error,
-            "halfwidth_error": halfwidth_error, "chi2_remainder": chi2_remainder, "kl_vs_chi2": kl_vs_chi2,
-            "halfwidth": halfwidth}
+    return {"series": ser, "coefficient": c, "halfwidth": sp.sqrt(delta / c)}
 
 
 def kl_second_order_root():
@@ -378,11 +341,10 @@ def mirror():
     ``s`` (the band at ``1 - p``) maps onto the band at ``p`` with ends swapped:
     ``r̲_f(p) = [1 - (1 - p) r̄_f(1 - p)]/p``.
 
-    Returns ``identity`` (must be 0), ``inverse`` (the solved ``r(s)``), ``slope`` (``dr/ds``),
-    ``edges`` (``r`` at ``s = 0`` and ``s = 1/(1 - p)``), and ``closed_form_lower`` per TV/χ²: Prop. 4's
-    lower root minus the mirror of its upper root at ``1 - p`` (must be 0).
+    Returns ``g_mirrored`` (``g_f(1 - p, s)``, to equal ``g_f(p, r)``), ``inverse`` (the solved ``r(s)``), ``slope``
+    (``dr/ds``), ``edges`` (``r`` at ``s = 0`` and ``s = 1/(1 - p)``), and ``closed_form_lower`` per TV/χ²: Prop. 4's
+    lower root and the mirror ``[1 - (1 - p) r̄(1 - p)]/p`` of its upper root, as a pair.
     """
-    identity = sp.simplify(g_f(f) - g_f(f, 1 - p, complement()))
     sols = sp.solve(sp.Eq(s, complement()), r)
     if len(sols) != 1:
         raise ArithmeticError(f"expected one inverse, got {sols}")
@@ -392,9 +354,8 @@ def mirror():
     closed = {}
     for div in ("tv", "chi2"):
         lo, up = branch_roots(div)
-        mirrored = (1 - (1 - p) * up.subs(p, 1 - p)) / p
-        closed[div] = sp.simplify((lo - mirrored).subs(ON_UNIT_INTERVAL))
-    return {"identity": identity, "inverse": inverse, "slope": slope, "edges": edges,
+        closed[div] = (lo, (1 - (1 - p) * up.subs(p, 1 - p)) / p)
+    return {"g_mirrored": g_f(f, 1 - p, complement()), "inverse": inverse, "slope": slope, "edges": edges,
             "closed_form_lower": closed}
 
 
@@ -409,21 +370,20 @@ def monotonicity():
     ``{g ≤ δ}`` shrinks, and so does the simplex ``[0, 1/p]``: the band shrinks. Implicitly,
     ``∂r/∂p = -g_p/g_r`` and ``∂r/∂δ = 1/g_r`` with ``g_r = p (f'(r) - f'(s))``, whose sign is that of
     ``r - 1`` because ``s - 1 = -p (r - 1)/(1 - p)`` lies on the other side of 1 and ``f'`` is monotone.
-    Returns differences that must be 0: ``dg_dp``, ``dg_dr``, ``s_minus_1``, ``r_minus_s``; and
-    ``bregman_kl``: KL's Bregman term minus ``x - 1 - log x`` at ``x = r/s`` (0: non-negative).
+    Returns ``(derived, stated)`` pairs: ``dg_dp`` (``∂g/∂p``, the Bregman term), ``dg_dr`` (``∂g/∂r``,
+    ``p (f'(r) - f'(s))``), ``s_minus_1``, ``r_minus_s``; and ``bregman_kl``: KL's Bregman term and
+    ``x - 1 - log x`` at ``x = r/s`` (non-negative), to be compared inside the simplex (:data:`INSIDE_SIMPLEX`).
     """
     G = g_f(f)
     bregman = f(r) - f(complement()) - _fprime(complement()) * (r - complement())
-    dg_dp = sp.simplify(sp.diff(G, p) - bregman)
-    dg_dr = sp.simplify(sp.diff(G, r) - p * (_fprime(r) - _fprime(complement())))
-    s_minus_1 = sp.simplify(complement() - 1 + p * (r - 1) / (1 - p))
-    r_minus_s = sp.simplify(r - complement() - (r - 1) / (1 - p))
     fkl = generator("kl")
     x = r / complement()
     bregman_kl = fkl(r) - fkl(complement()) - sp.diff(fkl(u), u).subs(u, complement()) * (r - complement())
-    bregman_kl = sp.simplify(sp.expand_log(sp.simplify((bregman_kl - (x - 1 - sp.log(x))).subs(INSIDE_SIMPLEX))))
-    return {"dg_dp": dg_dp, "dg_dr": dg_dr, "s_minus_1": s_minus_1, "r_minus_s": r_minus_s,
-            "bregman_kl": bregman_kl}
+    return {"dg_dp": (sp.diff(G, p), bregman),
+            "dg_dr": (sp.diff(G, r), p * (_fprime(r) - _fprime(complement()))),
+            "s_minus_1": (complement() - 1, -p * (r - 1) / (1 - p)),
+            "r_minus_s": (r - complement(), (r - 1) / (1 - p)),
+            "bregman_kl": (bregman_kl, x - 1 - sp.log(x))}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -440,7 +400,6 @@ def kl_root_structure():
     numerical roots).
     """
     G = g("kl")
-    slope_error = sp.simplify(sp.diff(G, r) - p * (r - 1) / (r * (1 - r * p)))
     ratio = sp.simplify((sp.diff(G, r) / (r - 1)).subs(INSIDE_SIMPLEX))
     curvature = sp.simplify(sp.diff(G, r, 2).subs(INSIDE_SIMPLEX))
     ends = edge_values("kl")
@@ -450,9 +409,9 @@ def kl_root_structure():
     except NotImplementedError:
         symbolic_solution = None
     half = sp.solve(sp.Eq(G.subs(p, sp.Rational(1, 2)), delta), r)
-    return {"slope_error": slope_error, "slope_over_r_minus_1_positive": bool(ratio.is_positive),
+    return {"slope": sp.diff(G, r), "slope_over_r_minus_1_positive": bool(ratio.is_positive),
             "curvature_positive": bool(curvature.is_positive), "edge_values": ends,
-            "value_at_one": sp.simplify(G.subs(r, 1)), "symbolic_solution": symbolic_solution,
+            "value_at_one": G.subs(r, 1), "symbolic_solution": symbolic_solution,
             "half_roots": tuple(sorted(half, key=lambda e: float(e.subs(delta, 1))))}
 
 
@@ -470,15 +429,14 @@ def kl_rational_polynomial(p_value):
 
     With ``1 - r p = (b - a r)/b`` and ``1 - p = (b - a)/b``, ``e^{-b g} = r^a ((b - a r)/(b - a))^(b-a)``, so
     ``e^{-b(g - δ)} - 1 = P(r) e^{bδ}/(b - a)^(b-a)``; since ``exp`` is one-to-one on the reals, ``g = δ`` iff
-    ``P(r) = 0``, for ``r`` in the simplex ``(0, 1/p)`` (there ``g`` is real). Returns ``(a, b, P,
-    identity_error)``; ``identity_error`` is the left side minus the right side, expanded (``0``).
+    ``P(r) = 0``, for ``r`` in the simplex ``(0, 1/p)`` (there ``g`` is real). Returns ``(a, b, P, lhs)`` with
+    ``lhs = e^{-b(g - δ)} - 1`` expanded (to equal ``P(r) e^{bδ}/(b - a)^(b-a)``).
     """
     p_value = sp.Rational(p_value)
     a, b = int(p_value.p), int(p_value.q)
     poly = sp.expand(r**a * (b - a * r)**(b - a) - (b - a)**(b - a) * sp.exp(-b * delta))
     G = g("kl").subs(p, p_value)
-    identity = sp.expand(sp.exp(-b * (G - delta))) - 1 - sp.expand(poly * sp.exp(b * delta) / (b - a)**(b - a))
-    return a, b, poly, sp.simplify(identity)
+    return a, b, poly, sp.expand(sp.exp(-b * (G - delta))) - 1
 
 
 def kl_radical_roots(p_value):
@@ -517,14 +475,14 @@ def clip_bottleneck():
     The upward probability margin is ``p(1 + ε₊) - p = ε₊ p``, which ``→ 0`` as ``p → 0``; the ratio bound
     crosses the simplex edge where ``p(1 + ε₊) = 1``, i.e. ``p = 1/(1 + ε₊)`` by ``solve``, and
     ``1 + ε₊ - 1/p`` is increasing in ``p`` (derivative ``1/p²``), so it exceeds ``1/p`` exactly above.
-    Returns ``margin_error`` (0), ``margin_limit``, ``threshold`` and ``excess_slope_positive``.
+    Returns ``margin``, ``margin_limit``, ``threshold``, ``excess_at_threshold`` and ``excess_slope_positive``.
     """
     margin = sp.simplify(p * (1 + eps) - p)
     sols = sp.solve(p * (1 + eps) - 1, p)
     if len(sols) != 1:
         raise ArithmeticError(f"expected one threshold, got {sols}")
     excess = 1 + eps - 1 / p
-    return {"margin": margin, "margin_error": sp.simplify(margin - STATED["clip_margin"]),
+    return {"margin": margin,
             "margin_limit": sp.limit(margin, p, 0, "+"), "threshold": sols[0],
             "excess_at_threshold": sp.simplify(excess.subs(p, sols[0])),
             "excess_slope_positive": bool(sp.diff(excess, p).is_positive)}
@@ -546,12 +504,12 @@ def authors_clamp_edge():
     although the true ``g_KL(p, 0) = +∞`` (KL never saturates). Since ``-p ≤ (1 - p) log(1 - p) ≤ 0``,
     ``p (L + c - 1) ≤ E(p) ≤ p (L + c)`` with ``L = log(1/c)``, hence
     ``δ/(L + c) ≤ p_c ≤ δ/(L + c - 1)`` — the condition's ``δ/(log 10¹² - 1)`` is the right end with ``c``
-    dropped. Returns ``closed_form_error`` (0), the facts used, and the two ends ``(lower_end, upper_end)``.
+    dropped. Returns ``E`` and its closed form ``edge_value`` (to be compared in the odds parametrisation), the
+    facts used, and the two ends ``(lower_end, upper_end)``.
     """
     fkl = generator("kl")
     E = p * fkl(clamp) + (1 - p) * fkl(1 / (1 - p))
     closed = p * (-sp.log(clamp) + clamp) + (1 - p) * sp.log(1 - p)
-    closed_error = sp.simplify(sp.expand_log(sp.simplify((E - closed).subs(ON_UNIT_INTERVAL))))
     slack = (1 - p) * sp.log(1 - p) + p                  # E - p (L + c - 1)
     minus_log_1mp = sp.simplify((-sp.log(1 - p)).subs(INVERSE_ODDS))     # = log(1 + j) > 0
     L_c_minus_1 = (-sp.log(clamp) + clamp - 1).subs(clamp, AUTHORS_CLAMP)  # a number: log 1e12 - 1 + 1e-12
@@ -569,7 +527,7 @@ def authors_clamp_edge():
     upper_end = sp.solve(sp.Eq(p * (-sp.log(clamp) + clamp - 1), delta), p)
     if len(lower_end) != 1 or len(upper_end) != 1:
         raise ArithmeticError(f"expected one end each, got {lower_end}, {upper_end}")
-    return {"closed_form_error": closed_error, "facts": facts, "ends": (lower_end[0], upper_end[0]),
+    return {"E": E, "facts": facts, "ends": (lower_end[0], upper_end[0]),
             "edge_value": closed}
 
 
@@ -599,22 +557,23 @@ def trust_region_per_token():
     * ``K = 2``: ``D_f((p, 1-p) ‖ (rp, 1-rp)) = g_f(p, r)`` for generic ``f`` — one sampled token's Band *is* the
       trust region of a binary state.
 
-    Returns ``{"identities": name -> expression that must simplify to 0, "facts": name -> bool}``.
+    Returns ``{"identities": name -> (derived, stated), "facts": name -> bool}``; each pair is written where its
+    signs are decided (odds parametrisation, one branch of ``r``), for the check to compare.
     """
     fc = generator("chi2")
     ft = generator("tv")
     ids = {
-        "generic: p f(r) - (g_f - (1-p) f(s))": p * f(r) - (g_f(f) - (1 - p) * f(complement())),
-        "chi2: p f(r) - (1-p) g": sp.simplify((p * fc(r) - (1 - p) * g("chi2")).subs(ON_UNIT_INTERVAL)),
-        "chi2: term at g = δ - (1-p) δ": sp.simplify(((1 - p) * g("chi2")).subs(r, 1 + sp.sqrt(delta * (1 - p) / p))
-                                                      - STATED["trust_region_chi2_term"]),
-        "K = 2: D_f((p,1-p)‖(rp,1-rp)) - g_f": p * f(r * p / p) + (1 - p) * f((1 - r * p) / (1 - p)) - g_f(f),
+        "generic: p f(r) - (g_f - (1-p) f(s))": (p * f(r), g_f(f) - (1 - p) * f(complement())),
+        "chi2: p f(r) - (1-p) g": ((p * fc(r)).subs(ON_UNIT_INTERVAL), ((1 - p) * g("chi2")).subs(ON_UNIT_INTERVAL)),
+        "chi2: term at g = δ - (1-p) δ": (((1 - p) * g("chi2")).subs(r, 1 + sp.sqrt(delta * (1 - p) / p)),
+                                          STATED["trust_region_chi2_term"]),
+        "K = 2: D_f((p,1-p)‖(rp,1-rp)) - g_f": (p * f(r * p / p) + (1 - p) * f((1 - r * p) / (1 - p)), g_f(f)),
     }
     for name, sub in (("r<1", LOWER_BRANCH), ("1<r<1/p", UPPER_BRANCH)):
-        expr = ((p * ft(r) - g("tv") / 2).subs(sub)).subs(ON_UNIT_INTERVAL)
-        ids[f"tv {name}: p f(r) - g/2"] = sp.simplify(expr)
-    ids["tv: term at g = δ - δ/2"] = sp.simplify((g("tv") / 2).subs(r, 1 + delta / p).subs(ON_UNIT_INTERVAL)
-                                                 - STATED["trust_region_tv_term"])
+        ids[f"tv {name}: p f(r) - g/2"] = ((p * ft(r)).subs(sub).subs(ON_UNIT_INTERVAL),
+                                           (g("tv") / 2).subs(sub).subs(ON_UNIT_INTERVAL))
+    ids["tv: term at g = δ - δ/2"] = ((g("tv") / 2).subs(r, 1 + delta / p).subs(ON_UNIT_INTERVAL),
+                                      STATED["trust_region_tv_term"])
     facts = {}
     for div in DIVERGENCES:
         fn = generator(div)
@@ -635,7 +594,7 @@ def trust_region_unsampled_floor():
     Pin every sampled action at ``Q_i = P_i`` (inside every Band, even at δ = 0) and put all the unsampled mass
     ``P_U = P_j + a`` on one unsampled action ``j`` (the other unsampled actions, total ``a > 0``, get 0):
     ``D_f = P_j f(P_U/P_j) + a f(0)``. This is ``a`` (TV), ``(P_j + a) a/P_j`` (χ²), ``+∞`` (KL, ``f(0) = +∞``).
-    Returns ``{"identities", "facts", "floor": {div: expr}}``.
+    Returns ``{"identities": name -> (derived, stated), "facts", "floor": {div: expr}}``.
     """
     Pj, a = P_j, a_rest
     PU = Pj + a
@@ -646,7 +605,7 @@ def trust_region_unsampled_floor():
         floors[div] = sp.oo if f0 == sp.oo else sp.simplify(Pj * fn(PU / Pj) + a * f0)
     stated = STATED["trust_region_floor"]
     for div in ("tv", "chi2"):
-        ids[f"{div}: floor - stated"] = floors[div] - stated[div]
+        ids[f"{div}: floor - stated"] = (floors[div], stated[div])
     facts = {"kl: f(0) = +oo": floors["kl"] == stated["kl"],
              "tv floor > 0": bool(floors["tv"].is_positive), "chi2 floor > 0": bool(floors["chi2"].is_positive),
              "floors do not depend on delta": not any(sp.sympify(v).has(delta) for v in floors.values())}
@@ -661,7 +620,7 @@ def trust_region_uniform_sup():
     the per-token bound ``Σ (1 - P_i) δ`` — so it is the supremum; ``D_TV = K · δ/2``, which meets the pairing bound
     ``⌊K/2⌋ δ`` (TV = total increase = total decrease, each token moving ``≤ δ``). No clamp means
     ``√(δ p (1-p)) ≤ p`` (χ², i.e. ``δ ≤ 1/(K-1)``) and ``δ ≤ p`` (TV, i.e. ``δ ≤ 1/K``).
-    Returns ``{"identities", "chi2", "tv", "chi2_delta_max", "tv_delta_max", "K"}``.
+    Returns ``{"identities": name -> (derived, stated), "chi2", "tv", "chi2_delta_max", "tv_delta_max", "K"}``.
     """
     K = sp.Symbol("K", positive=True, integer=True)
     pu = 1 / K
@@ -669,7 +628,7 @@ def trust_region_uniform_sup():
     chi2 = sp.simplify(K * half_chi2 ** 2 / pu)
     tv = sp.simplify(K * delta / 2)
     chi2_max = sp.solve(sp.Eq(half_chi2, pu), delta)
-    return {"identities": {"chi2: K (Δπ)²/p - (K-1)δ": chi2 - (K - 1) * delta,
-                           "chi2: sum of per-token bounds - (K-1)δ": sp.simplify(K * (1 - pu) * delta) - (K - 1) * delta,
-                           "tv: K δ/2 - (K/2) δ": tv - K / 2 * delta},
+    return {"identities": {"chi2: K (Δπ)²/p - (K-1)δ": (chi2, (K - 1) * delta),
+                           "chi2: sum of per-token bounds - (K-1)δ": (K * (1 - pu) * delta, (K - 1) * delta),
+                           "tv: K δ/2 - (K/2) δ": (tv, K / 2 * delta)},
             "chi2": chi2, "tv": tv, "chi2_delta_max": chi2_max, "tv_delta_max": pu, "K": K}

@@ -35,7 +35,7 @@ from scipy.optimize import brentq
 from fiberlab.claims._cases import BAND_DELTAS as DELTAS
 from fiberlab.claims._cases import BAND_SEED as SEED
 from fiberlab.claims._cases import EPS64, _completion, _log_error, _log_p, _normalised, _ratio_err, _torch
-from fiberlab.claims._symbolic import symbolic_evidence as _symbolic
+from fiberlab.claims._symbolic import proof_evidence
 from fiberlab.gpu.band import band_bounds
 from fiberlab.numerics import band as ref_band
 from fiberlab.registry import Evidence, claim
@@ -77,29 +77,42 @@ reduction = claim(
 @reduction.check("theory")
 def _jensen_proportional_completion() -> Evidence:
     """For generic f: Σ w_i t_i = s for every completion, and the proportional one attains g_f exactly."""
-    out = {}
+    s, g = sym_band.complement(), sym_band.g_f(sym_band.f)
+    proved = {}
     for n in (2, 3, 5):                      # several numbers of other tokens
-        out.update({f"{k} (n={n})": v for k, v in sym_band.reduction_jensen(n).items()})
-    return _symbolic(out, detail="Jensen's mean is s for any completion and the proportional completion is a "
-                                 "distribution attaining g_f, for n = 2, 3, 5 other tokens and generic f")
+        jensen = sym_band.reduction_jensen(n)
+        proved[f"weighted_mean (n={n})"] = sp.simplify(jensen["weighted_mean"] - s) == 0    # Σ_i w_i t_i = s
+        proved[f"normalised (n={n})"] = sp.simplify(jensen["total_mass"] - 1) == 0          # Σ_x Q_prop(x) = 1
+        proved[f"attains (n={n})"] = sp.simplify(jensen["D_prop"] - g) == 0                 # D_f(P‖Q_prop) = g_f
+    return proof_evidence(proved, detail="Jensen's mean is s for any completion and the proportional completion is "
+                                         "a distribution attaining g_f, for n = 2, 3, 5 other tokens and generic f")
 
 
 @reduction.check("theory")
 def _g_convex_with_minimum_at_one() -> Evidence:
     """d²g/dr² = p f''(r) + p²/(1-p) f''(s) (positive weights), g(p,1) = f(1), ∂g/∂r(p,1) = 0, generic f."""
+    p, r, f_second = sym_band.p, sym_band.r, sym_band.f_second
     out = sym_band.reduction_convexity()
-    return _symbolic({k: out[k] for k in ("second_derivative", "value_at_one", "slope_at_one")},
-                     {"weights p, p²/(1-p) positive": out["weights_positive"]},
-                     detail="g_f'' = p f''(r) + p²/(1-p) f''(s) with positive weights; g_f(p,1) = f(1) = 0 and "
-                            "∂g/∂r(p,1) = 0 for generic f")
+    stated_d2g = p * f_second(r) + p**2 / (1 - p) * f_second(sym_band.complement())
+    proved = {"second_derivative": sp.simplify(out["d2g_dr2"] - stated_d2g) == 0,
+              "value_at_one": sp.simplify(out["g_at_one"] - sym_band.f(1)) == 0,
+              "slope_at_one": sp.simplify(out["slope_at_one"]) == 0,
+              "weights p, p²/(1-p) positive": all(bool(w.is_positive) for w in out["weights"])}
+    return proof_evidence(proved, detail="g_f'' = p f''(r) + p²/(1-p) f''(s) with positive weights; g_f(p,1) = f(1) = 0 "
+                                         "and ∂g/∂r(p,1) = 0 for generic f")
 
 
 @reduction.check("theory")
 def _special_forms() -> Evidence:
     """g_KL = binary KL(Bern(p)‖Bern(rp)), g_TV = p|r-1|, g_χ² = p(r-1)²/(1-p) on both branches."""
-    out = {f"{div} {side}": d for div, pair in sym_band.specialised_g().items()
-           for side, d in zip(("r<1", "1<r<1/p"), pair)}
-    return _symbolic(out, detail="spec §1.2 special forms hold on r < 1 and 1 < r < 1/p for kl, tv, chi2")
+    proved = {}
+    for div in sym_band.DIVERGENCES:
+        difference = sym_band.g(div) - sym_band.STATED[f"g_{div}"]        # the definition - spec §1.2's form
+        # each branch is covered exactly by a positive parameter, so every Abs and log argument has a known sign
+        for side, branch in (("r<1", sym_band.LOWER_BRANCH), ("1<r<1/p", sym_band.UPPER_BRANCH)):
+            on_branch = difference.subs(branch).subs(sym_band.ON_UNIT_INTERVAL)
+            proved[f"{div} {side}"] = sp.simplify(sp.expand_log(sp.simplify(on_branch))) == 0
+    return proof_evidence(proved, detail="spec §1.2 special forms hold on r < 1 and 1 < r < 1/p for kl, tv, chi2")
 
 
 @reduction.check("numerics")
@@ -162,23 +175,25 @@ def _completions_never_beat_g() -> Evidence:
 # band.tv_closed_form, band.chi2_closed_form (BandPO Prop. 4), band.kl_bounds: shared by their checks
 # ---------------------------------------------------------------------------------------------
 def _closed_form_evidence(divergence: str) -> Evidence:
-    lo_diff, up_diff = sym_band.closed_form_vs_stated(divergence)
-    lo_root, up_root = sym_band.branch_roots(divergence)
+    lo_root, up_root = sym_band.branch_roots(divergence)            # solve(Eq(g_f, δ), r) on each side of r = 1
+    stated_lo, stated_up = sym_band.STATED[f"{divergence}_roots"]
+    on_unit = sym_band.ON_UNIT_INTERVAL                              # p = 1/(1+k): decides √ and signs
     # The clamps of Prop. 4 must switch on exactly at Prop. 3's saturation thresholds: solving
     # root = simplex edge for p has to give the same p as solving g_f(p, edge) = δ.
     # Solved in the odds k = (1-p)/p > 0 (so √ and signs are decided), then mapped back p = 1/(1+k).
     sat = sym_band.saturation_thresholds(divergence)
-    up_edge = [1 / (1 + kk) for kk in sp.solve(sp.Eq(up_root.subs(sym_band.ON_UNIT_INTERVAL), 1 + sym_band.k), sym_band.k)]
-    lo_edge = [1 / (1 + kk) for kk in sp.solve(sp.Eq(lo_root.subs(sym_band.ON_UNIT_INTERVAL), 0), sym_band.k)]
-    ids = {"lower root - stated": lo_diff, "upper root - stated": up_diff}
-    facts = {"one p where the upper root meets 1/p": len(up_edge) == 1,
-             "one p where the lower root meets 0": len(lo_edge) == 1}
+    up_edge = [1 / (1 + kk) for kk in sp.solve(sp.Eq(up_root.subs(on_unit), 1 + sym_band.k), sym_band.k)]
+    lo_edge = [1 / (1 + kk) for kk in sp.solve(sp.Eq(lo_root.subs(on_unit), 0), sym_band.k)]
+    proved = {"lower root - stated": sp.simplify((lo_root - stated_lo).subs(on_unit)) == 0,
+              "upper root - stated": sp.simplify((up_root - stated_up).subs(on_unit)) == 0}
     if len(up_edge) == 1 and len(lo_edge) == 1:
-        ids["upper clamp switch - Prop. 3 threshold"] = up_edge[0] - sat["upper"][0]
-        ids["lower clamp switch - Prop. 3 threshold"] = lo_edge[0] - sat["lower"][0]
-    return _symbolic(ids, facts, detail=f"solve(Eq(g_{divergence}, δ), r) on each branch gives "
-                                        f"{sp.sstr(lo_root)}, {sp.sstr(up_root)} = Prop. 4; clamps switch at "
-                                        f"Prop. 3's thresholds")
+        proved["upper clamp switch - Prop. 3 threshold"] = sp.simplify(up_edge[0] - sat["upper"][0]) == 0
+        proved["lower clamp switch - Prop. 3 threshold"] = sp.simplify(lo_edge[0] - sat["lower"][0]) == 0
+    proved["one p where the upper root meets 1/p"] = len(up_edge) == 1
+    proved["one p where the lower root meets 0"] = len(lo_edge) == 1
+    return proof_evidence(proved, detail=f"solve(Eq(g_{divergence}, δ), r) on each branch gives "
+                                         f"{sp.sstr(lo_root)}, {sp.sstr(up_root)} = Prop. 4; clamps switch at "
+                                         f"Prop. 3's thresholds")
 
 
 ORACLE_PS = (0.02, 0.08, 0.3, 0.7, 0.95)
@@ -353,43 +368,46 @@ kl_bounds = claim(
 @kl_bounds.check("theory")
 def _kl_roots_unique_on_each_branch() -> Evidence:
     """∂g/∂r = p(r-1)/(r(1-rp)) has the sign of r-1, g'' > 0, g → ∞ at 0 and 1/p, g(p,1) = 0: one root per side."""
+    p, r, delta = sym_band.p, sym_band.r, sym_band.delta
     out = sym_band.kl_root_structure()
-    ids = {"∂g/∂r - p(r-1)/(r(1-rp))": out["slope_error"], "g(p, 1)": out["value_at_one"]}
+    proved = {"∂g/∂r - p(r-1)/(r(1-rp))": sp.simplify(out["slope"] - p * (r - 1) / (r * (1 - r * p))) == 0,
+              "g(p, 1)": sp.simplify(out["value_at_one"]) == 0}
     # p = 1/2 roots found by solve must satisfy the equation (they are used as a numerical check point);
     # compared as exp(-2(g - δ)) - 1, which is 0 iff g = δ, so that no log identity needs forcing.
-    g_half = sym_band.g("kl").subs(sym_band.p, sp.Rational(1, 2))
+    g_half = sym_band.g("kl").subs(p, sp.Rational(1, 2))
     for i, root in enumerate(out["half_roots"]):
-        ids[f"exp(-2(g(1/2, root {i}) - δ)) - 1"] = sp.expand(sp.exp(-2 * (g_half.subs(sym_band.r, root) - sym_band.delta))) - 1
-    facts = {"(∂g/∂r)/(r-1) > 0 on 0 < r < 1/p": out["slope_over_r_minus_1_positive"],
-             "∂²g/∂r² > 0 on 0 < r < 1/p": out["curvature_positive"],
-             "g(p, 0+) = +oo": out["edge_values"][0] == sp.oo,
-             "g(p, 1/p-) = +oo": out["edge_values"][1] == sp.oo,
-             "two roots at p = 1/2": len(out["half_roots"]) == 2}
+        proved[f"exp(-2(g(1/2, root {i}) - δ)) - 1"] = sp.simplify(sp.expand(sp.exp(-2 * (g_half.subs(r, root) - delta))) - 1) == 0
+    proved |= {"(∂g/∂r)/(r-1) > 0 on 0 < r < 1/p": out["slope_over_r_minus_1_positive"],
+               "∂²g/∂r² > 0 on 0 < r < 1/p": out["curvature_positive"],
+               "g(p, 0+) = +oo": out["edge_values"][0] == sp.oo,
+               "g(p, 1/p-) = +oo": out["edge_values"][1] == sp.oo,
+               "two roots at p = 1/2": len(out["half_roots"]) == 2}
     found = "no closed form found by solve" if out["symbolic_solution"] is None \
         else f"solve returned {out['symbolic_solution']}"
-    return _symbolic(ids, facts, detail="g_KL strictly decreasing on (0,1), strictly increasing on (1,1/p), "
-                                        f"strictly convex, +oo at both ends: exactly one root per side for all "
-                                        f"δ > 0; symbolic p: {found}; p = 1/2: roots {out['half_roots']}")
+    return proof_evidence(proved, detail="g_KL strictly decreasing on (0,1), strictly increasing on (1,1/p), "
+                                         f"strictly convex, +oo at both ends: exactly one root per side for all "
+                                         f"δ > 0; symbolic p: {found}; p = 1/2: roots {out['half_roots']}")
 
 
 @kl_bounds.check("theory")
 def _kl_radicals_at_rational_p() -> Evidence:
     """At p = a/b, b ≤ 4: e^{-b(g - δ)} - 1 = P(r) e^{bδ}/(b-a)^(b-a), deg P = b, and roots() solves P in radicals."""
-    ids, facts, ends = {}, {}, []
+    proved, ends = {}, []
     for pv in sym_band.STATED["kl_radical_ps"]:
-        a, b, poly, identity = sym_band.kl_rational_polynomial(pv)
+        a, b, poly, lhs = sym_band.kl_rational_polynomial(pv)          # lhs = e^(-b(g - δ)) - 1
         out = sym_band.kl_radical_roots(pv)
-        ids[f"p = {pv}: e^(-{b}(g - δ)) - 1 - P(r) e^({b}δ)/{(b - a) ** (b - a)}"] = identity
-        facts[f"p = {pv}: deg P = {b} ≤ 4"] = out["degree"] == b <= 4
-        facts[f"p = {pv}: roots() returns all {b} roots, none a CRootOf"] = out["n_roots"] == b and out["all_radical"]
+        rhs = sp.expand(poly * sp.exp(b * sym_band.delta) / (b - a) ** (b - a))
+        proved[f"p = {pv}: e^(-{b}(g - δ)) - 1 - P(r) e^({b}δ)/{(b - a) ** (b - a)}"] = sp.simplify(lhs - rhs) == 0
+        proved[f"p = {pv}: deg P = {b} ≤ 4"] = out["degree"] == b <= 4
+        proved[f"p = {pv}: roots() returns all {b} roots, none a CRootOf"] = out["n_roots"] == b and out["all_radical"]
         ends.append(f"p = {pv}: ({out['ends_in_simplex'][0]:.6f}, {out['ends_in_simplex'][1]:.6f})")
     half = sym_band.kl_radical_roots(sp.Rational(1, 2))
     for name, got, stated in zip(("lower", "upper"), (half["lower"], half["upper"]), sym_band.STATED["kl_half_roots"]):
-        ids[f"p = 1/2 {name} radical - (1 ∓ √(1 - e^(-2δ)))"] = sp.simplify(got - stated)
-    return _symbolic(ids, facts, detail="g_KL = δ at p = a/b is r^a (b - a r)^(b-a) = (b-a)^(b-a) e^{-bδ}, degree b: "
-                                        "quadratic (1/2), cubic (1/3, 2/3), quartic (1/4, 3/4), all solved in "
-                                        f"radicals by sympy.roots; ends at δ = {sym_band.KL_SELECT_DELTA}: "
-                                        + "; ".join(ends))
+        proved[f"p = 1/2 {name} radical - (1 ∓ √(1 - e^(-2δ)))"] = sp.simplify(got - stated) == 0
+    return proof_evidence(proved, detail="g_KL = δ at p = a/b is r^a (b - a r)^(b-a) = (b-a)^(b-a) e^{-bδ}, degree b: "
+                                         "quadratic (1/2), cubic (1/3, 2/3), quartic (1/4, 3/4), all solved in "
+                                         f"radicals by sympy.roots; ends at δ = {sym_band.KL_SELECT_DELTA}: "
+                                         + "; ".join(ends))
 
 
 @kl_bounds.check("numerics")
@@ -524,19 +542,19 @@ saturation = claim(
 
 @saturation.check("theory")
 def _saturation_thresholds_by_solve() -> Evidence:
-    ids, facts = {}, {}
+    proved = {}
     for div in ("tv", "chi2"):
         th = sym_band.saturation_thresholds(div)
         stated_up, stated_lo = sym_band.STATED[f"{div}_saturation"]
-        ids[f"{div} upper threshold - stated"] = th["upper"][0] - stated_up
-        ids[f"{div} lower threshold - stated"] = th["lower"][0] - stated_lo
-        facts[f"{div} upper saturates above the threshold"] = th["upper"][1] == ">="
-        facts[f"{div} lower saturates below the threshold"] = th["lower"][1] == "<="
+        proved[f"{div} upper threshold - stated"] = sp.simplify(th["upper"][0] - stated_up) == 0
+        proved[f"{div} lower threshold - stated"] = sp.simplify(th["lower"][0] - stated_lo) == 0
+        proved[f"{div} upper saturates above the threshold"] = th["upper"][1] == ">="
+        proved[f"{div} lower saturates below the threshold"] = th["lower"][1] == "<="
     kl = sym_band.saturation_thresholds("kl")
-    facts["kl never saturates (g = +oo at both simplex edges)"] = (kl["upper"][1] == "never"
-                                                                    and kl["lower"][1] == "never")
-    return _symbolic(ids, facts, detail="solve(Eq(g_f(p, edge), δ), p) and the sign of d/dp give TV: p ≥ 1-δ, "
-                                        "p ≤ δ; χ²: p ≥ 1/(1+δ), p ≤ δ/(1+δ); KL: g = +oo at 0 and 1/p")
+    proved["kl never saturates (g = +oo at both simplex edges)"] = (kl["upper"][1] == "never"
+                                                                     and kl["lower"][1] == "never")
+    return proof_evidence(proved, detail="solve(Eq(g_f(p, edge), δ), p) and the sign of d/dp give TV: p ≥ 1-δ, "
+                                         "p ≤ δ; χ²: p ≥ 1/(1+δ), p ≤ δ/(1+δ); KL: g = +oo at 0 and 1/p")
 
 
 # Same solver tolerances, read as "does Q(a) touch the simplex edge": Q(a) within 1e-6 of 1 (or of 0).

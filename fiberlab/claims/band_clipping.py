@@ -32,7 +32,7 @@ import sympy as sp
 
 from fiberlab.claims._cases import BAND_SEED as SEED
 from fiberlab.claims._cases import _completion, _log_p, _ratio_err, _torch
-from fiberlab.claims._symbolic import symbolic_evidence as _symbolic
+from fiberlab.claims._symbolic import proof_evidence
 from fiberlab.claims.band_bounds import CVX_RATIO_TOL
 from fiberlab.gpu.band import band_bounds_authors_bisection
 from fiberlab.numerics import band as ref_band
@@ -52,12 +52,13 @@ bottleneck = claim(
 @bottleneck.check("theory")
 def _clip_margin_and_head_threshold() -> Evidence:
     out = sym_band.clip_bottleneck()
-    ids = {"margin - ε p": out["margin_error"], "lim_(p→0) margin": out["margin_limit"],
-           "threshold - 1/(1+ε)": out["threshold"] - sym_band.STATED["clip_threshold"],
-           "1+ε - 1/p at the threshold": out["excess_at_threshold"]}
-    return _symbolic(ids, {"1+ε - 1/p increasing in p": out["excess_slope_positive"]},
-                     detail=f"margin = {sp.sstr(out['margin'])} → 0; 1+ε > 1/p exactly for p > "
-                            f"{sp.sstr(out['threshold'])}")
+    proved = {"margin - ε p": sp.simplify(out["margin"] - sym_band.STATED["clip_margin"]) == 0,
+              "lim_(p→0) margin": sp.simplify(out["margin_limit"]) == 0,
+              "threshold - 1/(1+ε)": sp.simplify(out["threshold"] - sym_band.STATED["clip_threshold"]) == 0,
+              "1+ε - 1/p at the threshold": sp.simplify(out["excess_at_threshold"]) == 0,
+              "1+ε - 1/p increasing in p": out["excess_slope_positive"]}
+    return proof_evidence(proved, detail=f"margin = {sp.sstr(out['margin'])} → 0; 1+ε > 1/p exactly for p > "
+                                         f"{sp.sstr(out['threshold'])}")
 
 
 @bottleneck.check("numerics")
@@ -114,26 +115,30 @@ authors_bisection = claim(
 def _clamp_misfires_on_an_interval_of_tail_p() -> Evidence:
     """The clamped test E(p) = g_KL(p, c) ≤ δ holds on (0, p_c] with δ/(L+c) ≤ p_c ≤ δ/(L+c-1), L = log(1/c);
     there the authors return r̲ = 0 although g_KL(p, 0+) = +∞ (KL never saturates)."""
+    p, delta, clamp = sym_band.p, sym_band.delta, sym_band.clamp
     out = sym_band.authors_clamp_edge()
     lower_end, upper_end = out["ends"]
     c = sym_band.AUTHORS_CLAMP
     # the condition's threshold δ/(log 10¹² - 1) is the right end with the +c term dropped: the relative gap
     # simplifies (symbolic c) to c/(log(1/c) + c - 1), then is evaluated at c = 1e-12 to 30 digits
-    stated = sym_band.delta / (-sp.log(sym_band.clamp) - 1)
-    relative_gap = sp.simplify((stated - upper_end) / stated).subs(sym_band.clamp, c).evalf(30)
-    ids = {"E(p) - [p(log(1/c) + c) + (1-p) log(1-p)]": out["closed_form_error"],
-           "lower end - δ/(log(1/c) + c)": lower_end - sym_band.delta / (-sp.log(sym_band.clamp) + sym_band.clamp),
-           "upper end - δ/(log(1/c) + c - 1)": upper_end - sym_band.delta / (-sp.log(sym_band.clamp) + sym_band.clamp - 1)}
-    facts = dict(out["facts"])
-    facts["true g_KL(p, 0+) = +oo"] = sym_band.edge_values("kl")[0] == sp.oo
-    facts["0 ≤ (stated edge - upper end)/stated ≤ c"] = bool(relative_gap >= 0) and bool(relative_gap <= c)
-    ev = _symbolic(ids, facts, detail="the authors' clamped saturation test holds exactly on (0, p_c], "
-                                      "δ/(log 1e12 + 1e-12) ≤ p_c ≤ δ/(log 1e12 - 1 + 1e-12) (the condition's "
-                                      f"δ/(log 10¹² - 1) up to a relative {float(relative_gap):.1e}), where the "
-                                      "true g_KL(p, 0+) = +∞, so the true r̲ > 0: the test misfires")
+    stated = delta / (-sp.log(clamp) - 1)
+    relative_gap = sp.simplify((stated - upper_end) / stated).subs(clamp, c).evalf(30)
+    # E(p) and its closed form compared for 0 < p < 1 (odds parametrisation), where every log has a sign
+    closed_form = p * (-sp.log(clamp) + clamp) + (1 - p) * sp.log(1 - p)
+    E_minus_closed = (out["E"] - closed_form).subs(sym_band.ON_UNIT_INTERVAL)
+    proved = {"E(p) - [p(log(1/c) + c) + (1-p) log(1-p)]": sp.simplify(sp.expand_log(sp.simplify(E_minus_closed))) == 0,
+              "lower end - δ/(log(1/c) + c)": sp.simplify(lower_end - delta / (-sp.log(clamp) + clamp)) == 0,
+              "upper end - δ/(log(1/c) + c - 1)": sp.simplify(upper_end - delta / (-sp.log(clamp) + clamp - 1)) == 0}
+    proved |= out["facts"]
+    proved["true g_KL(p, 0+) = +oo"] = sym_band.edge_values("kl")[0] == sp.oo
+    proved["0 ≤ (stated edge - upper end)/stated ≤ c"] = bool(relative_gap >= 0) and bool(relative_gap <= c)
+    ev = proof_evidence(proved, detail="the authors' clamped saturation test holds exactly on (0, p_c], "
+                                       "δ/(log 1e12 + 1e-12) ≤ p_c ≤ δ/(log 1e12 - 1 + 1e-12) (the condition's "
+                                       f"δ/(log 10¹² - 1) up to a relative {float(relative_gap):.1e}), where the "
+                                       "true g_KL(p, 0+) = +∞, so the true r̲ > 0: the test misfires")
     d = 0.05
-    ev.counterexample = {"delta": d, "p_c_between": [float(lower_end.subs({sym_band.clamp: c, sym_band.delta: d})),
-                                                      float(upper_end.subs({sym_band.clamp: c, sym_band.delta: d}))],
+    ev.counterexample = {"delta": d, "p_c_between": [float(lower_end.subs({clamp: c, delta: d})),
+                                                      float(upper_end.subs({clamp: c, delta: d}))],
                          "authors_lower": 0.0, "true_g_at_0": "inf"}
     return ev
 

@@ -34,7 +34,7 @@ import sympy as sp
 from fiberlab.claims._cases import BAND_DELTAS as DELTAS
 from fiberlab.claims._cases import BAND_SEED as SEED
 from fiberlab.claims._cases import EPS64, _log_1mp, _log_error, _log_p, _normalised, _ratio_err, _torch
-from fiberlab.claims._symbolic import symbolic_evidence as _symbolic
+from fiberlab.claims._symbolic import proof_evidence
 from fiberlab.claims.band_bounds import FAST_KL_TOL, FLOAT_VS_MP_TOL
 from fiberlab.gpu.band import band_bounds
 from fiberlab.numerics import band as ref_band
@@ -54,22 +54,22 @@ limits = claim(
 
 @limits.check("theory")
 def _limits_by_sympy() -> Evidence:
-    ids = {}
+    proved = {}
     for div in sym_band.DIVERGENCES:
         one = sym_band.limit_p_to_1(div)
         zero = sym_band.limit_p_to_0(div)
-        ids[f"{div}: r* - stated"] = one["r_star"] - sym_band.STATED["r_star"][div]
-        ids[f"{div}: lim_(p→1) 1/p - 1"] = one["upper"] - 1
+        proved[f"{div}: r* - stated"] = sp.simplify(one["r_star"] - sym_band.STATED["r_star"][div]) == 0
+        proved[f"{div}: lim_(p→1) 1/p - 1"] = sp.simplify(one["upper"] - 1) == 0
         for branch, val in zero["g_fixed_r"].items():
-            ids[f"{div}: lim_(p→0) g(p, {branch})"] = val   # every fixed r > 0 becomes feasible
+            proved[f"{div}: lim_(p→0) g(p, {branch})"] = sp.simplify(val) == 0   # every fixed r > 0 becomes feasible
         if div == "chi2":
-            ids["chi2: lim margin"] = zero["margin"]
-            ids["chi2: lim margin/√(δp) - 1"] = zero["scaled_margin"] - 1
+            proved["chi2: lim margin"] = sp.simplify(zero["margin"]) == 0
+            proved["chi2: lim margin/√(δp) - 1"] = sp.simplify(zero["scaled_margin"] - 1) == 0
         else:
-            ids[f"{div}: lim margin - stated"] = zero["margin"] - sym_band.STATED["margin_p_to_0"][div]
-    ids["kl: lim_(p→1) g(p, r) + log r"] = sym_band.limit_p_to_1("kl")["g_limit"] + sp.log(sym_band.r)
-    return _symbolic(ids, detail="p→1: r* = e^{-δ}, 1-δ, 1 and r̄ → 1; p→0: g(p, r) → 0 at fixed r (so r̲ → 0, "
-                                 "r̄ → ∞), margin → 1-e^{-δ} (KL), δ (TV), 0 with margin/√(δp) → 1 (χ²)")
+            proved[f"{div}: lim margin - stated"] = sp.simplify(zero["margin"] - sym_band.STATED["margin_p_to_0"][div]) == 0
+    proved["kl: lim_(p→1) g(p, r) + log r"] = sp.simplify(sym_band.limit_p_to_1("kl")["g_limit"] + sp.log(sym_band.r)) == 0
+    return proof_evidence(proved, detail="p→1: r* = e^{-δ}, 1-δ, 1 and r̄ → 1; p→0: g(p, r) → 0 at fixed r (so r̲ → 0, "
+                                         "r̄ → ∞), margin → 1-e^{-δ} (KL), δ (TV), 0 with margin/√(δp) → 1 (χ²)")
 
 
 # Limits at 1 − p = 1e-12 and p = 1e-12 (spec §1.7). How fast each quantity approaches its limit
@@ -159,14 +159,27 @@ small_delta = claim(
 
 @small_delta.check("theory")
 def _second_order_series() -> Evidence:
+    p, r, h, delta, fpp_1 = sym_band.p, sym_band.r, sym_band.h, sym_band.delta, sym_band.fpp_1
+    on_unit = sym_band.ON_UNIT_INTERVAL
     out = sym_band.small_delta()
+    c, halfwidth = out["coefficient"], out["halfwidth"]            # h² coefficient of g_f(p, 1 + h), √(δ/c)
     _, b = sym_band.kl_second_order_root()
-    ids = {k: out[k] for k in ("lower_order_terms", "coefficient_error", "halfwidth_error", "chi2_remainder",
-                               "kl_vs_chi2")}
-    facts = {"KL's O(δ) coefficient b(p) is finite for 0 < p < 1":
-             bool(sp.simplify(b.subs(sym_band.ON_UNIT_INTERVAL)).is_finite)}
-    return _symbolic(ids, facts, detail=f"g_f(p, 1+h) = f''(1) p/(2(1-p)) h² + O(h³) for generic f; exact for χ²; "
-                                        f"KL(δ) half-width = χ²(2δ) half-width; KL next term b(p) = {sp.sstr(b)}")
+
+    def half(div, dlt):                                             # the half-width with f''(1) of div, at δ = dlt
+        return halfwidth.subs(fpp_1, sym_band.f_second_at_one(div)).subs(delta, dlt)
+
+    c_chi2 = c.subs(fpp_1, sym_band.f_second_at_one("chi2"))
+    proved = {
+        # constant f(1) and no linear term: g_f(p, 1 + h) = f(1) + c h² + O(h³)
+        "lower_order_terms": sp.simplify(out["series"] - c * h**2 - sym_band.f(1)) == 0,
+        "coefficient_error": sp.simplify(c - fpp_1 * p / (2 * (1 - p))) == 0,
+        "halfwidth_error": sp.simplify((halfwidth - sym_band.STATED["small_delta_halfwidth"]).subs(on_unit)) == 0,
+        "chi2_remainder": sp.simplify(sym_band.g("chi2").subs(r, 1 + h) - c_chi2 * h**2) == 0,      # exact for χ²
+        "kl_vs_chi2": sp.simplify((half("kl", delta) - half("chi2", 2 * delta)).subs(on_unit)) == 0,
+        "KL's O(δ) coefficient b(p) is finite for 0 < p < 1": bool(sp.simplify(b.subs(on_unit)).is_finite),
+    }
+    return proof_evidence(proved, detail=f"g_f(p, 1+h) = f''(1) p/(2(1-p)) h² + O(h³) for generic f; exact for χ²; "
+                                         f"KL(δ) half-width = χ²(2δ) half-width; KL next term b(p) = {sp.sstr(b)}")
 
 
 # Small δ: r = 1 ± a√δ + bδ + O(δ^{3/2}) with b from theory.kl_second_order_root; at δ ≤ 1e-8 the O(δ^{3/2})
@@ -229,14 +242,16 @@ mirror = claim(
 
 @mirror.check("theory")
 def _mirror_identity_generic_f() -> Evidence:
+    p = sym_band.p
     out = sym_band.mirror()
-    ids = {"g_f(p, r) - g_f(1-p, s)": out["identity"],
-           "r(s=0) - 1/p": out["edges"][0] - 1 / sym_band.p,
-           "r(s=1/(1-p))": out["edges"][1]}
-    ids.update({f"{div}: r̲(p) - [1-(1-p) r̄(1-p)]/p": d for div, d in out["closed_form_lower"].items()})
-    facts = {"dr/ds < 0 (ends swap)": bool(sp.simplify(out["slope"].subs(sym_band.ON_UNIT_INTERVAL)).is_negative)}
-    return _symbolic(ids, facts, detail=f"g_f(p, r) = g_f(1-p, s) for generic f; r = {sp.sstr(out['inverse'])} is "
-                                        "decreasing in s and maps [0, 1/(1-p)] onto [1/p, 0]")
+    proved = {"g_f(p, r) - g_f(1-p, s)": sp.simplify(sym_band.g_f(sym_band.f) - out["g_mirrored"]) == 0,
+              "r(s=0) - 1/p": sp.simplify(out["edges"][0] - 1 / p) == 0,
+              "r(s=1/(1-p))": sp.simplify(out["edges"][1]) == 0}
+    for div, (lower, mirrored) in out["closed_form_lower"].items():     # Prop. 4's r̲(p), [1 - (1-p) r̄(1-p)]/p
+        proved[f"{div}: r̲(p) - [1-(1-p) r̄(1-p)]/p"] = sp.simplify((lower - mirrored).subs(sym_band.ON_UNIT_INTERVAL)) == 0
+    proved["dr/ds < 0 (ends swap)"] = bool(sp.simplify(out["slope"].subs(sym_band.ON_UNIT_INTERVAL)).is_negative)
+    return proof_evidence(proved, detail=f"g_f(p, r) = g_f(1-p, s) for generic f; r = {sp.sstr(out['inverse'])} is "
+                                         "decreasing in s and maps [0, 1/(1-p)] onto [1/p, 0]")
 
 
 # Mirror identity at 50 digits, compared in probability space p·r̲ vs 1 − (1−p) r̄(1−p): both sides are
@@ -320,10 +335,16 @@ monotone = claim(
 
 @monotone.check("theory")
 def _dg_dp_is_bregman() -> Evidence:
-    out = sym_band.monotonicity()
-    return _symbolic(out, detail="∂g/∂p = f(r) - f(s) - f'(s)(r - s) ≥ 0 (Bregman, convex f) and "
-                                 "∂g/∂r = p(f'(r) - f'(s)) with s on the other side of 1: the band shrinks "
-                                 "as p grows and grows with δ (∂r/∂δ = 1/g_r)")
+    out = sym_band.monotonicity()                                   # (derived, stated) for each step
+    proved = {name: sp.simplify(derived - stated) == 0
+              for name, (derived, stated) in out.items() if name != "bregman_kl"}
+    # KL's Bregman term is x - 1 - log x ≥ 0 at x = r/s: compared inside the simplex, where every log has a sign
+    bregman_kl, x_minus_1_minus_log_x = out["bregman_kl"]
+    inside = (bregman_kl - x_minus_1_minus_log_x).subs(sym_band.INSIDE_SIMPLEX)
+    proved["bregman_kl"] = sp.simplify(sp.expand_log(sp.simplify(inside))) == 0
+    return proof_evidence(proved, detail="∂g/∂p = f(r) - f(s) - f'(s)(r - s) ≥ 0 (Bregman, convex f) and "
+                                         "∂g/∂r = p(f'(r) - f'(s)) with s on the other side of 1: the band shrinks "
+                                         "as p grows and grows with δ (∂r/∂δ = 1/g_r)")
 
 
 # Monotonicity: closed forms are correctly rounded monotone operations and the KL bisection is exact to a few

@@ -16,7 +16,7 @@ import sympy as sp
 import torch
 
 from fiberlab.claims._cases import BAND_SEED as SEED
-from fiberlab.claims._symbolic import symbolic_evidence as _symbolic
+from fiberlab.claims._symbolic import proof_evidence
 from fiberlab.numerics import band_trust as NT
 from fiberlab.numerics.band import g_f
 from fiberlab.registry import Evidence, claim
@@ -90,13 +90,15 @@ def _theory() -> Evidence:
     per = sym_band.trust_region_per_token()
     floor = sym_band.trust_region_unsampled_floor()
     uni = sym_band.trust_region_uniform_sup()
-    ids = {**per["identities"], **floor["identities"], **uni["identities"]}
-    ids["chi2: no-clamp radius - 1/(K-1)"] = (uni["chi2_delta_max"][0] - 1 / (uni["K"] - 1)
-                                              if len(uni["chi2_delta_max"]) == 1 else sp.nan)
-    facts = {**per["facts"], **floor["facts"]}
-    return _symbolic(ids, facts, detail="p f(r) = g_f - (1-p) f(s) ≤ δ with f ≥ 0 (min at 1); χ² term (1-p)δ, TV δ/2 at "
-                                        "a Band end; K = 2: D_f = g_f (Band = trust region); unsampled floors a (TV), "
-                                        "(P_j+a)a/P_j (χ²), +∞ (KL), free of δ; uniform P attains (K-1)δ (χ²), Kδ/2 (TV)")
+    pairs = {**per["identities"], **floor["identities"], **uni["identities"]}      # name -> (derived, stated)
+    proved = {name: sp.simplify(derived - stated) == 0 for name, (derived, stated) in pairs.items()}
+    radius = uni["chi2_delta_max"]                                                  # solve(√(δp(1-p)) = p, δ)
+    proved["chi2: no-clamp radius - 1/(K-1)"] = len(radius) == 1 and sp.simplify(radius[0] - 1 / (uni["K"] - 1)) == 0
+    proved |= per["facts"] | floor["facts"]
+    return proof_evidence(proved, detail="p f(r) = g_f - (1-p) f(s) ≤ δ with f ≥ 0 (min at 1); χ² term (1-p)δ, TV δ/2 "
+                                         "at a Band end; K = 2: D_f = g_f (Band = trust region); unsampled floors a "
+                                         "(TV), (P_j+a)a/P_j (χ²), +∞ (KL), free of δ; uniform P attains (K-1)δ (χ²), "
+                                         "Kδ/2 (TV)")
 
 
 # ---------------------------------------------------------------------------------------------
