@@ -4,8 +4,7 @@ import sympy as sp
 
 import fiberlab.claims  # noqa: F401  (declares the claims and attaches every layer's checks)
 from fiberlab import registry
-from fiberlab.claims._cases import _limits
-from fiberlab.claims._symbolic import symbolic_evidence
+from fiberlab.claims._symbolic import proof_evidence, symbolic_evidence
 from fiberlab.theory import lpo as T
 
 LPO_IDS = ("lpo.pg_is_reverse_kl", "lpo.gibbs_target", "lpo.zero_sum", "lpo.fwd_bounded", "lpo.rev_unbounded",
@@ -13,8 +12,9 @@ LPO_IDS = ("lpo.pg_is_reverse_kl", "lpo.gibbs_target", "lpo.zero_sum", "lpo.fwd_
            "lpo.implicit_target_remax")
 
 
-def _all_zero(d):
-    return all(sp.simplify(v) == 0 for v in d.values())
+def _all_zero(pairs):
+    """Every ``name -> (derived, stated)`` pair of a derivation is an identity."""
+    return all(sp.simplify(derived - stated) == 0 for derived, stated in pairs.values())
 
 
 def _theory_check(claim_id):
@@ -34,7 +34,7 @@ def test_softmax_and_kl_definitions():
     P = T.softmax(s)
     assert sp.simplify(sum(P) - 1) == 0
     assert sp.simplify(T.kl_logits(s, s)) == 0
-    assert _all_zero({k: sp.exp(v) - P[k] for k, v in enumerate(T.log_softmax(s))})
+    assert _all_zero({k: (sp.exp(v), P[k]) for k, v in enumerate(T.log_softmax(s))})
 
 
 def test_reverse_and_forward_coefficients_k2():
@@ -68,6 +68,8 @@ def test_symbolic_evidence_fails_on_nonzero_identity():
     x = sp.Symbol("x", positive=True)
     ev = symbolic_evidence({"x": x}, {"fact": False})
     assert not ev.passed and "not proved" in ev.detail
+    ev = proof_evidence({"x = 0": sp.simplify(x) == 0, "fact": False, "1 = 1": True})
+    assert not ev.passed and ev.cases == 3 and "x = 0" in ev.detail and "fact" in ev.detail and "1 = 1" not in ev.detail
 
 
 def test_forward_kl_in_place_of_reverse_fails_prop1_check(monkeypatch):
@@ -84,7 +86,7 @@ def test_wrong_target_fails_proximal_check(monkeypatch):
         phi_wrong = [R[k] / T.tau for k in range(K)]
         logZ = sp.log(sum(sp.exp(st[k] + R[k] / T.tau) for k in range(K))) - sp.log(sum(sp.exp(v) for v in st))
         J = sum(T.softmax(s)[k] * R[k] for k in range(K)) - T.tau * T.kl_logits(s, st)
-        return {"Prop. 3": J + T.tau * T.kl_logits(s, phi_wrong) - T.tau * logZ}
+        return {"Prop. 3": (J, -T.tau * T.kl_logits(s, phi_wrong) + T.tau * logZ)}
     monkeypatch.setattr(T, "proximal_identities", wrong)
     assert registry.run_check(_theory_check("lpo.rev_is_proximal")).status == "fail"
 
@@ -111,10 +113,10 @@ def test_entropy_target_at_tau_alone_fails(monkeypatch):
     g = [sp.diff(J, v).subs(dict(zip(w, wrong))) for v in w]
     assert sp.simplify(sp.expand(sp.expand_log(g[1] - g[0], force=True))) != 0
     # and the check itself fails when the max-ent identity is broken (entropy term dropped)
-    monkeypatch.setattr(T, "max_ent_form", lambda K: {"dropped H": -T.kl_logits(T.vec("s", K), T.vec("phi", K))
-                                                      - sum(p * f for p, f in zip(T.softmax(T.vec("s", K)),
-                                                                                   T.vec("phi", K)))
-                                                      + sp.log(sum(sp.exp(v) for v in T.vec("phi", K)))})
+    monkeypatch.setattr(T, "max_ent_form", lambda K: {"dropped H": (-T.kl_logits(T.vec("s", K), T.vec("phi", K)),
+                                                                    sum(p * f for p, f in zip(T.softmax(T.vec("s", K)),
+                                                                                              T.vec("phi", K)))
+                                                                    - sp.log(sum(sp.exp(v) for v in T.vec("phi", K))))})
     assert registry.run_check(_theory_check("lpo.entropy_redundant")).status == "fail"
 
 
@@ -126,9 +128,9 @@ def test_mode_coverage_theory_and_failure(monkeypatch):
     # a wrong derivative (sign of the log term flipped) is not proved
     x, D = sp.Symbol("x", positive=True), sp.Symbol("D", nonnegative=True)
     f = x * sp.exp(-D / x) * (1 - x) ** ((1 - x) / x)
-    wrong = sp.diff(sp.expand_log(sp.log(f), force=True), x) - (D + sp.log(1 - x)) / x ** 2
-    assert sp.simplify(wrong) != 0
-    monkeypatch.setattr(T, "mode_coverage", lambda: ({"wrong d log f": wrong}, {}))
+    dlogf, wrong = sp.diff(sp.expand_log(sp.log(f), force=True), x), (D + sp.log(1 - x)) / x ** 2
+    assert sp.simplify(dlogf - wrong) != 0
+    monkeypatch.setattr(T, "mode_coverage", lambda: ({"wrong d log f": (dlogf, wrong)}, {}))
     assert registry.run_check(_theory_check("lpo.mode_coverage")).status == "fail"
 
 
@@ -136,14 +138,14 @@ def test_full_space_theory_and_failure(monkeypatch):
     c = registry.get_claim("lpo.full_space")
     assert c.paper == "LPO" and {"theory", "numerics"} <= set(c.layers)
     ids, lims = T.full_space_iteration(2)
-    assert _all_zero(ids) and _all_zero(_limits(lims))
+    assert _all_zero(ids) and _all_zero(lims)
     # the wrong exponent (π_t ∝ π_0 e^{(t+1)R/τ} as the t-th iterate) breaks the base case: the check must fail
     orig = T.full_space_iteration
 
     def shifted(M):
         ids, lims = orig(M)
         l, R = T.vec("l", M), T.vec("R", M)
-        ids["wrong base"] = T.softmax([l[k] + R[k] / T.tau for k in range(M)])[0] - T.softmax(l)[0]
+        ids["wrong base"] = (T.softmax([l[k] + R[k] / T.tau for k in range(M)])[0], T.softmax(l)[0])
         return ids, lims
     monkeypatch.setattr(T, "full_space_iteration", shifted)
     assert registry.run_check(_theory_check("lpo.full_space")).status == "fail"
@@ -153,14 +155,14 @@ def test_k2_bce_theory_and_failure(monkeypatch):
     c = registry.get_claim("lpo.k2_bce")
     assert c.paper == "LPO" and {"theory", "numerics"} <= set(c.layers)
     ids, lims = T.k2_soft_bce()
-    assert _all_zero(ids) and _all_zero(_limits(lims))
+    assert _all_zero(ids) and _all_zero(lims)
     # swapped soft labels (σ(-1/τ) on the winner) is not the forward-KL loss: its s_w-derivative differs
     sw, sl = sp.symbols("s_w s_l", real=True)
     w = T.softmax([1 / T.tau, sp.Integer(0)])
     ce = -sum(w[k] * T.log_softmax([sw, sl])[k] for k in range(2))
     swapped = -w[1] * T._log_sigmoid(sw - sl) - w[0] * T._log_sigmoid(sl - sw)
     assert sp.simplify(sp.diff(ce - swapped, sw)) != 0
-    monkeypatch.setattr(T, "k2_soft_bce", lambda: ({"swapped labels": sp.diff(ce - swapped, sw)}, {}))
+    monkeypatch.setattr(T, "k2_soft_bce", lambda: ({"swapped labels": (sp.diff(ce - swapped, sw), 0)}, {}))
     assert registry.run_check(_theory_check("lpo.k2_bce")).status == "fail"
 
 
@@ -175,7 +177,7 @@ def test_off_policy_expansion_k2_and_wrong_sign_fails(monkeypatch):
         """The descent sign for c^revKL (c^PG + c^rev): the gap no longer vanishes on-policy."""
         ids, unc, abar = orig(K)
         A = T.vec("A", K)
-        ids["Delta with descent sign at s = 0"] = 2 * (A[0] - sum(A) / K) / K
+        ids["Delta with descent sign at s = 0"] = (2 * (A[0] - sum(A) / K) / K, 0)
         return ids, unc, abar
     monkeypatch.setattr(T, "off_policy_expansion", flipped)
     assert registry.run_check(_theory_check("lpo.off_policy_gap")).status == "fail"

@@ -4,9 +4,11 @@ Spec: ``spec/lpo.md``. For a group of ``K`` responses the *listwise logits* are 
 ``s_k = log π_θ(y_k|x) - log π_b(y_k|x)`` and the listwise distribution is ``P = softmax(s)`` (LPO Eq. 4);
 on-policy ``s = 0`` and ``P = 1/K``. The target of LPO is ``w* = softmax(φ)``, ``φ = R/τ + s_t`` (LPO Thm. 1).
 
-Every function here *derives* its result (``diff``, ``solve``, ``limit``) and returns expressions a check can
-compare: a dict ``name -> expression that must simplify to 0`` (or a limit value, or a fact). Nothing is typed in
-except the definitions (softmax, KL, the objective Ĵ) and, where a statement is compared, the paper's formula.
+Every function here *derives* its result (``diff``, ``solve``, ``limit``) and returns what a check compares: a
+dict ``name -> (derived, stated)`` of the two sides of each identity (or of a limit and its value), or a fact. The
+checks (``fiberlab.claims``) hold the identity: they write ``derived - stated`` and its zero test
+(``sp.simplify(...) == 0``) in one place. Nothing is typed in except the definitions (softmax, KL, the objective
+Ĵ) and, where a statement is compared, the paper's formula.
 
 Because ``∇_θ s_k = ∇_θ log π_θ(y_k|x)`` (π_b is frozen), every gradient of a function of ``P_θ`` is
 ``Σ_k c_k ∇_θ log π_θ(y_k|x)`` with ``c_k = ∂L/∂s_k``; statements about gradients are therefore statements about
@@ -43,23 +45,19 @@ def kl_logits(a, b):
     return sum(P[k] * (la[k] - lb[k]) for k in range(len(a)))
 
 
-def _zero(e):
-    return sp.simplify(e)
-
-
 # ---------------------------------------------------------------------------------------------
 # Coefficients of the two projections (LPO Eqs. 10, 11, 14)
 # ---------------------------------------------------------------------------------------------
 def reverse_kl_coefficients(K):
     """``∂ D_KL(P‖softmax(φ))/∂s_k`` derived, minus the paper's ``c^rev_k = P_k (d_k - d̄)``, ``d = s - φ``,
-    ``d̄ = Σ P_j d_j`` (LPO Eq. 11); and the sum ``Σ_k c^rev_k``. All entries must be 0."""
+    ``d̄ = Σ P_j d_j`` (LPO Eq. 11); and the sum ``Σ_k c^rev_k`` (to equal 0). Entries ``(derived, stated)``."""
     s, phi = vec("s", K), vec("phi", K)
     P = softmax(s)
     d = [s[k] - phi[k] for k in range(K)]
     dbar = sum(P[k] * d[k] for k in range(K))
     L = kl_logits(s, phi)
-    out = {f"dKL/ds_{k + 1} - c_rev_{k + 1}": sp.diff(L, s[k]) - P[k] * (d[k] - dbar) for k in range(K)}
-    out["sum c_rev"] = sum(P[k] * (d[k] - dbar) for k in range(K))
+    out = {f"dKL/ds_{k + 1} - c_rev_{k + 1}": (sp.diff(L, s[k]), P[k] * (d[k] - dbar)) for k in range(K)}
+    out["sum c_rev"] = (sum(P[k] * (d[k] - dbar) for k in range(K)), 0)
     return out
 
 
@@ -72,23 +70,24 @@ def reverse_kl_coefficient_expr(K):
 
 def forward_kl_coefficients(K):
     """``∂ D_KL(softmax(φ)‖P)/∂s_k - (P_k - w*_k)`` (LPO Eq. 10), the sum ``Σ (P_k - w*_k)``, and the value of
-    ``c^fwd`` at ``P = w*`` (self-correction, Cor. 1(c)). All entries must be 0."""
+    ``c^fwd`` at ``P = w*`` (self-correction, Cor. 1(c)); the last two to equal 0. Entries ``(derived, stated)``."""
     s, phi = vec("s", K), vec("phi", K)
     P, w = softmax(s), softmax(phi)
     L = kl_logits(phi, s)
-    out = {f"dKL/ds_{k + 1} - (P-w)_{k + 1}": sp.diff(L, s[k]) - (P[k] - w[k]) for k in range(K)}
-    out["sum c_fwd"] = sum(P[k] - w[k] for k in range(K))
+    out = {f"dKL/ds_{k + 1} - (P-w)_{k + 1}": (sp.diff(L, s[k]), P[k] - w[k]) for k in range(K)}
+    out["sum c_fwd"] = (sum(P[k] - w[k] for k in range(K)), 0)
     at_target = dict(zip(s, phi))
-    out.update({f"c_fwd_{k + 1} at P = w*": sp.diff(L, s[k]).subs(at_target) for k in range(K)})
+    out.update({f"c_fwd_{k + 1} at P = w*": (sp.diff(L, s[k]).subs(at_target), 0) for k in range(K)})
     return out
 
 
 def l1_is_twice_positive_part():
     """``‖P - w‖₁ = 2 TV(P, w)`` with ``TV = Σ_k max(P_k - w_k, 0)`` (the largest event difference). Per
     coordinate ``|x| = 2 max(x, 0) - x`` for real ``x``; summing over ``c = P - w`` with ``Σ c = 0`` gives
-    ``Σ|c_k| = 2 Σ max(c_k, 0)``. Returns the per-coordinate identity (must be 0)."""
+    ``Σ|c_k| = 2 Σ max(c_k, 0)``. Returns the per-coordinate identity ``(|x|, 2 max(x, 0) - x)``, both sides
+    written piecewise."""
     x = sp.Symbol("x", real=True)
-    return {"|x| - (2 max(x, 0) - x)": sp.simplify((sp.Abs(x) - 2 * sp.Max(x, 0) + x).rewrite(sp.Piecewise))}
+    return {"|x| - (2 max(x, 0) - x)": (sp.Abs(x).rewrite(sp.Piecewise), (2 * sp.Max(x, 0) - x).rewrite(sp.Piecewise))}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -96,21 +95,23 @@ def l1_is_twice_positive_part():
 # ---------------------------------------------------------------------------------------------
 def pg_on_policy(K):
     """At ``s = 0``: ``c^rev`` toward ``softmax(A)`` equals ``-(A - Ā)/K`` for *any* ``A`` (so ``-A/K`` when
-    ``Σ A = 0``, the PG coefficient with the ascent sign flipped), and ``c^rev = P(d - d̄)`` there. Entries → 0."""
+    ``Σ A = 0``, the PG coefficient with the ascent sign flipped), and ``c^rev = P(d - d̄)`` there. Entries
+    ``(derived, stated)``."""
     s, phi, c = reverse_kl_coefficient_expr(K)
     A = vec("A", K)
     on = {**{v: 0 for v in s}, **dict(zip(phi, A))}
     Abar = sum(A) / K
-    out = {f"c_rev_{k + 1}(s=0) + (A_{k + 1} - mean A)/K": c[k].subs(on) + (A[k] - Abar) / K for k in range(K)}
+    out = {f"c_rev_{k + 1}(s=0) + (A_{k + 1} - mean A)/K": (c[k].subs(on), -(A[k] - Abar) / K) for k in range(K)}
     zero_mean = {A[-1]: -sum(A[:-1])}
-    out.update({f"c_rev_{k + 1}(s=0, ΣA=0) + A_{k + 1}/K": (c[k].subs(on) + A[k] / K).subs(zero_mean)
+    out.update({f"c_rev_{k + 1}(s=0, ΣA=0) + A_{k + 1}/K": (c[k].subs(on).subs(zero_mean), (-A[k] / K).subs(zero_mean))
                 for k in range(K)})
     return out
 
 
 def pg_parameter_space(K, d):
     """Chain rule through ``s = X θ`` (``X`` a symbolic ``K×d`` feature matrix, on-policy at ``θ = 0``):
-    ``(1/K) Σ_k A_k X_k + ∇_θ D_KL(softmax(Xθ)‖softmax(A))|_{θ=0} = 0`` for zero-mean ``A``. Entries → 0."""
+    ``(1/K) Σ_k A_k X_k = -∇_θ D_KL(softmax(Xθ)‖softmax(A))|_{θ=0}`` for zero-mean ``A``. Entries
+    ``(PG, -∇KL)``."""
     X = sp.Matrix(K, d, lambda i, j: sp.Symbol(f"X{i + 1}{j + 1}", real=True))
     th = sp.symbols(f"theta1:{d + 1}", real=True)
     A = vec("A", K)
@@ -119,7 +120,7 @@ def pg_parameter_space(K, d):
     L = kl_logits(s, A)
     at0 = {t: 0 for t in th}
     return {f"g_PG_{j + 1} + dKL/dtheta_{j + 1}":
-            sum(A[k] * X[k, j] for k in range(K)) / K + sp.diff(L, th[j]).subs(at0) for j in range(d)}
+            (sum(A[k] * X[k, j] for k in range(K)) / K, -sp.diff(L, th[j]).subs(at0)) for j in range(d)}
 
 
 def shift_invariance(K):
@@ -127,7 +128,7 @@ def shift_invariance(K):
     A = vec("A", K)
     b = sp.Symbol("b", real=True)
     P, Q = softmax(A), softmax([a + b for a in A])
-    return {f"softmax(A+b)_{k + 1} - softmax(A)_{k + 1}": Q[k] - P[k] for k in range(K)}
+    return {f"softmax(A+b)_{k + 1} - softmax(A)_{k + 1}": (Q[k], P[k]) for k in range(K)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -136,7 +137,7 @@ def shift_invariance(K):
 def gibbs_target(K):
     """Stationarity of the Lagrangian of ``Ĵ(w) = Σ w R - τ Σ w log(w/P_t)`` on ``Σ w = 1``, solved by SymPy.
 
-    Returns ``identities`` (solved ``w_k`` minus ``P_{t,k} e^{R_k/τ}/Σ_j P_{t,j} e^{R_j/τ}``), ``n_solutions``
+    Returns ``identities`` (solved ``w_k`` and ``P_{t,k} e^{R_k/τ}/Σ_j P_{t,j} e^{R_j/τ}``, a pair), ``n_solutions``
     (the number of stationary points found, must be 1) and ``hessian_eigs`` (eigenvalues of ``∇²Ĵ`` for ``w > 0``;
     all must be negative: strict concavity, hence uniqueness)."""
     w = sp.symbols(f"w1:{K + 1}", positive=True)
@@ -155,7 +156,7 @@ def gibbs_target(K):
     if len(lam_sol) != 1:
         return {"identities": {}, "n_solutions": len(lam_sol), "hessian_eigs": []}
     Z = sum(Pt[j] * sp.exp(R[j] / tau) for j in range(K))
-    ids = {f"w_{k + 1} - P_t e^(R/tau)/Z": sol_w[k].subs(lam, lam_sol[0]) - Pt[k] * sp.exp(R[k] / tau) / Z
+    ids = {f"w_{k + 1} - P_t e^(R/tau)/Z": (sol_w[k].subs(lam, lam_sol[0]), Pt[k] * sp.exp(R[k] / tau) / Z)
            for k in range(K)}
     H = sp.hessian(J, w)
     eigs = list(H.eigenvals().keys())
@@ -185,7 +186,7 @@ def gibbs_limits(K):
 # ---------------------------------------------------------------------------------------------
 def general_divergence_coefficients(K):
     """For a generic (undefined) differentiable ``L(P)`` with ``P = softmax(s)``: ``∂L/∂s_k`` minus
-    ``P_k(∂L/∂P_k - Σ_j P_j ∂L/∂P_j)``, and ``Σ_k`` of the latter. All entries must be 0."""
+    ``P_k(∂L/∂P_k - Σ_j P_j ∂L/∂P_j)``, and ``Σ_k`` of the latter (to equal 0). Entries ``(derived, stated)``."""
     s = vec("s", K)
     P = softmax(s)
     F = sp.Function("L")
@@ -194,12 +195,13 @@ def general_divergence_coefficients(K):
     mean = sum(P[j] * grad_P[j] for j in range(K))
     c = [P[k] * (grad_P[k] - mean) for k in range(K)]
     g = F(*P)
-    out = {f"dL/ds_{k + 1} - c_{k + 1}": sp.diff(g, s[k]) - c[k] for k in range(K)}
-    out["sum c"] = sum(c)
+    out = {f"dL/ds_{k + 1} - c_{k + 1}": (sp.diff(g, s[k]), c[k]) for k in range(K)}
+    out["sum c"] = (sum(c), 0)
     # e_k = e^{s_k} > 0 is a bijection of the reals onto the positives: an identity in e is one in s, and
     # simplify decides it several times faster than with the exponentials.
     e = sp.symbols(f"e1:{K + 1}", positive=True)
-    return {k: v.subs({sp.exp(s[i]): e[i] for i in range(K)}) for k, v in out.items()}
+    to_e = {sp.exp(s[i]): e[i] for i in range(K)}
+    return {k: (sp.sympify(a).subs(to_e), sp.sympify(b).subs(to_e)) for k, (a, b) in out.items()}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -225,40 +227,40 @@ def reverse_growth(K):
 def proximal_identities(K):
     """With ``P = softmax(s)``, ``P_t = softmax(s_t)``, ``w* = softmax(R/τ + s_t)``, ``Ẑ = Σ P_t e^{R/τ}``:
 
-    * Prop. 3: ``Ĵ(P) + τ KL(P‖w*) - τ log Ẑ`` with ``Ĵ(w) = Σ w R - τ KL(w‖P_t)``;
-    * Thm. 2(a): ``R̂(w*) - R̂(P_t) - τ [KL(w*‖P_t) + KL(P_t‖w*)]``.
+    * Prop. 3: ``Ĵ(P)`` and ``-τ KL(P‖w*) + τ log Ẑ`` with ``Ĵ(w) = Σ w R - τ KL(w‖P_t)``;
+    * Thm. 2(a): ``R̂(w*) - R̂(P_t)`` and ``τ [KL(w*‖P_t) + KL(P_t‖w*)]``.
 
-    Both must simplify to 0 for symbolic ``s, s_t, R, τ``."""
+    Returns the two pairs ``(derived, stated)``, equal for symbolic ``s, s_t, R, τ``."""
     s, st, R = vec("s", K), vec("t", K), vec("R", K)
     phi = [R[k] / tau + st[k] for k in range(K)]
     P, Pt, w = softmax(s), softmax(st), softmax(phi)
     logZhat = sp.log(sum(sp.exp(st[k]) * sp.exp(R[k] / tau) for k in range(K))) - sp.log(sum(sp.exp(v) for v in st))
     Jhat_P = sum(P[k] * R[k] for k in range(K)) - tau * kl_logits(s, st)
-    prop3 = Jhat_P + tau * kl_logits(s, phi) - tau * logZhat
     Rhat = lambda q: sum(q[k] * R[k] for k in range(K))  # noqa: E731
-    thm2a = Rhat(w) - Rhat(Pt) - tau * (kl_logits(phi, st) + kl_logits(st, phi))
-    return {"Prop. 3": prop3, "Thm. 2(a)": thm2a}
+    return {"Prop. 3": (Jhat_P, -tau * kl_logits(s, phi) + tau * logZhat),
+            "Thm. 2(a)": (Rhat(w) - Rhat(Pt), tau * (kl_logits(phi, st) + kl_logits(st, phi)))}
 
 
 # ---------------------------------------------------------------------------------------------
 # lpo.implicit_targets (Table 1/2; RLOO)
 # ---------------------------------------------------------------------------------------------
 def rloo_advantage(K):
-    """``A^RLOO_k = R_k - (1/(K-1)) Σ_{j≠k} R_j`` minus ``K/(K-1) (R_k - μ_G)``: so RLOO's implicit ``τ`` is
-    exactly ``(K-1)/K``. Entries must be 0."""
+    """``A^RLOO_k = R_k - (1/(K-1)) Σ_{j≠k} R_j`` and ``K/(K-1) (R_k - μ_G)`` (a pair per ``k``): so RLOO's implicit
+    ``τ`` is exactly ``(K-1)/K``."""
     R = vec("R", K)
     mu = sum(R) / K
-    return {f"A_RLOO_{k + 1} - K/(K-1)(R-mu)": R[k] - (sum(R) - R[k]) / (K - 1) - sp.Rational(K, K - 1) * (R[k] - mu)
+    return {f"A_RLOO_{k + 1} - K/(K-1)(R-mu)": (R[k] - (sum(R) - R[k]) / (K - 1), sp.Rational(K, K - 1) * (R[k] - mu))
             for k in range(K)}
 
 
 def rloo_coefficients(K):
-    """``c^rev`` at ``s = 0`` toward ``softmax(R/τ)`` with ``τ = (K-1)/K`` plus RLOO's PG coefficient ``A^RLOO/K``."""
+    """``c^rev`` at ``s = 0`` toward ``softmax(R/τ)`` with ``τ = (K-1)/K``, and minus RLOO's PG coefficient ``A^RLOO/K``
+    (a pair per ``k``)."""
     s, phi, c = reverse_kl_coefficient_expr(K)
     R = vec("R", K)
     t = sp.Rational(K - 1, K)
     on = {**{v: 0 for v in s}, **{phi[k]: R[k] / t for k in range(K)}}
-    return {f"c_rev_{k + 1} + A_RLOO_{k + 1}/K": c[k].subs(on) + (R[k] - (sum(R) - R[k]) / (K - 1)) / K
+    return {f"c_rev_{k + 1} + A_RLOO_{k + 1}/K": (c[k].subs(on), -(R[k] - (sum(R) - R[k]) / (K - 1)) / K)
             for k in range(K)}
 
 
@@ -270,7 +272,7 @@ def remax_gap(K):
 
     On-policy the group PG is ``Σ_k (A_k/K) ∇log π(y_k)`` and ``-∇KL(P_θ‖softmax(R)) = Σ_k (-c^rev_k) ∇log π(y_k)``
     (``∂s_k/∂θ = ∇log π(y_k)`` at ``θ = θ_old``), so the gradients differ by ``Σ_k gap_k ∇log π(y_k)``. Returns
-    ``(identities, gap, b, mu)``: ``identities`` maps ``gap_k - (μ_G - b)/K`` to its simplified value (must be 0),
+    ``(identities, gap, b, mu)``: ``identities`` maps ``gap_k - (μ_G - b)/K`` to the pair ``(gap_k, (μ_G - b)/K)``,
     ``gap`` is the common per-response gap (derived, simplified), ``b`` the baseline symbol and ``μ_G`` the group
     mean."""
     s, phi, c = reverse_kl_coefficient_expr(K)
@@ -279,8 +281,7 @@ def remax_gap(K):
     mu = sum(R) / K
     on = {**{v: 0 for v in s}, **{phi[k]: R[k] for k in range(K)}}
     gaps = [sp.simplify((R[k] - b) / K + c[k].subs(on)) for k in range(K)]
-    ids = {f"(R_{k + 1} - b)/K + c_rev_{k + 1} - (mu_G - b)/K": sp.simplify(gaps[k] - (mu - b) / K)
-           for k in range(K)}
+    ids = {f"(R_{k + 1} - b)/K + c_rev_{k + 1} - (mu_G - b)/K": (gaps[k], (mu - b) / K) for k in range(K)}
     return ids, gaps[0], b, mu
 
 
@@ -306,20 +307,21 @@ gamma = sp.Symbol("gamma", positive=True)  # entropy-bonus coefficient γ > 0
 
 def max_ent_form(K):
     """``-D_KL(P‖softmax(φ)) - [Σ_k P_k φ_k + H(P) - log Z_φ]`` with ``P = softmax(s)``, ``Z_φ = Σ e^{φ}``,
-    ``H(P) = -Σ P log P`` (LPO App. C.7: the reverse-KL objective carries an implicit entropy bonus). Must be 0."""
+    ``H(P) = -Σ P log P`` (LPO App. C.7: the reverse-KL objective carries an implicit entropy bonus), as a pair."""
     s, phi = vec("s", K), vec("phi", K)
     P, lP = softmax(s), log_softmax(s)
     H = -sum(P[k] * lP[k] for k in range(K))
     rhs = sum(P[k] * phi[k] for k in range(K)) + H - sp.log(sum(sp.exp(v) for v in phi))
-    return {"-KL(P||w*) - (sum P phi + H(P) - log Z)": -kl_logits(s, phi) - rhs}
+    return {"-KL(P||w*) - (sum P phi + H(P) - log Z)": (-kl_logits(s, phi), rhs)}
 
 
 def entropy_bonus_target(K):
     """Lagrange conditions of ``J_γ(w) = Σ w R - τ KL(w‖1/K) + γ H(w)`` on ``Σ w = 1`` (the on-policy listwise objective
     with an entropy bonus, App. C.7). Stationarity ``∂J_γ/∂w_k = λ`` is solved by SymPy for each ``w_k`` (one root,
     ``w_k ∝ e^{R_k/(τ+γ)}``); the candidate ``softmax(R/(τ+γ))`` is then substituted and ``∂J_γ/∂w_k - ∂J_γ/∂w_1``
-    must vanish (a common multiplier λ). Returns ``identities``, ``n_solutions`` (roots per coordinate, must be 1),
-    ``ratio_identities`` (``w_k/w_1`` of the solved stationary point minus ``e^{(R_k - R_1)/(τ+γ)}``) and
+    must vanish (a common multiplier λ). Returns ``identities`` (that difference, expanded, and 0), ``n_solutions``
+    (roots per coordinate, must be 1), ``ratio_identities`` (``w_k/w_1`` of the solved stationary point and
+    ``e^{(R_k - R_1)/(τ+γ)}``) and
     ``hessian_eigs`` (``-(τ+γ)/w_k``, all negative: strictly concave, so the stationary point is the maximiser)."""
     w = sp.symbols(f"w1:{K + 1}", positive=True)
     R = vec("R", K)
@@ -332,13 +334,13 @@ def entropy_bonus_target(K):
     if any(len(r) != 1 for r in roots):
         return {"identities": {}, "ratio_identities": {}, "n_solutions": n, "hessian_eigs": []}
     ratio = {f"w_{k + 1}/w_1 - e^((R_{k + 1}-R_1)/(tau+gamma))":
-             sp.simplify(sp.expand(roots[k][0] / roots[0][0])) - sp.exp((R[k] - R[0]) / (tau + gamma))
+             (sp.simplify(sp.expand(roots[k][0] / roots[0][0])), sp.exp((R[k] - R[0]) / (tau + gamma)))
              for k in range(1, K)}
     cand = softmax([r / (tau + gamma) for r in R])
     at = dict(zip(w, cand))
     # log of a positive quotient of exponentials: expand_log(force=True) is exact here (all arguments are > 0)
     ids = {f"dJ/dw_{k + 1} - dJ/dw_1 at softmax(R/(tau+gamma))":
-           sp.expand(sp.expand_log((grad[k] - grad[0]).subs(at), force=True)) for k in range(1, K)}
+           (sp.expand(sp.expand_log((grad[k] - grad[0]).subs(at), force=True)), 0) for k in range(1, K)}
     eigs = list(sp.hessian(J, w).eigenvals().keys())
     return {"identities": ids, "ratio_identities": ratio, "n_solutions": 1, "hessian_eigs": eigs}
 
@@ -358,7 +360,7 @@ def mode_coverage():
       ``-v/(e^v - 1) > -1 ⇔ q(v) = e^v - 1 - v > 0``, true since ``q(0) = 0`` and ``q' = e^v - 1 > 0``; the constant
       ``e^{-1}`` is sharp (the limit as ``α → 0⁺``).
 
-    Returns ``(identities, facts)``: expressions that must be 0 and booleans that must be True."""
+    Returns ``(identities, facts)``: ``name -> (derived, stated)`` and booleans that must be True."""
     x, p = sp.symbols("x p", positive=True)
     D = sp.Symbol("D", nonnegative=True)
     v = sp.Symbol("v", positive=True)
@@ -368,21 +370,21 @@ def mode_coverage():
     if len(sols) == 1:
         # x = 1/(1+u), u > 0 parametrises x ∈ (0, 1) with 1 - x = u/(1+u) > 0, so SymPy picks the real branches
         u = sp.Symbol("u", positive=True)
-        ids["solved p - f(x)"] = sp.simplify((sols[0] - f).subs(x, 1 / (1 + u)))
+        ids["solved p - f(x)"] = (sols[0].subs(x, 1 / (1 + u)), f.subs(x, 1 / (1 + u)))
     dlogf = sp.diff(sp.expand_log(sp.log(f), force=True), x)
-    ids["d log f/dx - (D - log(1-x))/x^2"] = dlogf - (D - sp.log(1 - x)) / x ** 2
+    ids["d log f/dx - (D - log(1-x))/x^2"] = (dlogf, (D - sp.log(1 - x)) / x ** 2)
     num = (D - sp.log(1 - x)).subs(x, 1 - sp.exp(-v))
-    ids["(D - log(1-x)) at x = 1 - e^-v minus (D + v)"] = sp.simplify(num - (D + v))
+    ids["(D - log(1-x)) at x = 1 - e^-v minus (D + v)"] = (num, D + v)
     facts["D + v > 0 (so d log f/dx > 0)"] = (D + v).is_positive is True
     a = sp.Symbol("alpha", positive=True)
     g_log = ((1 - a) / a * sp.log(1 - a)).subs(a, 1 - sp.exp(-v))
-    ids["log (1-a)^((1-a)/a) at a = 1 - e^-v plus v/(e^v - 1)"] = sp.simplify(g_log + v / (sp.exp(v) - 1))
+    ids["log (1-a)^((1-a)/a) at a = 1 - e^-v plus v/(e^v - 1)"] = (g_log, -v / (sp.exp(v) - 1))
     q = sp.exp(v) - 1 - v
     facts["q(0) = 0"] = sp.simplify(q.subs(v, 0)) == 0
     t = sp.Symbol("t", real=True)
-    ids["q'(v) - ∫_0^v e^t dt"] = sp.diff(q, v) - sp.integrate(sp.exp(t), (t, 0, v))
+    ids["q'(v) - ∫_0^v e^t dt"] = (sp.diff(q, v), sp.integrate(sp.exp(t), (t, 0, v)))
     facts["q'(v) > 0: the integrand e^t is positive on (0, v)"] = sp.exp(t).is_positive is True
-    ids["lim_{a->0+} (1-a)^((1-a)/a) - e^-1"] = sp.limit((1 - a) ** ((1 - a) / a), a, 0, "+") - sp.exp(-1)
+    ids["lim_{a->0+} (1-a)^((1-a)/a) - e^-1"] = (sp.limit((1 - a) ** ((1 - a) / a), a, 0, "+"), sp.exp(-1))
     return ids, facts
 
 
@@ -398,17 +400,17 @@ def full_space_iteration(M):
     * convergence: with ``R_1`` the unique maximum (``R_k = R_1 - a_k``, ``a_k > 0``), ``lim_{t→∞} π_{t,1} = 1`` and
       ``lim π_{t,k} = 0`` (hence ``E_{π_t}[R] → R_1 = max R`` for bounded R).
 
-    Returns ``(identities, limits)``: ``name -> expression (must be 0)`` and ``name -> (limit, expected)``."""
+    Returns ``(identities, limits)``: ``name -> (derived, stated)`` and ``name -> (limit, expected)``."""
     l, R = vec("l", M), vec("R", M)
     t = sp.Symbol("t", nonnegative=True)
     pi_t = softmax([l[k] + t * R[k] / tau for k in range(M)])
     z = sum(pi_t[k] * sp.exp(R[k] / tau) for k in range(M))
     pi_next = softmax([l[k] + (t + 1) * R[k] / tau for k in range(M)])
-    ids = {f"step_{k + 1} - pi_(t+1),{k + 1}": pi_t[k] * sp.exp(R[k] / tau) / z - pi_next[k] for k in range(M)}
-    ids.update({f"pi_0,{k + 1} - softmax(l)_{k + 1}": pi_t[k].subs(t, 0) - softmax(l)[k] for k in range(M)})
+    ids = {f"step_{k + 1} - pi_(t+1),{k + 1}": (pi_t[k] * sp.exp(R[k] / tau) / z, pi_next[k]) for k in range(M)}
+    ids.update({f"pi_0,{k + 1} - softmax(l)_{k + 1}": (pi_t[k].subs(t, 0), softmax(l)[k]) for k in range(M)})
     E = sum(pi_t[k] * R[k] for k in range(M))
     var = sum(pi_t[k] * (R[k] - E) ** 2 for k in range(M))
-    ids["dE/dt - Var/tau"] = sp.diff(E, t) - var / tau
+    ids["dE/dt - Var/tau"] = (sp.diff(E, t), var / tau)
     r1 = sp.Symbol("R1", real=True)
     gaps = sp.symbols(f"a2:{M + 1}", positive=True)
     Rg = [r1] + [r1 - g for g in gaps]
@@ -428,7 +430,8 @@ def _log_sigmoid(x):
 
 def k2_soft_bce():
     """``K = 2``, on-policy (``s_t = 0``), ``R = (1, 0)`` so ``φ = (1/τ, 0)``. ``L_fwd = D_KL(w*‖P_θ)`` is taken in its
-    cross-entropy form ``CE = -Σ w*_k log P_{θ,k}`` (Eq. 10 minus the constant ``H(w*)``; same gradient). Entries (→ 0):
+    cross-entropy form ``CE = -Σ w*_k log P_{θ,k}`` (Eq. 10 minus the constant ``H(w*)``; same gradient). Entries
+    ``(derived, stated)`` (the stated side 0 where the entry is a difference):
 
     * ``w*_w - σ(1/τ)``;
     * ``D_KL(w*‖P) - (CE - H(w*))``;
@@ -448,14 +451,14 @@ def k2_soft_bce():
     H = -sum(w[k] * log_softmax(phi)[k] for k in range(2))
     bce = -sig(1 / tau) * _log_sigmoid(sw - sl) - sig(-1 / tau) * _log_sigmoid(sl - sw)
     d = ce - bce
-    ids = {"w*_w - sigma(1/tau)": w[0] - sig(1 / tau),
-           "KL(w*||P) - (CE - H(w*))": kl_logits(phi, s) - (ce - H),
-           "d(CE - BCE)/ds_w": sp.diff(d, sw), "d(CE - BCE)/ds_l": sp.diff(d, sl),
-           "(CE - BCE) at s = 0": d.subs({sw: 0, sl: 0})}
+    ids = {"w*_w - sigma(1/tau)": (w[0], sig(1 / tau)),
+           "KL(w*||P) - (CE - H(w*))": (kl_logits(phi, s), ce - H),
+           "d(CE - BCE)/ds_w": (sp.diff(d, sw), 0), "d(CE - BCE)/ds_l": (sp.diff(d, sl), 0),
+           "(CE - BCE) at s = 0": (d.subs({sw: 0, sl: 0}), 0)}
     bce_d = -sig(1 / tau) * _log_sigmoid(Dl) - sig(-1 / tau) * _log_sigmoid(-Dl)
     gap = bce_d + _log_sigmoid(Dl) - sig(-1 / tau) * Dl
-    ids["d/dDelta [BCE + log sigma(Delta) - sigma(-1/tau) Delta]"] = sp.diff(gap, Dl)
-    ids["[BCE + log sigma(Delta) - sigma(-1/tau) Delta] at Delta = 0"] = gap.subs(Dl, 0)
+    ids["d/dDelta [BCE + log sigma(Delta) - sigma(-1/tau) Delta]"] = (sp.diff(gap, Dl), 0)
+    ids["[BCE + log sigma(Delta) - sigma(-1/tau) Delta] at Delta = 0"] = (gap.subs(Dl, 0), 0)
     lims = {"tau->0 sigma(1/tau)": (sp.limit(sig(1 / tau), tau, 0, "+"), 1),
             "tau->0 sigma(-1/tau)": (sp.limit(sig(-1 / tau), tau, 0, "+"), 0)}
     return ids, lims
@@ -469,13 +472,13 @@ def off_policy_expansion(K):
     ``c^PG_k = r_k A_k/K`` (unclipped IS-weighted PG, ``r_k = e^{s_k}``) and ``c^revKL_k = -P_k(d_k - d̄)`` (minus the
     descent coefficient of Eq. 11), ``d = s - A`` (target ``softmax(A)``), ``Σ A = 0``. With ``s = ε u``:
 
-    * ``Δ_k(0)`` (must be 0: the two agree on-policy);
+    * ``Δ_k(0)`` (to equal 0: the two agree on-policy);
     * ``dΔ_k/dε(0) - (1/K)[(u_k - ū) + ū A_k + (1/K) Σ_m u_m A_m]`` (the spec's first-order Δ, divided by ε);
     * ``dc^revKL_k/dε(0) - (1/K)[u_k A_k - ū A_k - (1/K) Σ u_m A_m - (u_k - ū)]`` (Eq. 29's three groups) and
       ``c^revKL_k(0) - A_k/K``, ``dc^PG_k/dε(0) - u_k A_k/K``.
 
     Also returns ``uncentred``: ``Δ_1(0)`` for a general ``A`` (equal to ``Ā/K``), showing ``Σ A = 0`` is needed.
-    Returns ``(identities, uncentred, Abar_over_K)``."""
+    Returns ``(identities, uncentred, Abar_over_K)``, ``identities`` as ``name -> (derived, stated)``."""
     e = sp.Symbol("varepsilon", real=True)
     u = vec("u", K)
     A = vec("A", K)
@@ -495,13 +498,13 @@ def off_policy_expansion(K):
     ids = {}
     for k in range(K):
         delta = c_pg[k] - c_rev[k]
-        ids[f"Delta_{k + 1}(0)"] = delta.subs(e, 0)
-        ids[f"dDelta_{k + 1}/de(0) - first order"] = (sp.diff(delta, e).subs(e, 0)
-                                                      - ((u[k] - ubar) + ubar * Az[k] + uA / K) / K)
-        ids[f"c_revKL_{k + 1}(0) - A_{k + 1}/K"] = c_rev[k].subs(e, 0) - Az[k] / K
-        ids[f"dc_revKL_{k + 1}/de(0) - Eq. 29"] = (sp.diff(c_rev[k], e).subs(e, 0)
-                                                   - (u[k] * Az[k] - ubar * Az[k] - uA / K - (u[k] - ubar)) / K)
-        ids[f"dc_PG_{k + 1}/de(0) - u A/K"] = sp.diff(c_pg[k], e).subs(e, 0) - u[k] * Az[k] / K
+        ids[f"Delta_{k + 1}(0)"] = (delta.subs(e, 0), 0)
+        ids[f"dDelta_{k + 1}/de(0) - first order"] = (sp.diff(delta, e).subs(e, 0),
+                                                      ((u[k] - ubar) + ubar * Az[k] + uA / K) / K)
+        ids[f"c_revKL_{k + 1}(0) - A_{k + 1}/K"] = (c_rev[k].subs(e, 0), Az[k] / K)
+        ids[f"dc_revKL_{k + 1}/de(0) - Eq. 29"] = (sp.diff(c_rev[k], e).subs(e, 0),
+                                                   (u[k] * Az[k] - ubar * Az[k] - uA / K - (u[k] - ubar)) / K)
+        ids[f"dc_PG_{k + 1}/de(0) - u A/K"] = (sp.diff(c_pg[k], e).subs(e, 0), u[k] * Az[k] / K)
     g_pg, g_rev = coeffs(A)
     return ids, sp.simplify((g_pg[0] - g_rev[0]).subs(e, 0)), sum(A) / K ** 2    # Ā/K = ΣA/K²
 
@@ -516,7 +519,8 @@ def pointwise_target(K):
 
     Returns ``(identities, facts, counterexample)``:
 
-    * identities: ``(w^C4_1/w*_1)/(w^C4_2/w*_2) - b_1/b_2`` (the two agree iff π_b is equal on the group);
+    * identities, as ``name -> (derived, stated)``: ``(w^C4_1/w*_1)/(w^C4_2/w*_2) - b_1/b_2`` (the two agree iff π_b
+      is equal on the group);
       ``c^point_k + w*_k``; ``Σ c^point + 1``; ``c^fwd`` at ``P = w*`` (0, self-correcting); the SNIS limit over a
       finite response space, ``b g/Σ b g`` with Eq. 8's weight ``g = e^{R/τ}``, minus the KL-regularised target
       ``b e^{R/τ}/Σ b e^{R/τ}``; and with C.4's weight ``g = b e^{R/τ}`` minus ``b² e^{R/τ}/Σ b² e^{R/τ}``;
@@ -529,20 +533,20 @@ def pointwise_target(K):
     w = softmax([r / tau for r in R])
     zc4 = sum(b[j] * sp.exp(R[j] / tau) for j in range(K))
     wc4 = [b[k] * sp.exp(R[k] / tau) / zc4 for k in range(K)]
-    ids = {"(wC4_1/w_1)/(wC4_2/w_2) - b1/b2": (wc4[0] / w[0]) / (wc4[1] / w[1]) - b[0] / b[1]}
+    ids = {"(wC4_1/w_1)/(wC4_2/w_2) - b1/b2": ((wc4[0] / w[0]) / (wc4[1] / w[1]), b[0] / b[1])}
     L_point = -sum(w[k] * (s[k] + sp.log(b[k])) for k in range(K))
     c_point = [sp.diff(L_point, v) for v in s]
-    ids.update({f"c_point_{k + 1} + w*_{k + 1}": c_point[k] + w[k] for k in range(K)})
-    ids["sum c_point + 1"] = sum(c_point) + 1
+    ids.update({f"c_point_{k + 1} + w*_{k + 1}": (c_point[k], -w[k]) for k in range(K)})
+    ids["sum c_point + 1"] = (sum(c_point), -1)
     L_fwd = kl_logits([r / tau for r in R], s)
     at_target = {s[k]: R[k] / tau for k in range(K)}
-    ids.update({f"c_fwd_{k + 1} at P = w*": sp.diff(L_fwd, s[k]).subs(at_target) for k in range(K)})
+    ids.update({f"c_fwd_{k + 1} at P = w*": (sp.diff(L_fwd, s[k]).subs(at_target), 0) for k in range(K)})
     g8 = [sp.exp(R[k] / tau) for k in range(K)]
     gc4 = [b[k] * sp.exp(R[k] / tau) for k in range(K)]
     snis = lambda g: [b[k] * g[k] / sum(b[j] * g[j] for j in range(K)) for k in range(K)]  # noqa: E731
-    ids.update({f"SNIS(Eq. 8)_{k + 1} - b e^(R/tau)/Z": snis(g8)[k] - b[k] * sp.exp(R[k] / tau) / zc4 for k in range(K)})
+    ids.update({f"SNIS(Eq. 8)_{k + 1} - b e^(R/tau)/Z": (snis(g8)[k], b[k] * sp.exp(R[k] / tau) / zc4) for k in range(K)})
     z2 = sum(b[j] ** 2 * sp.exp(R[j] / tau) for j in range(K))
-    ids.update({f"SNIS(C.4)_{k + 1} - b^2 e^(R/tau)/Z2": snis(gc4)[k] - b[k] ** 2 * sp.exp(R[k] / tau) / z2
+    ids.update({f"SNIS(C.4)_{k + 1} - b^2 e^(R/tau)/Z2": (snis(gc4)[k], b[k] ** 2 * sp.exp(R[k] / tau) / z2)
                 for k in range(K)})
     # π_b(y_1) = 4/5 and the other responses share 1/5 (distinct responses: Σ π_b(y_k) ≤ 1); K = 2 gives (4/5, 1/5)
     inst = {b[0]: sp.Rational(4, 5), R[0]: 1, tau: 1,
@@ -570,7 +574,8 @@ def single_response(stated=None):
 
     Returns ``(identities, facts, limits)``:
 
-    * identities (→ 0): ``∂L/∂s - (σ(s - v) - σ(x))``; ``∂L/∂s`` at ``s = v = 0`` minus ``stated(x)``; the same minus
+    * identities, as ``name -> (derived, stated)``: ``∂L/∂s - (σ(s - v) - σ(x))``; ``∂L/∂s`` at ``s = v = 0`` minus
+      ``stated(x)``; the same minus
       ``-½ tanh(x/2)``; ``∂L/∂s + ∂L/∂v`` (the *pair* is zero-sum, App. C.6: the virtual response carries ``-c``, and
       having no parameters it drops out of the gradient);
     * facts: ``½ - c = σ(x) > 0`` and ``½ + c = σ(-x) > 0`` (so ``|c| < ½``); ``c = 0`` only at ``R = b`` (SymPy
@@ -584,12 +589,12 @@ def single_response(stated=None):
     c, c_v = sp.diff(L, s), sp.diff(L, v)
     on = {s: 0, v: 0}
     c0 = c.subs(on)
-    ids = {"dL/ds - (sigma(s - v) - sigma((R-b)/tau))": c - (_sigmoid(s - v) - _sigmoid((R - b) / tau)),
-           "c(s=0) - stated((R-b)/tau)": c0 - stated((R - b) / tau),
-           "c(s=0) + tanh((R-b)/(2 tau))/2": (c0 + sp.tanh((R - b) / (2 * tau)) / 2).rewrite(sp.exp),
-           "dL/ds + dL/dv (pair is zero-sum)": c + c_v}
+    ids = {"dL/ds - (sigma(s - v) - sigma((R-b)/tau))": (c, _sigmoid(s - v) - _sigmoid((R - b) / tau)),
+           "c(s=0) - stated((R-b)/tau)": (c0, stated((R - b) / tau)),
+           "c(s=0) + tanh((R-b)/(2 tau))/2": (c0.rewrite(sp.exp), (-sp.tanh((R - b) / (2 * tau)) / 2).rewrite(sp.exp)),
+           "dL/ds + dL/dv (pair is zero-sum)": (c, -c_v)}
     cx = sp.Rational(1, 2) - _sigmoid(x)                       # c0 as a function of x (identity above)
-    ids["c(s=0) - (1/2 - sigma(x)) at x = (R-b)/tau"] = c0 - cx.subs(x, (R - b) / tau)
+    ids["c(s=0) - (1/2 - sigma(x)) at x = (R-b)/tau"] = (c0, cx.subs(x, (R - b) / tau))
     roots = sp.solve(sp.Eq(c0, 0), R)
     facts = {"1/2 - c = sigma(x) > 0": sp.simplify(sp.Rational(1, 2) - cx - _sigmoid(x)) == 0
              and _sigmoid(x).is_positive is True,
@@ -606,7 +611,7 @@ def single_response(stated=None):
 # ---------------------------------------------------------------------------------------------
 def binary_group_gain():
     """On-policy group with ``n`` successes (reward 1) and ``m`` failures (reward 0), ``K = n + m``, ``x = e^{1/τ}``:
-    ``w*_succ = x/(nx + m)``, ``w*_fail = 1/(nx + m)``, ``P_t = 1/K``. Returns identities (→ 0):
+    ``w*_succ = x/(nx + m)``, ``w*_fail = 1/(nx + m)``, ``P_t = 1/K``. Returns identities ``name -> (derived, stated)``:
 
     * ``n(w_s - 1/K) + m(w_f - 1/K)`` (zero-sum), so for ``x ≥ 1`` ``TV(P_t, w*) = n(w_s - 1/K)``;
     * ``[R̂(w*) - R̂(P_t)] - TV(P_t, w*)``: the target gain τ·Jeffreys (Thm. 2(a)) *equals* TV(P_t, w*).
@@ -619,6 +624,6 @@ def binary_group_gain():
     ws, wf = x / (n * x + m), 1 / (n * x + m)
     tv0 = n * (ws - 1 / K)
     gain = n * ws * 1 + m * wf * 0 - (n * 1 + m * 0) / K
-    return {"n(w_s - 1/K) + m(w_f - 1/K)": n * (ws - 1 / K) + m * (wf - 1 / K),
-            "[R(w*) - R(P_t)] - TV(P_t, w*)": gain - tv0,
-            "w_s - 1/K at x = 1": (ws - 1 / K).subs(x, 1)}
+    return {"n(w_s - 1/K) + m(w_f - 1/K)": (n * (ws - 1 / K) + m * (wf - 1 / K), 0),
+            "[R(w*) - R(P_t)] - TV(P_t, w*)": (gain, tv0),
+            "w_s - 1/K at x = 1": (ws.subs(x, 1), 1 / K)}

@@ -107,11 +107,6 @@ def _rel(a, b):
     return float(np.max(np.abs(np.asarray(a) - np.asarray(b))) / max(1.0, float(np.max(np.abs(b)))))
 
 
-def _limits(pairs: dict) -> dict:
-    """``{name: (limit, stated)}`` -> ``{name: limit - stated}`` for the theory checks."""
-    return {k: a - b for k, (a, b) in pairs.items()}
-
-
 def _batch(seed, n_groups=4, k=5, t=7, drift=0.3, equal_lengths=False):
     g = torch.Generator().manual_seed(seed)
     b = n_groups * k

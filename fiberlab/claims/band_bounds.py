@@ -98,8 +98,8 @@ def _g_convex_with_minimum_at_one() -> Evidence:
               "value_at_one": sp.simplify(out["g_at_one"] - sym_band.f(1)) == 0,
               "slope_at_one": sp.simplify(out["slope_at_one"]) == 0,
               "weights p, p²/(1-p) positive": all(bool(w.is_positive) for w in out["weights"])}
-    return proof_evidence(proved, detail="g_f'' = p f''(r) + p²/(1-p) f''(s) with positive weights; g_f(p,1) = f(1) = 0 "
-                                         "and ∂g/∂r(p,1) = 0 for generic f")
+    return proof_evidence(proved, detail="g_f'' = p f''(r) + p²/(1-p) f''(s) with positive weights; g_f(p,1) = f(1) = "
+                                         "0 and ∂g/∂r(p,1) = 0 for generic f")
 
 
 @reduction.check("theory")
@@ -376,7 +376,8 @@ def _kl_roots_unique_on_each_branch() -> Evidence:
     # compared as exp(-2(g - δ)) - 1, which is 0 iff g = δ, so that no log identity needs forcing.
     g_half = sym_band.g("kl").subs(p, sp.Rational(1, 2))
     for i, root in enumerate(out["half_roots"]):
-        proved[f"exp(-2(g(1/2, root {i}) - δ)) - 1"] = sp.simplify(sp.expand(sp.exp(-2 * (g_half.subs(r, root) - delta))) - 1) == 0
+        exp_g_minus_delta = sp.expand(sp.exp(-2 * (g_half.subs(r, root) - delta)))
+        proved[f"exp(-2(g(1/2, root {i}) - δ)) - 1"] = sp.simplify(exp_g_minus_delta - 1) == 0
     proved |= {"(∂g/∂r)/(r-1) > 0 on 0 < r < 1/p": out["slope_over_r_minus_1_positive"],
                "∂²g/∂r² > 0 on 0 < r < 1/p": out["curvature_positive"],
                "g(p, 0+) = +oo": out["edge_values"][0] == sp.oo,

@@ -126,7 +126,8 @@ def _clamp_misfires_on_an_interval_of_tail_p() -> Evidence:
     # E(p) and its closed form compared for 0 < p < 1 (odds parametrisation), where every log has a sign
     closed_form = p * (-sp.log(clamp) + clamp) + (1 - p) * sp.log(1 - p)
     E_minus_closed = (out["E"] - closed_form).subs(sym_band.ON_UNIT_INTERVAL)
-    proved = {"E(p) - [p(log(1/c) + c) + (1-p) log(1-p)]": sp.simplify(sp.expand_log(sp.simplify(E_minus_closed))) == 0,
+    proved = {"E(p) - [p(log(1/c) + c) + (1-p) log(1-p)]":
+              sp.simplify(sp.expand_log(sp.simplify(E_minus_closed))) == 0,
               "lower end - δ/(log(1/c) + c)": sp.simplify(lower_end - delta / (-sp.log(clamp) + clamp)) == 0,
               "upper end - δ/(log(1/c) + c - 1)": sp.simplify(upper_end - delta / (-sp.log(clamp) + clamp - 1)) == 0}
     proved |= out["facts"]

@@ -66,8 +66,10 @@ def _limits_by_sympy() -> Evidence:
             proved["chi2: lim margin"] = sp.simplify(zero["margin"]) == 0
             proved["chi2: lim margin/√(δp) - 1"] = sp.simplify(zero["scaled_margin"] - 1) == 0
         else:
-            proved[f"{div}: lim margin - stated"] = sp.simplify(zero["margin"] - sym_band.STATED["margin_p_to_0"][div]) == 0
-    proved["kl: lim_(p→1) g(p, r) + log r"] = sp.simplify(sym_band.limit_p_to_1("kl")["g_limit"] + sp.log(sym_band.r)) == 0
+            stated = sym_band.STATED["margin_p_to_0"][div]
+            proved[f"{div}: lim margin - stated"] = sp.simplify(zero["margin"] - stated) == 0
+    g_limit = sym_band.limit_p_to_1("kl")["g_limit"]                  # lim_(p→1) g_KL(p, r) = -log r
+    proved["kl: lim_(p→1) g(p, r) + log r"] = sp.simplify(g_limit + sp.log(sym_band.r)) == 0
     return proof_evidence(proved, detail="p→1: r* = e^{-δ}, 1-δ, 1 and r̄ → 1; p→0: g(p, r) → 0 at fixed r (so r̲ → 0, "
                                          "r̄ → ∞), margin → 1-e^{-δ} (KL), δ (TV), 0 with margin/√(δp) → 1 (χ²)")
 
@@ -248,7 +250,8 @@ def _mirror_identity_generic_f() -> Evidence:
               "r(s=0) - 1/p": sp.simplify(out["edges"][0] - 1 / p) == 0,
               "r(s=1/(1-p))": sp.simplify(out["edges"][1]) == 0}
     for div, (lower, mirrored) in out["closed_form_lower"].items():     # Prop. 4's r̲(p), [1 - (1-p) r̄(1-p)]/p
-        proved[f"{div}: r̲(p) - [1-(1-p) r̄(1-p)]/p"] = sp.simplify((lower - mirrored).subs(sym_band.ON_UNIT_INTERVAL)) == 0
+        difference = (lower - mirrored).subs(sym_band.ON_UNIT_INTERVAL)
+        proved[f"{div}: r̲(p) - [1-(1-p) r̄(1-p)]/p"] = sp.simplify(difference) == 0
     proved["dr/ds < 0 (ends swap)"] = bool(sp.simplify(out["slope"].subs(sym_band.ON_UNIT_INTERVAL)).is_negative)
     return proof_evidence(proved, detail=f"g_f(p, r) = g_f(1-p, s) for generic f; r = {sp.sstr(out['inverse'])} is "
                                          "decreasing in s and maps [0, 1/(1-p)] onto [1/p, 0]")

@@ -38,9 +38,9 @@ from scipy.special import softmax
 import torch
 
 import fiberlab.claims.lpo_bandit as LB
-from fiberlab.claims._cases import (FD_STEP, FD_TOL, GRAD_TOL, ROUNDOFF_TOL, SUM_TOL, UNIT_SUM_TOL, _batch, _limits,
+from fiberlab.claims._cases import (FD_STEP, FD_TOL, GRAD_TOL, ROUNDOFF_TOL, SUM_TOL, UNIT_SUM_TOL, _batch,
                                     _loss_grad, _rel, _rel_torch, _rng)
-from fiberlab.claims._symbolic import symbolic_evidence as _symbolic
+from fiberlab.claims._symbolic import proof_evidence
 from fiberlab.gpu.losses import get_policy_loss
 from fiberlab.gpu.lpo import LPO_DIVERGENCES, listwise_state
 from fiberlab.numerics import lpo as ref_lpo
@@ -66,8 +66,11 @@ zero_sum = claim(
 @zero_sum.check("theory")
 def _general_divergence_coefficients() -> Evidence:
     """Chain rule through the softmax for an undefined L(P) (K = 3), and Σ c = 0."""
-    return _symbolic(sym_lpo.general_divergence_coefficients(3),
-                     detail="∂L/∂s_k = P_k(∂L/∂P_k - Σ P_j ∂L/∂P_j) and Σ_k c_k = 0 for a generic L(P_1, P_2, P_3)")
+    ids = sym_lpo.general_divergence_coefficients(3)               # name -> (∂L/∂s_k, P_k(∂L/∂P_k - Σ P ∂L/∂P))
+    proved = {name: sp.simplify(derived - stated) == 0 for name, (derived, stated) in ids.items()}
+    return proof_evidence(proved,
+                          detail="∂L/∂s_k = P_k(∂L/∂P_k - Σ P_j ∂L/∂P_j) and Σ_k c_k = 0 for a generic "
+                                 "L(P_1, P_2, P_3)")
 
 
 def divergences(w, rng):
@@ -151,7 +154,9 @@ def _forward_coefficients_and_tv() -> Evidence:
     """∂KL(w*‖softmax(s))/∂s = P - w*, Σ = 0, = 0 at P = w* (K = 3); |x| = 2max(x,0) - x gives Σ|c| = 2 TV."""
     ids = sym_lpo.forward_kl_coefficients(3)
     ids.update(sym_lpo.l1_is_twice_positive_part())
-    return _symbolic(ids, detail="c^fwd = P - w* derived (K = 3), zero-sum, vanishes at P = w*; per-coordinate "
+    proved = {name: sp.simplify(derived - stated) == 0 for name, (derived, stated) in ids.items()}
+    return proof_evidence(proved,
+                          detail="c^fwd = P - w* derived (K = 3), zero-sum, vanishes at P = w*; per-coordinate "
                                  "|x| = 2 max(x, 0) - x with Σ c = 0 gives Σ|c_k| = 2 Σ max(c_k, 0) = 2 TV; "
                                  "|c_k| ≤ 1 since P_k, w*_k ∈ [0, 1]")
 
@@ -208,8 +213,10 @@ rev_unbounded = claim(
 @rev_unbounded.check("theory")
 def _reverse_coefficients_grow_like_inverse_tau() -> Evidence:
     """τ c^rev_k → -P_k(R_k - Σ P_j R_j) ≠ 0 as τ → 0⁺ (K = 3): c^rev ~ 1/τ."""
-    ids = _limits(sym_lpo.reverse_growth(3))
-    return _symbolic(ids, detail="lim_{τ→0⁺} τ c^rev_k = -P_k(R_k - Σ_j P_j R_j), non-zero unless R is constant, so "
+    ids = sym_lpo.reverse_growth(3)                      # name -> (limit, expected)
+    proved = {name: sp.simplify(derived - stated) == 0 for name, (derived, stated) in ids.items()}
+    return proof_evidence(proved,
+                          detail="lim_{τ→0⁺} τ c^rev_k = -P_k(R_k - Σ_j P_j R_j), non-zero unless R is constant, so "
                                  "c^rev grows like 1/τ (K = 3); |c^rev_k| ≤ max d - min d as P_k ≤ 1, |d_k - d̄| ≤ "
                                  "max d - min d")
 
@@ -280,13 +287,15 @@ length_normalisation = claim(
 def _length_weights_break_zero_sum() -> Evidence:
     """K = 2, ΣA = 0: Σ_k A_k/(K|y_k|) = A_1(|y_2| - |y_1|)/(2|y_1||y_2|), non-zero for unequal lengths; 0 if equal."""
     net, stated, unnorm, (L1, L2, a) = sym_lpo.length_normalised_net_coefficient()
-    ids = {"net - A1(L2-L1)/(2 L1 L2)": net - stated, "summed-log-prob coefficients sum": unnorm,
-           "net at equal lengths": net.subs(L2, L1)}
-    facts = {"net coefficient is not identically 0": sp.simplify(net) != 0,
-             "net ≠ 0 at A1 = 1, |y| = (1, 2)": sp.simplify(net.subs({a: 1, L1: 1, L2: 2})) != 0}
-    return _symbolic(ids, facts, detail="with 1/|y_k| weights the PG coefficients sum to A_1(|y_2|-|y_1|)/(2|y_1||y_2|) "
-                                        "≠ 0 (zero-sum lost; the counterexample of the condition), 0 for equal lengths "
-                                        "and for summed log-probs")
+    proved = {"net - A1(L2-L1)/(2 L1 L2)": sp.simplify(net - stated) == 0,
+              "summed-log-prob coefficients sum": sp.simplify(unnorm) == 0,
+              "net at equal lengths": sp.simplify(net.subs(L2, L1)) == 0,
+              "net coefficient is not identically 0": sp.simplify(net) != 0,
+              "net ≠ 0 at A1 = 1, |y| = (1, 2)": sp.simplify(net.subs({a: 1, L1: 1, L2: 2})) != 0}
+    return proof_evidence(proved,
+                          detail="with 1/|y_k| weights the PG coefficients sum to A_1(|y_2|-|y_1|)/(2|y_1||y_2|) "
+                                 "≠ 0 (zero-sum lost; the counterexample of the condition), 0 for equal lengths "
+                                 "and for summed log-probs")
 
 
 def length_normalisation_gap(seed_offset=11, lengths=None):
@@ -361,11 +370,13 @@ def _off_policy_first_order() -> Evidence:
     ids, uncentred, abar_k = sym_lpo.off_policy_expansion(3)
     facts = {"without ΣA = 0 the gap at s = 0 is Ā/K (so the condition is needed)":
              sp.simplify(uncentred - abar_k) == 0 and sp.simplify(abar_k) != 0}
-    return _symbolic(ids, facts, detail="ascent signs c^PG_k = r_k A_k/K, c^revKL_k = -P_k(d_k - d̄), d = s - A, s = εu, "
-                                        "ΣA = 0 (K = 3): Δ_k = 0 at ε = 0 and dΔ_k/dε = (1/K)[(u_k - ū) + ū A_k + "
-                                        "(1/K)Σ u_m A_m] — the spec's first-order Δ, signs as printed; Eq. 29's "
-                                        "split of c^revKL (A/K + sA/K - s̄A/K - ΣsA/K² - (s - s̄)/K) and c^PG ≈ A/K + sA/K "
-                                        "confirmed; with ΣA ≠ 0, Δ(0) = Ā/K ≠ 0")
+    proved = {name: sp.simplify(derived - stated) == 0 for name, (derived, stated) in ids.items()}
+    return proof_evidence(proved | facts,
+                          detail="ascent signs c^PG_k = r_k A_k/K, c^revKL_k = -P_k(d_k - d̄), d = s - A, s = εu, "
+                                 "ΣA = 0 (K = 3): Δ_k = 0 at ε = 0 and dΔ_k/dε = (1/K)[(u_k - ū) + ū A_k + "
+                                 "(1/K)Σ u_m A_m] — the spec's first-order Δ, signs as printed; Eq. 29's "
+                                 "split of c^revKL (A/K + sA/K - s̄A/K - ΣsA/K² - (s - s̄)/K) and c^PG ≈ A/K + sA/K "
+                                 "confirmed; with ΣA ≠ 0, Δ(0) = Ā/K ≠ 0")
 
 
 # A provable constant for δ̄ ≤ 1/2, ΣA = 0 (derived here; the paper leaves C unspecified). Write
@@ -581,11 +592,13 @@ single_response = claim(
 @single_response.check("theory", name="virtual_simplex_coefficient")
 def _virtual_simplex_sympy() -> Evidence:
     ids, facts, lims = sym_lpo.single_response()
-    ids.update({k: a - b for k, (a, b) in lims.items()})
-    return _symbolic(ids, facts, detail="c = ∂KL(softmax(R/τ, b/τ)‖softmax(s, v))/∂s = σ(s - v) - σ((R-b)/τ) derived; "
-                                        "at s = v = 0: ½ - σ((R-b)/τ) = -½ tanh((R-b)/(2τ)); ½ ∓ c = σ(±x) > 0 so "
-                                        "|c| < ½, with c → ∓½ as x → ±∞ (sharp, not attained); the pair (s, v) is "
-                                        "zero-sum but the virtual logit has no parameters, and c = 0 only at R = b")
+    ids.update(lims)
+    proved = {name: sp.simplify(derived - stated) == 0 for name, (derived, stated) in ids.items()}
+    return proof_evidence(proved | facts,
+                          detail="c = ∂KL(softmax(R/τ, b/τ)‖softmax(s, v))/∂s = σ(s - v) - σ((R-b)/τ) derived; "
+                                 "at s = v = 0: ½ - σ((R-b)/τ) = -½ tanh((R-b)/(2τ)); ½ ∓ c = σ(±x) > 0 so "
+                                 "|c| < ½, with c → ∓½ as x → ±∞ (sharp, not attained); the pair (s, v) is "
+                                 "zero-sum but the virtual logit has no parameters, and c = 0 only at R = b")
 
 
 SINGLE_TAU = 0.5

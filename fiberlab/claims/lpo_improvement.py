@@ -31,11 +31,12 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import sympy as sp
 from scipy.special import softmax
 
 import fiberlab.claims.lpo_bandit as LB
-from fiberlab.claims._cases import IDENTITY_TOL, UNIT_SUM_TOL, _limits, _rng
-from fiberlab.claims._symbolic import symbolic_evidence as _symbolic
+from fiberlab.claims._cases import IDENTITY_TOL, UNIT_SUM_TOL, _rng
+from fiberlab.claims._symbolic import proof_evidence
 from fiberlab.numerics import lpo as ref_lpo
 from fiberlab.registry import Evidence, claim
 from fiberlab.theory import lpo as sym_lpo
@@ -53,8 +54,9 @@ monotone_improvement = claim(
 @monotone_improvement.check("theory")
 def _target_gain_is_jeffreys() -> Evidence:
     """Thm. 2(a): R̂(w*) - R̂(P_t) - τ[KL(w*‖P_t) + KL(P_t‖w*)] ≡ 0 (K = 3)."""
-    return _symbolic({"Thm. 2(a)": sym_lpo.proximal_identities(3)["Thm. 2(a)"]},
-                     detail="R̂(w*) - R̂(P_t) = τ [KL(w*‖P_t) + KL(P_t‖w*)] for symbolic s_t, R, τ (K = 3)")
+    gain, tau_jeffreys = sym_lpo.proximal_identities(3)["Thm. 2(a)"]     # R̂(w*) - R̂(P_t), τ[KL(w*‖P_t) + KL(P_t‖w*)]
+    return proof_evidence({"Thm. 2(a)": sp.simplify(gain - tau_jeffreys) == 0},
+                          detail="R̂(w*) - R̂(P_t) = τ [KL(w*‖P_t) + KL(P_t‖w*)] for symbolic s_t, R, τ (K = 3)")
 
 
 # Exact forward projection (cvxpy/Clarabel, unconstrained log-sum-exp program): an objective gap δ ≈ 1e-8 permits a
@@ -136,10 +138,12 @@ inexact_projection = claim(
 
 @inexact_projection.check("theory", name="two_level_gain_equals_tv")
 def _two_level_gain() -> Evidence:
-    return _symbolic(sym_lpo.binary_group_gain(),
-                     detail="on-policy group with n successes, m failures, x = e^{1/τ}: Σ(w* - 1/K) = 0, so TV(P_t, w*) "
-                            "= n(w_s - 1/K), and R̂(w*) - R̂(P_t) - TV(P_t, w*) ≡ 0: Thm. 2 certifies improvement iff "
-                            "2 R_max ε_proj ≤ TV(P_t, w*)")
+    ids = sym_lpo.binary_group_gain()                              # name -> (derived, stated)
+    proved = {name: sp.simplify(derived - stated) == 0 for name, (derived, stated) in ids.items()}
+    return proof_evidence(proved,
+                          detail="on-policy group with n successes, m failures, x = e^{1/τ}: Σ(w* - 1/K) = 0, "
+                                 "so TV(P_t, w*) = n(w_s - 1/K), and R̂(w*) - R̂(P_t) - TV(P_t, w*) ≡ 0: Thm. 2 "
+                                 "certifies improvement iff 2 R_max ε_proj ≤ TV(P_t, w*)")
 
 
 PROJECTION_SETTINGS = tuple((opt, fam) for opt in ("adam", "sgd") for fam in LB.TAU_FAMILIES)
@@ -210,10 +214,12 @@ mode_coverage = claim(
 def _binary_bound_monotone_and_constant() -> Evidence:
     """Binary data-processing bound solved for P_k, d log f/dx = (D - log(1-x))/x² > 0, (1-α)^{(1-α)/α} > e^{-1}."""
     ids, facts = sym_lpo.mode_coverage()
-    return _symbolic(ids, facts, detail="D ≥ x log(x/p) + (1-x) log(1-x) solved for p gives f(x) = x e^{-D/x}(1-x)^{(1-x)/x}; "
-                                        "d log f/dx = (D - log(1-x))/x² = (D + v)/x² > 0 (x = 1 - e^{-v}); "
-                                        "log (1-α)^{(1-α)/α} = -v/(e^v - 1) > -1 ⇔ e^v - 1 - v > 0 (0 at v = 0, "
-                                        "derivative ∫_0^v e^t dt > 0); lim_{α→0⁺} (1-α)^{(1-α)/α} = e^{-1} (sharp)")
+    proved = {name: sp.simplify(derived - stated) == 0 for name, (derived, stated) in ids.items()}
+    return proof_evidence(proved | facts,
+                          detail="D ≥ x log(x/p) + (1-x) log(1-x) solved for p gives f(x) = x e^{-D/x}(1-x)^{(1-x)/x}; "
+                                 "d log f/dx = (D - log(1-x))/x² = (D + v)/x² > 0 (x = 1 - e^{-v}); "
+                                 "log (1-α)^{(1-α)/α} = -v/(e^v - 1) > -1 ⇔ e^v - 1 - v > 0 (0 at v = 0, "
+                                 "derivative ∫_0^v e^t dt > 0); lim_{α→0⁺} (1-α)^{(1-α)/α} = e^{-1} (sharp)")
 
 
 COVERAGE_ALPHAS = (0.02, 0.1, 0.3, 0.5, 0.8, 0.95)
@@ -298,8 +304,10 @@ full_space = claim(
 def _gibbs_iteration_induction() -> Evidence:
     """Induction step and base case of π_t ∝ π_0 e^{tR/τ}, dE/dt = Var/τ, and π_t → e_argmax (M = 3)."""
     ids, lims = sym_lpo.full_space_iteration(3)
-    ids.update(_limits(lims))
-    return _symbolic(ids, detail="π_t e^{R/τ}/Σ = softmax(log π_0 + (t+1)R/τ) given π_t = softmax(log π_0 + tR/τ), "
+    ids.update(lims)
+    proved = {name: sp.simplify(derived - stated) == 0 for name, (derived, stated) in ids.items()}
+    return proof_evidence(proved,
+                          detail="π_t e^{R/τ}/Σ = softmax(log π_0 + (t+1)R/τ) given π_t = softmax(log π_0 + tR/τ), "
                                  "and π_0 at t = 0 (induction); d/dt E_{π_t}[R] = Var_{π_t}(R)/τ ≥ 0 (monotone: E_{t+1} "
                                  "- E_t = ∫ Var/τ); π_{t,1} → 1 for the unique maximiser R_1 (M = 3), so E → max R")
 

@@ -38,8 +38,8 @@ import torch
 from scipy.special import softmax
 
 from fiberlab.claims._cases import (FD_STEP, FD_TOL, GRAD_TOL, IDENTITY_TOL, ROUNDOFF_TOL, SUM_TOL, _batch,
-                                    _limits, _loss_grad, _rel, _rel_torch, _rng)
-from fiberlab.claims._symbolic import symbolic_evidence as _symbolic
+                                    _loss_grad, _rel, _rel_torch, _rng)
+from fiberlab.claims._symbolic import proof_evidence
 from fiberlab.gpu.advantages import get_advantage
 from fiberlab.gpu.losses import get_policy_loss
 from fiberlab.gpu.lpo import listwise_state
@@ -66,7 +66,9 @@ def _pg_equals_minus_reverse_kl_gradient() -> Evidence:
         ids.update({f"{k} (K={K})": v for k, v in sym_lpo.pg_on_policy(K).items()})
     ids.update({f"{k} (s = Xθ)": v for k, v in sym_lpo.pg_parameter_space(3, 2).items()})
     ids.update(sym_lpo.shift_invariance(3))
-    return _symbolic(ids, detail="c^rev = ∂KL/∂s = P(d - d̄); at s = 0, c^rev = -(A - Ā)/K = -A/K (ΣA = 0) for K = 3, 4; "
+    proved = {name: sp.simplify(derived - stated) == 0 for name, (derived, stated) in ids.items()}
+    return proof_evidence(proved,
+                          detail="c^rev = ∂KL/∂s = P(d - d̄); at s = 0, c^rev = -(A - Ā)/K = -A/K (ΣA = 0) for K = 3, 4; "
                                  "θ-gradient identity through a symbolic 3×2 feature map; shift invariance of softmax")
 
 
@@ -147,10 +149,12 @@ def _lagrangian_stationarity_and_concavity() -> Evidence:
              "Hessian eigenvalues all negative for w > 0": bool(out["hessian_eigs"]) and
              all(sp.ask(sp.Q.negative(e)) is True for e in out["hessian_eigs"])}
     ids = dict(out["identities"])
-    ids.update(_limits(sym_lpo.gibbs_limits(3)))
-    return _symbolic(ids, facts, detail="w_k = P_{t,k} e^{R_k/τ}/Σ_j P_{t,j} e^{R_j/τ} is the only stationary point; "
-                                        f"Hessian eigenvalues {out['hessian_eigs']} < 0 (strictly concave, unique); "
-                                        "τ→0⁺: w → e_argmax; τ→∞: w → P_t (K = 3)")
+    ids.update(sym_lpo.gibbs_limits(3))
+    proved = {name: sp.simplify(derived - stated) == 0 for name, (derived, stated) in ids.items()}
+    return proof_evidence(proved | facts,
+                          detail="w_k = P_{t,k} e^{R_k/τ}/Σ_j P_{t,j} e^{R_j/τ} is the only stationary point; "
+                                 f"Hessian eigenvalues {out['hessian_eigs']} < 0 (strictly concave, unique); "
+                                 "τ→0⁺: w → e_argmax; τ→∞: w → P_t (K = 3)")
 
 
 # Clarabel defaults: tol_gap_abs = tol_gap_rel = tol_feas = 1e-8. The closed form is the exact maximiser, so the
@@ -209,8 +213,9 @@ rev_is_proximal = claim(
 @rev_is_proximal.check("theory")
 def _proximal_identity() -> Evidence:
     """Ĵ(P) + τ KL(P‖w*) - τ log Ẑ ≡ 0 for symbolic s, s_t, R, τ (K = 3)."""
-    return _symbolic({"Prop. 3": sym_lpo.proximal_identities(3)["Prop. 3"]},
-                     detail="Ĵ(P_θ) = -τ KL(P_θ‖w*) + τ log Ẑ for symbolic s, s_t, R, τ (K = 3)")
+    J_hat, stated = sym_lpo.proximal_identities(3)["Prop. 3"]          # Ĵ(P_θ), -τ KL(P_θ‖w*) + τ log Ẑ
+    return proof_evidence({"Prop. 3": sp.simplify(J_hat - stated) == 0},
+                          detail="Ĵ(P_θ) = -τ KL(P_θ‖w*) + τ log Ẑ for symbolic s, s_t, R, τ (K = 3)")
 
 
 def proximal_errors(n_cases=200, seed_offset=6):
@@ -253,7 +258,9 @@ def _rloo_temperature() -> Evidence:
     for K in (3, 4, 5):
         ids.update({f"{k} (K={K})": v for k, v in sym_lpo.rloo_advantage(K).items()})
     ids.update(sym_lpo.rloo_coefficients(3))
-    return _symbolic(ids, detail="RLOO's leave-one-out advantage is K/(K-1)(R - μ_G), so its implicit τ is exactly "
+    proved = {name: sp.simplify(derived - stated) == 0 for name, (derived, stated) in ids.items()}
+    return proof_evidence(proved,
+                          detail="RLOO's leave-one-out advantage is K/(K-1)(R - μ_G), so its implicit τ is exactly "
                                  "(K-1)/K (Table 1's '≈ 1' is approximate); on-policy c^rev toward softmax(R/τ) "
                                  "equals -A^RLOO/K")
 
@@ -349,8 +356,10 @@ def _remax_gap_is_uncentred_baseline() -> Evidence:
         ids.update({f"{k} (K={K})": v for k, v in gap_ids.items()})
         facts[f"gap ≢ 0 (K={K})"] = sp.simplify(gap) != 0
         facts[f"gap = 0 only at b = μ_G (K={K})"] = sp.solve(sp.Eq(gap, 0), b) == [mu]
-    return _symbolic(ids, facts, detail="ReMax's PG minus -∇KL(P_θ‖softmax(R)) on-policy is ((μ_G - b)/K) Σ_k ∇log π(y_k): "
-                                        "the same gap on every response, zero iff b = μ_G (the condition)")
+    proved = {name: sp.simplify(derived - stated) == 0 for name, (derived, stated) in ids.items()}
+    return proof_evidence(proved | facts,
+                          detail="ReMax's PG minus -∇KL(P_θ‖softmax(R)) on-policy is ((μ_G - b)/K) Σ_k ∇log π(y_k): "
+                                 "the same gap on every response, zero iff b = μ_G (the condition)")
 
 
 def score_expectation_error(seed_offset=8):
@@ -431,10 +440,12 @@ def _max_ent_form_and_entropy_target() -> Evidence:
     facts = {"one stationary root per coordinate": out["n_solutions"] == 1,
              "Hessian eigenvalues all negative for w > 0": bool(out["hessian_eigs"]) and
              all(sp.ask(sp.Q.negative(e)) is True for e in out["hessian_eigs"])}
-    return _symbolic(ids, facts, detail="-D_KL(P‖w*) = Σ P φ + H(P) - log Z_φ for symbolic s, φ (K = 3); stationarity "
-                                        "∂J_γ/∂w_k = λ has one root per k with w_k/w_1 = e^{(R_k-R_1)/(τ+γ)}, and "
-                                        "softmax(R/(τ+γ)) satisfies it with a common λ; Hessian eigenvalues "
-                                        f"{out['hessian_eigs']} < 0 (strictly concave: the unique maximiser)")
+    proved = {name: sp.simplify(derived - stated) == 0 for name, (derived, stated) in ids.items()}
+    return proof_evidence(proved | facts,
+                          detail="-D_KL(P‖w*) = Σ P φ + H(P) - log Z_φ for symbolic s, φ (K = 3); stationarity "
+                                 "∂J_γ/∂w_k = λ has one root per k with w_k/w_1 = e^{(R_k-R_1)/(τ+γ)}, and "
+                                 "softmax(R/(τ+γ)) satisfies it with a common λ; Hessian eigenvalues "
+                                 f"{out['hessian_eigs']} < 0 (strictly concave: the unique maximiser)")
 
 
 # J_γ is (τ+γ)-strongly concave in ‖·‖₁ (Pinsker on both KL(w‖1/K) and -H(w) = KL(w‖1/K) - log K), so the
@@ -507,8 +518,10 @@ k2_bce = claim(
 def _k2_reduction() -> Evidence:
     """w*_w = σ(1/τ), KL = CE - H(w*), CE = soft BCE, BCE - hard = σ(-1/τ)Δ, σ(±1/τ) → 1, 0 as τ → 0⁺."""
     ids, lims = sym_lpo.k2_soft_bce()
-    ids.update(_limits(lims))
-    return _symbolic(ids, detail="K = 2, φ = (1/τ, 0): w*_w = σ(1/τ); D_KL(w*‖P) = CE - H(w*); CE - soft BCE has zero "
+    ids.update(lims)
+    proved = {name: sp.simplify(derived - stated) == 0 for name, (derived, stated) in ids.items()}
+    return proof_evidence(proved,
+                          detail="K = 2, φ = (1/τ, 0): w*_w = σ(1/τ); D_KL(w*‖P) = CE - H(w*); CE - soft BCE has zero "
                                  "gradient in (s_w, s_l) and is 0 at s = 0; soft BCE + log σ(Δ) = σ(-1/τ) Δ exactly; "
                                  "σ(1/τ) → 1 and σ(-1/τ) → 0 as τ → 0⁺ (hard preference -log σ(Δ))")
 
@@ -576,12 +589,14 @@ def _pointwise_target_vs_eq8() -> Evidence:
     ids2, facts2, ce = sym_lpo.pointwise_target(2)                      # the K = 2 counterexample of the condition
     ids.update({f"{k} (K=2)": v for k, v in ids2.items()})
     facts.update({f"{k} (K=2)": v for k, v in facts2.items()})
-    ev = _symbolic(ids, facts, detail="(w^C4_1/w*_1)/(w^C4_2/w*_2) = π_b(y_1)/π_b(y_2): the C.4 target equals Eq. 8's "
-                                      "only when π_b is equal on the group; SNIS with Eq. 8's weights → π_b e^{R/τ}/Z "
-                                      "(the KL-regularised target), with C.4's → π_b² e^{R/τ}/Z₂; c^point = -w*, "
-                                      "Σ c^point = -1, c^point(P = w*) = -w* ≠ 0 while c^fwd(P = w*) = 0 (K = 2, 3); "
-                                      f"counterexample π_b = (4/5, 1/5), R = (1, 0), τ = 1: w^C4_1 = {ce['wC4_1']} vs "
-                                      f"w*_1 = {ce['w*_1']}")
+    proved = {name: sp.simplify(derived - stated) == 0 for name, (derived, stated) in ids.items()}
+    ev = proof_evidence(proved | facts,
+                        detail="(w^C4_1/w*_1)/(w^C4_2/w*_2) = π_b(y_1)/π_b(y_2): the C.4 target equals Eq. 8's "
+                               "only when π_b is equal on the group; SNIS with Eq. 8's weights → π_b e^{R/τ}/Z "
+                               "(the KL-regularised target), with C.4's → π_b² e^{R/τ}/Z₂; c^point = -w*, "
+                               "Σ c^point = -1, c^point(P = w*) = -w* ≠ 0 while c^fwd(P = w*) = 0 (K = 2, 3); "
+                               f"counterexample π_b = (4/5, 1/5), R = (1, 0), τ = 1: w^C4_1 = {ce['wC4_1']} vs "
+                               f"w*_1 = {ce['w*_1']}")
     if ev.passed:
         ev.counterexample = {"pi_b": [0.8, 0.2], "R": [1, 0], "tau": 1, "wC4_1": float(ce["wC4_1"]),
                              "w_eq8_1": float(ce["w*_1"])}
