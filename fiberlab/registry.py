@@ -6,8 +6,8 @@ returns :class:`Evidence`. ``Evidence.passed`` means *the evidence supports the 
 status*: for a ``verified`` claim the statement held on every case; for a ``refuted`` or
 ``conditional`` claim the counterexample (or the failure outside the stated condition) reproduced.
 
-Claims are declared once, in ``fiberlab.claims.<paper>``, with :func:`claim`, and their checks attached
-with the :meth:`Claim.check` decorator::
+Claims are declared once, in a topic module of ``fiberlab.claims``, with :func:`claim`, each followed by its
+checks, attached with the :meth:`Claim.check` decorator::
 
     tv = claim("band.tv_closed_form", paper="BandPO", source="BandPO Prop. 4",
                statement="TV bounds are max(1-δ/p, 0) and min(1+δ/p, 1/p).")

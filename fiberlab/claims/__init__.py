@@ -1,7 +1,7 @@
 """The claim catalogue. Importing this package declares every claim and attaches its checks.
 
 The modules are organised by topic: each holds, for every claim of its topic, the ``claim(...)`` declaration
-immediately followed by all its checks (theory, then numerics, then gpu), so a claim reads in one place. Case
+immediately followed by all its checks, layer by layer (theory, numerics, gpu), so a claim reads in one place. Case
 generators and helpers used by several modules are in ``_cases``. The modules are imported in the order below,
 which is the order of the registry (``fiberlab claims``, ``fiberlab verify``).
 
