@@ -65,3 +65,19 @@ def test_json_error_ratio_is_max_error_over_tolerance():
     assert CheckResult("x", "theory", "n", "pass", 0.0, 0.0, 1, 0.1, "").as_json()["error_ratio"] == 0.0
     assert CheckResult("x", "gpu", "n", "fail", 1e-3, 0.0, 1, 0.1, "").as_json()["error_ratio"] == "inf"
 
+
+
+def test_no_check_reports_a_bare_ratio_as_its_error():
+    """Checks once reported max error/tolerance against a tolerance of 1.0 (ten of them, in different units from
+    every other check); now they report the absolute pair nearest its tolerance (``Evidence.worst_of``), so no
+    check holds an error to a literal 1.0 and no detail explains a ratio convention."""
+    import inspect
+    import re
+    from pathlib import Path
+
+    import fiberlab.claims as catalogue
+
+    sources = {p.name: p.read_text() for p in Path(inspect.getfile(catalogue)).parent.glob("*.py")}
+    bare = {name for name, text in sources.items() if re.search(r"Evidence\.within\([^,()]+, 1\.0,", text)}
+    assert bare == set()
+    assert not any(re.search(r"error/tolerance ratio|max error/tolerance", text) for text in sources.values())

@@ -23,7 +23,7 @@ BAND_DELTAS = (0.01, 0.05, 0.2, 1.0)
 EPS64 = float(np.finfo(np.float64).eps)
 
 
-def _completion(rng: np.random.Generator, K: int, p: float) -> tuple[np.ndarray, int]:
+def random_completion(rng: np.random.Generator, K: int, p: float) -> tuple[np.ndarray, int]:
     """A random K-ary distribution P with P[a] = p at a random position a (the rest Dirichlet(1))."""
     a = int(rng.integers(K))
     P = np.empty(K)
@@ -32,22 +32,22 @@ def _completion(rng: np.random.Generator, K: int, p: float) -> tuple[np.ndarray,
     return P, a
 
 
-def _log_p(p) -> mp.mpf:
+def mp_log_p(p) -> mp.mpf:
     with mp.workdps(60):
         return mp.log(mp.mpf(p))
 
 
-def _log_1mp(p) -> mp.mpf:
+def mp_log_1mp(p) -> mp.mpf:
     """log(1 − p) exactly for the float p (so that p and 1 − p are exact complements in mpmath)."""
     with mp.workdps(60):
         return mp.log1p(-mp.mpf(p))
 
 
-def _ratio_err(x, ref) -> float:
+def ratio_error(x, ref) -> float:
     return abs(float(x) - float(ref)) / max(1.0, abs(float(ref)))
 
 
-def _log_error(got: float, ref: mp.mpf) -> float:
+def log_error(got: float, ref: mp.mpf) -> float:
     """Error of a float64 band end in log r, relative to max(1, |log r|).
 
     e^x in float64 carries the rounding of x: a relative error ≈ ε·|x| is unavoidable for r̲ ≈ e^{-δ/p}, so the
@@ -60,15 +60,14 @@ def _log_error(got: float, ref: mp.mpf) -> float:
     return abs(np.log(got) - log_ref) / max(1.0, abs(log_ref))
 
 
-def _normalised(errors: dict[str, tuple[float, float]], cases: int, detail: str) -> Evidence:
-    """Evidence from ``{name: (error, tolerance)}``: max_error = max error/tolerance against 1.0."""
-    worst_name, (worst_err, worst_tol) = max(errors.items(), key=lambda kv: kv[1][0] / kv[1][1])
+def measures_evidence(errors: dict[str, tuple[float, float]], cases: int, detail: str) -> Evidence:
+    """Evidence from ``{name: (error, tolerance)}`` (:meth:`Evidence.worst_of`: the absolute pair nearest its
+    tolerance), every measure listed in the detail."""
     parts = ", ".join(f"{k}: {e:.2e} (tol {t:.0e})" for k, (e, t) in errors.items())
-    return Evidence.within(worst_err / worst_tol, 1.0, cases,
-                           detail=f"{detail}. max error/tolerance, worst {worst_name}. {parts}")
+    return Evidence.worst_of(errors, cases, detail=f"{detail}. {parts}")
 
 
-def _torch(x: np.ndarray) -> torch.Tensor:
+def as_torch(x: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float64))
 
 
@@ -97,17 +96,17 @@ UNIT_SUM_TOL = 1e-14
 GRAD_TOL = 1e-12
 
 
-def _rng(k=0):
+def seeded_rng(k=0):
     """The LPO checks' generator number ``k`` (each check draws from its own offset of the seed)."""
     return np.random.default_rng(LPO_SEED + k)
 
 
-def _rel(a, b):
+def rel_error(a, b):
     """Largest absolute difference of two arrays, relative to max(1, max|b|)."""
     return float(np.max(np.abs(np.asarray(a) - np.asarray(b))) / max(1.0, float(np.max(np.abs(b)))))
 
 
-def _batch(seed, n_groups=4, k=5, t=7, drift=0.3, equal_lengths=False):
+def lpo_batch(seed, n_groups=4, k=5, t=7, drift=0.3, equal_lengths=False):
     g = torch.Generator().manual_seed(seed)
     b = n_groups * k
     old = -torch.rand(b, t, generator=g, dtype=torch.float64) * 3
@@ -119,7 +118,7 @@ def _batch(seed, n_groups=4, k=5, t=7, drift=0.3, equal_lengths=False):
     return old, lp, mask, rewards, torch.arange(b) // k
 
 
-def _loss_grad(name, old, lp, mask, mode, cfg, **extra):
+def loss_grad(name, old, lp, mask, mode, cfg, **extra):
     """Gradient of the registered policy loss ``name`` with respect to ``log_prob``."""
     lp = lp.detach().clone().requires_grad_()
     value, _ = get_policy_loss(name)(old, lp, None, mask, mode, cfg, **extra)
@@ -127,6 +126,6 @@ def _loss_grad(name, old, lp, mask, mode, cfg, **extra):
     return g
 
 
-def _rel_torch(a, b):
-    """:func:`_rel` for torch tensors."""
+def rel_error_torch(a, b):
+    """:func:`rel_error` for torch tensors."""
     return float((a - b).abs().max()) / max(1.0, float(b.abs().max()))

@@ -18,9 +18,9 @@ Each claim is declared and followed by its checks, layer by layer:
   CUDA), against the 50-digit reference or the closed forms.
 
 Random draws and the helpers shared with the other Band modules are in :mod:`fiberlab.claims._cases`. Tolerances
-are named next to the checks that use them, with the reason for their size. Checks whose cases have different
-natural tolerances report ``max_error`` as the largest error/tolerance ratio with ``tolerance = 1.0`` (said so in
-their detail).
+are named next to the checks that use them, with the reason for their size. Checks whose measures have different
+natural tolerances report the absolute error and tolerance of the measure nearest its tolerance (named in their
+detail).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from scipy.optimize import brentq
 
 from fiberlab.claims._cases import BAND_DELTAS as DELTAS
 from fiberlab.claims._cases import BAND_SEED as SEED
-from fiberlab.claims._cases import EPS64, _completion, _log_error, _log_p, _normalised, _ratio_err, _torch
+from fiberlab.claims._cases import EPS64, random_completion, log_error, mp_log_p, measures_evidence, ratio_error, as_torch
 from fiberlab.claims._symbolic import proof_evidence
 from fiberlab.gpu.band import band_bounds
 from fiberlab.numerics import band as ref_band
@@ -123,12 +123,12 @@ def _cvx_band_depends_only_on_p() -> Evidence:
     for div in ref_band.DIVERGENCES:
         for p in (0.02, 0.3, 0.7):
             for delta in (0.05, 0.2):
-                ref = ref_band.band_bounds_mp(_log_p(p), div, delta)
-                got = [ref_band.band_bounds_cvx(*_completion(rng, K, p), div, delta) for K in (3, 7, 12)]
+                ref = ref_band.band_bounds_mp(mp_log_p(p), div, delta)
+                got = [ref_band.band_bounds_cvx(*random_completion(rng, K, p), div, delta) for K in (3, 7, 12)]
                 for side in (0, 1):
                     vals = [g[side] for g in got]
                     worst_spread = max(worst_spread, (max(vals) - min(vals)) / max(1.0, abs(vals[0])))
-                    worst_err = max(worst_err, max(_ratio_err(v, ref[side]) for v in vals))
+                    worst_err = max(worst_err, max(ratio_error(v, ref[side]) for v in vals))
                 cases += len(got)
     return Evidence.within(max(worst_spread, worst_err), CVX_RATIO_TOL, cases,
                            detail=f"cvxpy over the simplex for 3 completions each of p ∈ {{0.02, 0.3, 0.7}}, "
@@ -205,11 +205,11 @@ def _cvx_vs_reference(divergence: str, seed: int) -> Evidence:
     for p in ORACLE_PS:
         for delta in DELTAS:
             K = int(rng.integers(3, 13))
-            P, a = _completion(rng, K, p)
+            P, a = random_completion(rng, K, p)
             got = ref_band.band_bounds_cvx(P, a, divergence, delta)
-            ref = ref_band.band_bounds_mp(_log_p(p), divergence, delta)
+            ref = ref_band.band_bounds_mp(mp_log_p(p), divergence, delta)
             for side in (0, 1):
-                e = _ratio_err(got[side], ref[side])
+                e = ratio_error(got[side], ref[side])
                 if e > worst:
                     worst, where = e, dict(K=K, p=p, delta=delta, side=("lower", "upper")[side],
                                            cvx=got[side], reference=float(ref[side]))
@@ -237,11 +237,11 @@ def _closed_form_vs_scalar_roots(divergence: str) -> Evidence:
             edge = 1.0 / p
             up_ref = edge if fn(edge) <= 0 else brentq(fn, 1.0, edge, xtol=1e-15, rtol=4 * np.finfo(float).eps)
             lo_ref = 0.0 if fn(0.0) <= 0 else brentq(fn, 0.0, 1.0, xtol=1e-15, rtol=4 * np.finfo(float).eps)
-            worst_root = max(worst_root, _ratio_err(up, up_ref), _ratio_err(lo, lo_ref))
-            ref = ref_band.band_bounds_mp(_log_p(p), divergence, delta)
-            worst_mp = max(worst_mp, _ratio_err(lo, ref[0]), _ratio_err(up, ref[1]))
+            worst_root = max(worst_root, ratio_error(up, up_ref), ratio_error(lo, lo_ref))
+            ref = ref_band.band_bounds_mp(mp_log_p(p), divergence, delta)
+            worst_mp = max(worst_mp, ratio_error(lo, ref[0]), ratio_error(up, ref[1]))
             cases += 1
-    return _normalised({"closed form vs brentq roots of g_f = δ": (worst_root, SCALAR_ROOT_TOL),
+    return measures_evidence({"closed form vs brentq roots of g_f = δ": (worst_root, SCALAR_ROOT_TOL),
                         "float64 closed form vs 50-digit": (worst_mp, FLOAT_VS_MP_TOL)}, cases,
                        f"{cases} (p, δ) pairs, p ∈ [1e-4, 1-1e-4], δ ∈ {deltas}, saturated ends included")
 
@@ -279,7 +279,7 @@ def _condition(log_p: float, divergence: str, delta: float) -> tuple[float, floa
 def _grid_vs_reference(divergence: str) -> Evidence:
     worst, where, n = 0.0, None, 0
     for delta in GRID_DELTAS:
-        lo_t, up_t = band_bounds(_torch(LOG_P_GRID), divergence, delta)
+        lo_t, up_t = band_bounds(as_torch(LOG_P_GRID), divergence, delta)
         lo_r, up_r = ref_band.band_bounds_reference(LOG_P_GRID, divergence, delta)
         conds = np.array([_condition(float(lp), divergence, delta) for lp in LOG_P_GRID])
         for k, (name, got, ref) in enumerate((("lower", lo_t.numpy(), lo_r), ("upper", up_t.numpy(), up_r))):
@@ -423,7 +423,7 @@ def _kl_reference_roots_exact() -> Evidence:
     worst, cases = mp.mpf(0), 0
     for p in ps:
         for delta in (1e-6,) + DELTAS:
-            roots = ref_band.band_bounds_mp(_log_p(p), "kl", delta)
+            roots = ref_band.band_bounds_mp(mp_log_p(p), "kl", delta)
             with mp.workdps(100):
                 pm = mp.mpf(p)
                 for r in roots:
@@ -440,7 +440,7 @@ def _kl_reference_roots_exact() -> Evidence:
             got = ref_band.band_bounds_mp(mp.log(mp.mpf(1) / 2), "kl", delta)
             worst_half = max(worst_half, *(abs(g_ - r_) / r_ for g_, r_ in zip(got, ref)))
         cases += 1
-    return _normalised({"Newton estimate of relative root error": (float(worst), REFERENCE_ROOT_TOL),
+    return measures_evidence({"Newton estimate of relative root error": (float(worst), REFERENCE_ROOT_TOL),
                         "p = 1/2 vs 1 ± √(1 - e^{-2δ})": (float(worst_half), REFERENCE_ROOT_TOL)}, cases,
                        "band_bounds_mp KL roots for p ∈ [1e-12, 1 - 1e-6], δ ∈ {1e-6, 0.01, 0.05, 0.2, 1}")
 
@@ -455,7 +455,7 @@ def _kl_float64_solver_vs_reference() -> Evidence:
         lo, up = ref_band.band_bounds(np.exp(log_ps), "kl", delta)
         for lp, lo_f, up_f in zip(log_ps, lo, up):
             ref_lo, ref_up = ref_band.band_bounds_mp(float(lp), "kl", delta)
-            worst = max(worst, _log_error(lo_f, ref_lo), _log_error(up_f, ref_up))
+            worst = max(worst, log_error(lo_f, ref_lo), log_error(up_f, ref_up))
             cases += 1
     return Evidence.within(worst, FAST_KL_TOL, cases,
                            detail=f"error in log r (relative to max(1, |log r|)) of band_bounds(kl) over "
@@ -496,9 +496,9 @@ def _kl_radicals_vs_solvers() -> Evidence:
                 ref = ref_band.band_bounds_mp(mp.log(mp.mpf(int(pv.p)) / int(pv.q)), "kl", delta)
                 worst_mp = max(worst_mp, *(abs(r_ - q_) / q_ for r_, q_ in zip(rad, ref)))
             lo, up = ref_band.band_bounds(np.array([float(pv)]), "kl", delta)
-            worst_f64 = max(worst_f64, _log_error(float(lo[0]), rad[0]), _log_error(float(up[0]), rad[1]))
+            worst_f64 = max(worst_f64, log_error(float(lo[0]), rad[0]), log_error(float(up[0]), rad[1]))
             cases += 1
-    return _normalised({"radicals vs band_bounds_mp (relative)": (float(worst_mp), REFERENCE_ROOT_TOL),
+    return measures_evidence({"radicals vs band_bounds_mp (relative)": (float(worst_mp), REFERENCE_ROOT_TOL),
                         "float64 band_bounds vs radicals (log r)": (worst_f64, FAST_KL_TOL)}, cases,
                        f"sympy.roots radicals of r^a (b - a r)^(b-a) = (b-a)^(b-a) e^(-bδ) at p = a/b ∈ "
                        f"{{1/2, 1/3, 2/3, 1/4, 3/4}}, δ ∈ {RADICAL_DELTAS}, evaluated at 60 digits")
@@ -517,7 +517,7 @@ def _kl_torch_matches_radicals() -> Evidence:
     for pv in sym_band.STATED["kl_radical_ps"]:
         log_p = math.log(float(pv))
         for delta in RADICAL_DELTAS:
-            lo, up = band_bounds(_torch(np.array([log_p])), "kl", delta)
+            lo, up = band_bounds(as_torch(np.array([log_p])), "kl", delta)
             conds = _condition(log_p, "kl", delta)
             for name, got, ref, cond in zip(("lower", "upper"), (float(lo[0]), float(up[0])),
                                             kl_radical_ends(pv, delta), conds):
@@ -579,17 +579,17 @@ def _cvx_saturation_switches_at_threshold() -> Evidence:
                 beyond = thr + rho * (1 - thr) if edge == "upper" else thr * (1 - rho)
                 inside = thr - rho * thr if edge == "upper" else thr + rho * (1 - thr)
                 for p, predicted in ((beyond, True), (inside, False)):
-                    P, a = _completion(rng, 6, p)
+                    P, a = random_completion(rng, 6, p)
                     lo, up = ref_band.band_bounds_cvx(P, a, div, delta)
                     q_a = p * (up if edge == "upper" else lo)            # new probability of a
                     gap = 1.0 - q_a if edge == "upper" else q_a
-                    ref = ref_band.band_bounds_mp(_log_p(p), div, delta)
+                    ref = ref_band.band_bounds_mp(mp_log_p(p), div, delta)
                     ref_gap = float(1 - p * ref[1]) if edge == "upper" else float(p * ref[0])
                     observed = gap <= SATURATION_EDGE_TOL
                     if observed != predicted or (not predicted and ref_gap < 10 * SATURATION_EDGE_TOL):
                         mismatches.append(dict(divergence=div, delta=delta, edge=edge, p=p, gap=gap,
                                                predicted_saturated=predicted))
-                    worst = max(worst, _ratio_err(lo, ref[0]), _ratio_err(up, ref[1]))
+                    worst = max(worst, ratio_error(lo, ref[0]), ratio_error(up, ref[1]))
                     cases += 1
     ev = Evidence.within(worst, CVX_RATIO_TOL, cases,
                          detail=f"TV/χ², δ ∈ {{0.05, 0.2}}, p at 10% of the room on each side of the derived "
@@ -611,17 +611,17 @@ def _kl_stays_inside_where_tv_chi2_saturate() -> Evidence:
         for div in ("tv", "chi2"):
             lo_c, up_c = ref_band.band_bounds_closed_form(p, div, delta)
             saturated_elsewhere.append(bool(up_c == 1.0 / p) if edge == "upper" else bool(lo_c == 0.0))
-        P, a = _completion(rng, 8, p)
+        P, a = random_completion(rng, 8, p)
         lo, up = ref_band.band_bounds_cvx(P, a, "kl", delta)
         gap = 1.0 - p * up if edge == "upper" else p * lo
-        ref = ref_band.band_bounds_mp(_log_p(p), "kl", delta)
+        ref = ref_band.band_bounds_mp(mp_log_p(p), "kl", delta)
         ref_gap = float(1 - p * ref[1]) if edge == "upper" else float(p * ref[0])
         g_edge = ref_band.g_f(p, 1.0 / p if edge == "upper" else 0.0, "kl")
         if not (all(saturated_elsewhere) and gap > 10 * SATURATION_EDGE_TOL and ref_gap > 10 * SATURATION_EDGE_TOL
                 and np.isinf(g_edge)):
             failures.append(dict(p=p, edge=edge, gap=gap, reference_gap=ref_gap, tv_chi2_saturated=saturated_elsewhere,
                                  g_edge=g_edge))
-        worst = max(worst, _ratio_err(lo, ref[0]), _ratio_err(up, ref[1]))
+        worst = max(worst, ratio_error(lo, ref[0]), ratio_error(up, ref[1]))
         cases += 1
     ev = Evidence.within(worst, CVX_RATIO_TOL, cases,
                          detail=f"δ = {delta}; p ∈ {{0.9, 0.97}} (TV, χ² upper saturated) and {{0.05, 0.1}} (lower "
@@ -639,7 +639,7 @@ def _saturation_torch() -> Evidence:
         for div, up_thr, lo_thr in (("tv", 1 - delta, delta), ("chi2", 1 / (1 + delta), delta / (1 + delta))):
             for p, up_sat, lo_sat in ((up_thr * (1 + 1e-9), True, False), (up_thr * (1 - 1e-9), False, False),
                                       (lo_thr * (1 - 1e-9), False, True), (lo_thr * (1 + 1e-9), False, False)):
-                lo, up = band_bounds(_torch(np.array([math.log(p)])), div, delta)
+                lo, up = band_bounds(as_torch(np.array([math.log(p)])), div, delta)
                 # Saturated means equal to 1/p up to the rounding of exp(-log p) (4 eps); unsaturated ends sit
                 # ≥ 1e-9 relative inside, far above rounding.
                 got_up, got_lo = abs(float(up[0]) * p - 1.0) <= 4 * EPS64, float(lo[0]) == 0.0
@@ -648,7 +648,7 @@ def _saturation_torch() -> Evidence:
                     wrong.append((div, delta, p, got_up, got_lo))
         # KL: strictly inside at p where TV and χ² saturate (p not so extreme that e^{-δ/p} or 1 - q̄ underflow).
         kl_p = np.array([1e-3, 0.01, 0.5, 0.99])
-        lo, up = band_bounds(_torch(np.log(kl_p)), "kl", delta)
+        lo, up = band_bounds(as_torch(np.log(kl_p)), "kl", delta)
         n += 1
         if not (bool((lo > 0).all()) and bool((up.numpy() * kl_p < 1.0 - 1e-12).all())):
             wrong.append(("kl", delta, "saturated"))

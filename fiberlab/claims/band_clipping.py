@@ -18,9 +18,9 @@ Each claim is declared and followed by its checks, layer by layer:
   CUDA), against the 50-digit reference or the closed forms.
 
 Random draws and the helpers shared with the other Band modules are in :mod:`fiberlab.claims._cases`. Tolerances
-are named next to the checks that use them, with the reason for their size. Checks whose cases have different
-natural tolerances report ``max_error`` as the largest error/tolerance ratio with ``tolerance = 1.0`` (said so in
-their detail).
+are named next to the checks that use them, with the reason for their size. Checks whose measures have different
+natural tolerances report the absolute error and tolerance of the measure nearest its tolerance (named in their
+detail).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import numpy as np
 import sympy as sp
 
 from fiberlab.claims._cases import BAND_SEED as SEED
-from fiberlab.claims._cases import _completion, _log_p, _ratio_err, _torch
+from fiberlab.claims._cases import random_completion, mp_log_p, ratio_error, as_torch
 from fiberlab.claims._symbolic import proof_evidence
 from fiberlab.claims.band_bounds import CVX_RATIO_TOL
 from fiberlab.gpu.band import band_bounds_authors_bisection
@@ -73,7 +73,7 @@ def _clip_margin_lp_and_head_threshold() -> Evidence:
     for e in (0.2, 0.28):
         thr = float(threshold_expr(e))
         for p in (1e-6, 1e-4, 1e-2, 0.08, thr * 0.9, thr * 0.99, thr + 0.01 * (1 - thr), thr + 0.1 * (1 - thr)):
-            P, a = _completion(rng, 5, p)
+            P, a = random_completion(rng, 5, p)
             Q = cp.Variable(P.size)
             ratio = Q[a] / P[a]
             problem = cp.Problem(cp.Maximize(ratio), [Q >= 0, cp.sum(Q) == 1, ratio <= 1 + e])
@@ -83,12 +83,12 @@ def _clip_margin_lp_and_head_threshold() -> Evidence:
             r_max = problem.value
             head = p > thr                                     # theory: 1 + ε > 1/p exactly here
             expected_margin = 1.0 - p if head else float(margin_expr(p, e))
-            worst = max(worst, _ratio_err(r_max, 1.0 + expected_margin / p))    # margin = p (r_max - 1)
+            worst = max(worst, ratio_error(r_max, 1.0 + expected_margin / p))    # margin = p (r_max - 1)
             ratio_attainable = r_max >= 1 + e - CVX_RATIO_TOL
             if ratio_attainable == head:
                 mismatches.append(dict(epsilon=e, p=p, max_ratio=r_max))
             cases += 1
-    band_margins = {p: float(p * (ref_band.band_bounds_mp(_log_p(p), "kl", 0.05)[1] - 1)) for p in (1e-6, 1e-2, 0.08)}
+    band_margins = {p: float(p * (ref_band.band_bounds_mp(mp_log_p(p), "kl", 0.05)[1] - 1)) for p in (1e-6, 1e-2, 0.08)}
     ev = Evidence.within(worst, CVX_RATIO_TOL, cases,
                          detail=f"ε ∈ {{0.2, 0.28}}: LP margin = ε p (→ 0 with p) below p* = 1/(1+ε) and 1 - p above, "
                                 f"where 1+ε is not attainable; {len(mismatches)} threshold mismatches; relative "
@@ -175,7 +175,7 @@ def _authors_bisection_accuracy_and_clamp_artifact() -> Evidence:
                 misplaced.append(dict(delta=delta, predicted=[left, right],
                                       largest_zeroed_p=float(ps[zeroed].max()) if zeroed.any() else None))
     p_art, d_art = 1e-3, 0.05
-    true_lo = ref_band.band_bounds_mp(_log_p(p_art), "kl", d_art)[0]
+    true_lo = ref_band.band_bounds_mp(mp_log_p(p_art), "kl", d_art)[0]
     ev = Evidence.within(worst, AUTHORS_ABS_TOL, cases,
                          detail=f"float64 emulation of band/solver.py over p ∈ [1e-5, 0.999], δ ∈ {{0.01, 0.05, 0.2}}: "
                                 f"max |error| {worst:.2e} (≤ tol/2 holds); KL r̲ = 0 exactly on (0, p_c] with p_c "
@@ -194,7 +194,7 @@ def _authors_bisection_artefact() -> Evidence:
     """The authors' solver is accurate to ~tol in absolute terms, yet zeroes r̲ for tail tokens (clamp artefact)."""
     delta = 0.05
     lp = np.log(np.logspace(-5, math.log10(0.999), 400))
-    lo_b, up_b = band_bounds_authors_bisection(_torch(lp), "kl", delta)
+    lo_b, up_b = band_bounds_authors_bisection(as_torch(lp), "kl", delta)
     lo_r, up_r = ref_band.band_bounds_reference(lp, "kl", delta)
     abs_err = max(float(np.max(np.abs(lo_b.numpy() - lo_r))), float(np.max(np.abs(up_b.numpy() - up_r) / up_r)))
     zeroed = (lo_b.numpy() == 0.0) & (lo_r > 0)
