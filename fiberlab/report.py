@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import html
+import re
 import subprocess
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -245,13 +246,31 @@ class ClaimCard:
 
     #: rows shown as a folded ``<details>`` under the card's table (long, one ``file:line`` per line)
     FOLDED = ("declared", "checked by")
+    #: an ambiguity label in a claim's source or statement ("spec ambiguity A13", "spec A8")
+    _LABEL = re.compile(r"spec (?:ambiguity )?A(\d+)")
+
+    def _linked(self, escaped: str) -> str:
+        """``escaped`` with each ambiguity label of the claim's paper turned into a link to its entry on the book's
+        page of open questions (``open_questions.html#oq-<paper>-a<n>``), where the book has one."""
+        labels = _open_question_labels()
+        paper = self.claim.paper.lower()
+
+        def link(m: re.Match) -> str:
+            label = f"oq-{paper}-a{m.group(1)}"
+            if label not in labels:
+                return m.group(0)
+            text = f"open question {html.escape(self.claim.paper)} A{m.group(1)}"
+            return f"<a href='open_questions.html#{label}'>{text}</a>"
+
+        return self._LABEL.sub(link, escaped)
 
     def _repr_html_(self) -> str:
         """The card as a two-column table inside an element whose id is the claim id exactly (``page.html#id``
         reaches it; Sphinx's own labels would turn the dots into dashes). The declaration and the checks'
         locations are folded."""
         rows = self.rows()
-        shown = "".join(f"<tr><th>{k}</th><td>{_esc(v)}</td></tr>" for k, v in rows if k not in self.FOLDED)
+        shown = "".join(f"<tr><th>{k}</th><td>{self._linked(_esc(v))}</td></tr>" for k, v in rows
+                        if k not in self.FOLDED)
         folded = "<br>".join(f"<b>{k}</b>: {_esc(v)}" if k == "declared" else f"<b>{k}</b>:<br>{_esc(v)}"
                              for k, v in rows if k in self.FOLDED)
         ident = html.escape(self.claim.id)
@@ -261,6 +280,15 @@ class ClaimCard:
 
     def __repr__(self) -> str:
         return "\n".join(f"{k}: {v}" for k, v in self.rows())
+
+
+def _open_question_labels(page: Path = Path(__file__).resolve().parents[1] / "book" / "open_questions.md") -> set[str]:
+    """The labels (``oq-fiberpo-a1``, …) of the book's page of open questions; empty where no book is beside the
+    package."""
+    try:
+        return set(re.findall(r"^\((oq-[a-z]+-[a-z]\d+)\)=$", page.read_text(encoding="utf-8"), flags=re.M))
+    except OSError:
+        return set()
 
 
 def claim_card(claim_id: str) -> ClaimCard:

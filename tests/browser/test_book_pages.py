@@ -164,7 +164,8 @@ def test_nothing_is_wider_than_the_column(driver, page):
     assert m["columnScroll"] <= m["columnClient"] + SLACK, f"{page}: the column scrolls sideways: {m['columnScroll']}" \
                                                              f" > {m['columnClient']}"
     assert m["documentScroll"] <= m["window"] + SLACK, f"{page}: the page scrolls sideways ({m['documentScroll']} px)"
-    assert not m["wide"], f"{page}: {m['nwide']} element(s) past the {m['column']} px column: " + json.dumps(m["wide"][:5])
+    assert not m["wide"], f"{page}: {m['nwide']} element(s) past the {m['column']} px column: " + \
+        json.dumps(m["wide"][:5])
 
 
 @pytest.mark.parametrize("page", PAGES or ["(none)"])
