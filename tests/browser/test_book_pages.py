@@ -30,7 +30,9 @@ SLACK = 1.5
 #: how long MathJax may take to typeset one page (the longest pages hold hundreds of formulas)
 MATHJAX_TIMEOUT_S = 120
 
-PAGES = sorted(p.name for p in HTML.glob("*.html")) if HTML.is_dir() else []
+#: every page of the book; index.html only redirects to the first page (a meta refresh), and is left out
+PAGES = sorted(p.name for p in HTML.glob("*.html") if 'http-equiv="Refresh"' not in p.read_text(encoding="utf-8")) \
+    if HTML.is_dir() else []
 
 
 def _browser_paths() -> tuple[str | None, str | None]:
@@ -67,24 +69,28 @@ const box = {left: outer.left + parseFloat(pad.paddingLeft), right: outer.right 
 box.width = box.right - box.left;
 const slack = arguments[0];
 const wide = [];
+let widest = 0;
 for (const el of col.querySelectorAll('*')) {
   const r = el.getBoundingClientRect();
   if (r.width === 0 && r.height === 0) continue;              // not rendered (inside a closed <details>, hidden)
   const cs = getComputedStyle(el);
   if (cs.display === 'none' || cs.visibility === 'hidden') continue;
+  if (el.closest('mjx-assistive-mml')) continue;                // MathJax's copy for screen readers, clipped to 1 px
+  widest = Math.max(widest, r.right - box.left);
   if (wide.some(w => w.el.contains(el))) continue;             // inside one already reported: report the outermost
   if (r.right > box.right + slack || r.left < box.left - slack || el.scrollWidth > el.clientWidth + slack &&
       (cs.overflowX === 'auto' || cs.overflowX === 'scroll')) {
     wide.push({el: el, tag: el.tagName.toLowerCase(), cls: String(el.className).slice(0, 60), id: el.id,
                left: Math.round(r.left - box.left), right: Math.round(r.right - box.left),
                width: Math.round(r.width), scroll: el.scrollWidth, client: el.clientWidth,
-               text: (el.innerText || '').slice(0, 60)});
+               text: Array.from(el.innerText || '').slice(0, 60).join(''),     // whole code points
+               tex: el.tagName === 'MJX-CONTAINER' && window.MathJax && MathJax.startup.document ?
+                    (MathJax.startup.document.getMathItemsWithin(el)[0] || {}).math : undefined});
   }
 }
-const maxRight = Math.max(0, ...[...col.querySelectorAll('*')].map(e => e.getBoundingClientRect().right - box.left));
 return {column: Math.round(box.width), columnScroll: col.scrollWidth, columnClient: col.clientWidth,
         documentScroll: document.documentElement.scrollWidth, window: window.innerWidth,
-        widest: Math.round(maxRight), wide: wide.slice(0, 20).map(({el, ...w}) => w), nwide: wide.length,
+        widest: Math.round(widest), wide: wide.slice(0, 20).map(({el, ...w}) => w), nwide: wide.length,
         text: col.innerText, ids: [...document.querySelectorAll('[id]')].map(e => e.id),
         mathjax: !!window.MathJax, formulas: document.querySelectorAll('mjx-container').length};
 """
