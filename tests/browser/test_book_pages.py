@@ -22,9 +22,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 HTML = Path(os.environ.get("FIBERLAB_BOOK_HTML", ROOT / "book" / "_build" / "html"))
-WINDOW = (1280, 900)
+#: the window (CSS pixels); FIBERLAB_BROWSER_WINDOW="800x900" measures another width
+WINDOW = tuple(int(v) for v in os.environ.get("FIBERLAB_BROWSER_WINDOW", "1280x900").split("x"))
 #: where each page's measurements are written (the summary test prints them)
-REPORT = HTML.parent / "browser-report.json"
+REPORT = HTML.parent / f"browser-report-{WINDOW[0]}.json"
 #: a layout rounding allowance (CSS pixels): sub-pixel borders and scrollbars can add a pixel
 SLACK = 1.5
 #: how long MathJax may take to typeset one page (the longest pages hold hundreds of formulas)
@@ -194,7 +195,7 @@ def test_every_claim_id_is_an_anchor(driver):
 
 def test_report(driver):
     """Writes every page's measurements (column width, widest element, formulas typeset, console errors) to
-    ``browser-report.json`` beside the HTML and prints one line per page."""
+    ``browser-report-<width>.json`` beside the HTML and prints one line per page."""
     rows = {p: measure(driver, p) for p in PAGES}
     REPORT.write_text(json.dumps({p: {k: v for k, v in m.items() if k not in ("text", "ids")}
                                   for p, m in rows.items()}, indent=1, ensure_ascii=False), encoding="utf-8")
