@@ -541,8 +541,13 @@ def plot_experiment(exp: Experiment, out: Path, seeds: int, keys: tuple[str, ...
 
     runs = load_runs(out, exp, seeds)
     keys = keys or exp.plot_keys
-    fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.2), squeeze=False)
-    for ax, key in zip(axes[0], keys):
+    # two panels a row, so that the figure is read at the book's column width
+    ncols = min(2, len(keys))
+    nrows = -(-len(keys) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.2 * nrows), squeeze=False)
+    for ax in axes.flat[len(keys):]:
+        ax.set_visible(False)
+    for ax, key in zip(axes.flat, keys):
         for arm, hist in runs.items():
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)      # an all-missing step: nan, not plotted
@@ -554,7 +559,7 @@ def plot_experiment(exp: Experiment, out: Path, seeds: int, keys: tuple[str, ...
             ax.axvspan(*exp.primary.statistic.window, color="0.9", zorder=0)
         ax.set_title(key, fontsize=9)
         ax.set_xlabel("RL iteration")
-    axes[0][0].legend(fontsize=7)
+    axes.flat[0].legend(fontsize=7)
     fig.tight_layout()
     path = out / exp.name / "figures.png"
     path.parent.mkdir(parents=True, exist_ok=True)

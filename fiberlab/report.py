@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import html
+import re
 import subprocess
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -113,11 +114,54 @@ def verdict(run: ClaimRun) -> str:
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Book display: an HTML table of a claim's evidence (rendered by myst-nb from a cell's output)
+# Book display: HTML that fits the book's content column. Every table is laid out at the column's width
+# (``table-layout: fixed``, book/_static/fiberlab.css) with few, short columns; long text (a check's detail, the
+# file:line of each check) is folded into a ``<details>`` element under its row.
 # --------------------------------------------------------------------------------------------------------------
 
+def _esc(text: str) -> str:
+    """HTML-escaped text with its line breaks kept."""
+    return html.escape(text).replace("\n", "<br>")
+
+
+def _details(summary: str, body_html: str) -> str:
+    return f"<details><summary>{html.escape(summary)}</summary><div class='fiberlab-detail'>{body_html}</div></details>"
+
+
+class HtmlTable:
+    """A table for the book: ``columns`` as ``(header, width)`` pairs (a CSS width such as ``"30%"``, or ``""``),
+    ``rows`` of already formatted cells (plain text, escaped here), and for each row an optional folded text
+    (``folded[i]``: ``(summary, text)``), shown under the row at the table's full width."""
+
+    def __init__(self, columns: list[tuple[str, str]], rows: list[list[str]], title: str = "",
+                 folded: list[tuple[str, str] | None] | None = None, css_class: str = "fiberlab-table",
+                 element_id: str = ""):
+        self.columns, self.rows, self.title, self.css_class, self.element_id = columns, rows, title, css_class, \
+            element_id
+        self.folded = folded or [None] * len(rows)
+
+    def _repr_html_(self) -> str:
+        cols = "".join(f"<col style='width:{w}'>" if w else "<col>" for _, w in self.columns)
+        head = "".join(f"<th>{html.escape(h)}</th>" for h, _ in self.columns)
+        body = []
+        for row, fold in zip(self.rows, self.folded):
+            body.append("<tr>" + "".join(f"<td>{_esc(c)}</td>" for c in row) + "</tr>")
+            if fold and fold[1]:
+                body.append(f"<tr class='fiberlab-folded'><td colspan='{len(self.columns)}'>"
+                            f"{_details(fold[0], _esc(fold[1]))}</td></tr>")
+        caption = f"<caption>{html.escape(self.title)}</caption>" if self.title else ""
+        ident = f" id='{html.escape(self.element_id)}'" if self.element_id else ""
+        return (f"<table class='fiberlab {self.css_class}'{ident}>{caption}<colgroup>{cols}</colgroup>"
+                f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>")
+
+    def __repr__(self) -> str:
+        lines = [" | ".join(h for h, _ in self.columns)] + [" | ".join(r) for r in self.rows]
+        return (self.title + "\n" if self.title else "") + "\n".join(lines)
+
+
 class EvidenceTable:
-    """Rich display object: ``_repr_html_`` for the book, ``__repr__`` as plain text."""
+    """Rich display object: ``_repr_html_`` for the book (one compact table per claim: check, layer, result,
+    error / tolerance, time, with the check's detail folded under its row), ``__repr__`` as plain text."""
 
     def __init__(self, runs: list[ClaimRun]):
         self.runs = runs
@@ -135,11 +179,25 @@ class EvidenceTable:
         return out
 
     HEADER = ["claim", "status", "layer", "check", "result", "max error", "tolerance", "cases", "s", "detail"]
+    #: the book's columns and their share of the content column
+    COLUMNS = [("check", "38%"), ("layer", "14%"), ("result", "16%"), ("error / tolerance", "20%"), ("time", "12%")]
+
+    def tables(self) -> list[HtmlTable]:
+        """One :class:`HtmlTable` per claim."""
+        out = []
+        for run in self.runs:
+            rows, folded = [], []
+            for r in run.results:
+                cases = f"{r.cases} case" + ("" if r.cases == 1 else "s")
+                rows.append([r.name, r.layer, f"{r.status}\n{cases}",
+                             f"{fmt_err(r.max_error)}\n/ {fmt_err(r.tolerance)}", f"{r.seconds:.2f} s"])
+                folded.append(("detail", r.detail))
+            out.append(HtmlTable(self.COLUMNS, rows, title=f"Evidence for {run.claim.id}: {verdict(run)}",
+                                 folded=folded, css_class="fiberlab-evidence"))
+        return out
 
     def _repr_html_(self) -> str:
-        head = "".join(f"<th>{h}</th>" for h in self.HEADER)
-        body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in self.rows())
-        return f'<table class="fiberlab-evidence"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+        return "".join(t._repr_html_() for t in self.tables())
 
     def __repr__(self) -> str:
         return "\n".join(" | ".join(row[:9]) for row in [self.HEADER] + self.rows())
@@ -193,13 +251,51 @@ class ClaimCard:
             lines.append(f"{k['layer']} {k['name']} ({k['at']})" + (f" → {calls}" if calls else ""))
         return "\n".join(lines)
 
+    #: rows shown as a folded ``<details>`` under the card's table (long, one ``file:line`` per line)
+    FOLDED = ("declared", "checked by")
+    #: an ambiguity label in a claim's source or statement ("spec ambiguity A13", "spec A8")
+    _LABEL = re.compile(r"spec (?:ambiguity )?A(\d+)")
+
+    def _linked(self, escaped: str) -> str:
+        """``escaped`` with each ambiguity label of the claim's paper turned into a link to its entry on the book's
+        page of open questions (``open_questions.html#oq-<paper>-a<n>``), where the book has one."""
+        labels = _open_question_labels()
+        paper = self.claim.paper.lower()
+
+        def link(m: re.Match) -> str:
+            label = f"oq-{paper}-a{m.group(1)}"
+            if label not in labels:
+                return m.group(0)
+            text = f"open question {html.escape(self.claim.paper)} A{m.group(1)}"
+            return f"<a href='open_questions.html#{label}'>{text}</a>"
+
+        return self._LABEL.sub(link, escaped)
+
     def _repr_html_(self) -> str:
-        body = "".join(f"<tr><th style='text-align:left'>{k}</th><td>{html.escape(v).replace(chr(10), '<br>')}</td>"
-                       f"</tr>" for k, v in self.rows())
-        return f"<table class='fiberlab-claim'>{body}</table>"
+        """The card as a two-column table inside an element whose id is the claim id exactly (``page.html#id``
+        reaches it; Sphinx's own labels would turn the dots into dashes). The declaration and the checks'
+        locations are folded."""
+        rows = self.rows()
+        shown = "".join(f"<tr><th>{k}</th><td>{self._linked(_esc(v))}</td></tr>" for k, v in rows
+                        if k not in self.FOLDED)
+        folded = "<br>".join(f"<b>{k}</b>: {_esc(v)}" if k == "declared" else f"<b>{k}</b>:<br>{_esc(v)}"
+                             for k, v in rows if k in self.FOLDED)
+        ident = html.escape(self.claim.id)
+        return (f"<div class='fiberlab-claim' id='{ident}'><table class='fiberlab fiberlab-card'>"
+                f"<colgroup><col style='width:22%'><col></colgroup>{shown}</table>"
+                f"{_details('where it is declared and checked', folded)}</div>")
 
     def __repr__(self) -> str:
         return "\n".join(f"{k}: {v}" for k, v in self.rows())
+
+
+def _open_question_labels(page: Path = Path(__file__).resolve().parents[1] / "book" / "open_questions.md") -> set[str]:
+    """The labels (``oq-fiberpo-a1``, …) of the book's page of open questions; empty where no book is beside the
+    package."""
+    try:
+        return set(re.findall(r"^\((oq-[a-z]+-[a-z]\d+)\)=$", page.read_text(encoding="utf-8"), flags=re.M))
+    except OSError:
+        return set()
 
 
 def claim_card(claim_id: str) -> ClaimCard:

@@ -1,6 +1,7 @@
 """One hop from a claim id to everything about it: where it is declared, every check with its layer and
 ``file:line``, the derivations, references and objectives those checks call (``file:line``), and the book pages
-that show it (``fiberlab claims --where ID``, the book's claim cards).
+that show it (``fiberlab claims --where ID``, the book's claim cards), each with the claim id as its anchor:
+``book/bandpo.md#band.kl_bounds`` is the card in the built page ``bandpo.html#band.kl_bounds``.
 
 The calls are found by reading each check's source (``ast``) and resolving every called name in the check's
 own namespace (module globals and closure). A call into a helper of the claim catalogue (``fiberlab.claims``) is
@@ -143,11 +144,12 @@ def check_locations(c: Claim) -> list[dict[str, Any]]:
 
 
 def where(claim: Claim | str) -> dict[str, Any]:
-    """Everything about a claim, one hop from its id (the JSON of ``fiberlab claims --where``)."""
+    """Everything about a claim, one hop from its id (the JSON of ``fiberlab claims --where``); ``"book"`` lists
+    each page that shows it as ``book/<page>.md#<claim id>`` (the card's element id in the built page)."""
     c = get_claim(claim) if isinstance(claim, str) else claim
     return {"claim": c.id, "paper": c.paper, "source": c.source, "status": c.status, "statement": c.statement,
             "condition": c.condition, "declared": c.declared_at, "checks": check_locations(c),
-            "book": book_pages(c.id)}
+            "book": [f"{page}#{c.id}" for page in book_pages(c.id)]}
 
 
 __all__ = ["FOLLOW_DEPTH", "ROOT", "book_pages", "check_locations", "exercised", "location", "where"]

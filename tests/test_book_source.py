@@ -40,3 +40,44 @@ def test_registry_cells_hide_their_input():
                         lines[i + 1] != ":tags: [remove-input]":
                     shown.append(f"{p.name}:{i + 1}")
     assert not shown, f"registry cells showing their code: {shown}"
+
+
+def code_cells(text: str) -> list[tuple[int, list[str], str]]:
+    """``(line, tags, source)`` of each code cell of a MyST page: the 1-based line of its fence, its tags (from
+    ``:tags:`` or the YAML block) and its source."""
+    lines, out, i = text.splitlines(), [], 0
+    while i < len(lines):
+        if lines[i].strip() == "```{code-cell} python3":
+            start, j, meta = i + 1, i + 1, []
+            if j < len(lines) and lines[j] == "---":
+                j += 1
+                while lines[j] != "---":
+                    meta.append(lines[j])
+                    j += 1
+                j += 1
+            while j < len(lines) and lines[j].startswith(":"):
+                meta.append(lines[j])
+                j += 1
+            k = j
+            while lines[k] != "```":
+                k += 1
+            tags = [t.strip() for m in meta if "tags" in m for t in m.split("[", 1)[1].rstrip("]").split(",")]
+            out.append((start, tags, "\n".join(lines[j:k])))
+            i = k
+        i += 1
+    return out
+
+
+def test_figure_and_coverage_cells_fold_their_input():
+    """The code that draws a figure is folded (``hide-input``: a reader can open it); the cells that check a page
+    shows all its claims are bookkeeping, removed (``remove-input``: their printed list stays)."""
+    assert code_cells("```{code-cell} python3\n---\ntags: [hide-input]\n---\nplt.subplots()\n```") == \
+        [(1, ["hide-input"], "plt.subplots()")]
+    shown = []
+    for p in sorted(BOOK.glob("*.md")):
+        for line, tags, src in code_cells(p.read_text(encoding="utf-8")):
+            if "plt.subplots(" in src and not {"hide-input", "remove-input"} & set(tags):
+                shown.append(f"{p.name}:{line} (figure)")
+            if "shown_claims()" in src and "import" not in src.split("\n", 1)[0] and "remove-input" not in tags:
+                shown.append(f"{p.name}:{line} (coverage)")
+    assert not shown, f"cells showing their code: {shown}"

@@ -36,8 +36,9 @@ def test_every_location_is_where_it_says(c):
             name = e["name"].rsplit(".", 1)[1]
             assert f"def {name}(" in src[i] or f"class {name}" in src[i], (e, src[i])
     assert w["book"], f"{c.id}: no book page shows it"
-    for page in w["book"]:
-        assert f'"{c.id}"' in (ROOT / page).read_text()
+    for entry in w["book"]:
+        page, anchor = entry.split("#", 1)          # the card's anchor is the claim id exactly
+        assert anchor == c.id and f'"{c.id}"' in (ROOT / page).read_text()
 
 
 def test_checks_are_followed_to_the_derivations_references_and_objectives():
