@@ -253,8 +253,8 @@ class ClaimCard:
 
     #: rows shown as a folded ``<details>`` under the card's table (long, one ``file:line`` per line)
     FOLDED = ("declared", "checked by")
-    #: an ambiguity label in a claim's source or statement ("spec ambiguity A13", "spec A8")
-    _LABEL = re.compile(r"spec (?:ambiguity )?A(\d+)")
+    #: an ambiguity label in a claim's source or statement ("open question A13", and the older "spec A8")
+    _LABEL = re.compile(r"(?:spec (?:ambiguity )?|open question )A(\d+)")
 
     def _linked(self, escaped: str) -> str:
         """``escaped`` with each ambiguity label of the claim's paper turned into a link to its entry on the book's

@@ -89,3 +89,12 @@ def test_cli_where_rejects_bad_use(argv, flag, capsys):
     with pytest.raises(SystemExit) as e:
         cli.main(argv)
     assert e.value.code == 2 and flag in capsys.readouterr().err
+
+
+def test_claim_card_links_an_open_question_label():
+    """A claim whose source cites an open question (``(open question A13)``) links it to its entry on the book's
+    Open questions page; the page must have that entry (its label) for the link to appear."""
+    html = ClaimCard(next(c for c in all_claims() if c.id == "apc.tvtrpo_equivalence"))._repr_html_()
+    assert "href='open_questions.html#oq-fiberpo-a13'" in html
+    plain = ClaimCard(next(c for c in all_claims() if c.id == "band.tv_closed_form"))._repr_html_()
+    assert "open_questions.html" not in plain

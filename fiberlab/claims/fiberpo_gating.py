@@ -86,7 +86,7 @@ scale_separation = claim(
               "γ = -T_τ and the off-diagonal coupling is O(1): |J_ij| r_j T_τ/𝒢_i = T_τ or T_τ + 1.")
 
 l3_jacobian = claim(
-    "fiberpo.l3_jacobian", paper="FiberPO", source="FiberPO §5.2 (L-III remark), spec A11",
+    "fiberpo.l3_jacobian", paper="FiberPO", source="FiberPO §5.2 (L-III remark), open question A11",
     status="conditional",
     statement="In L-III (every |u_i| > ε) the Jacobian reduces to 𝒢/r_j · γ^(l_j)/T_τ.",
     condition="Only if also |v_i| > ε (or l_i = l_j). With |v_i| ≤ ε Eq. 20 keeps -𝕀[|v_i| ≤ ε](1-𝕀[l_i = l_j])/T_τ; "
@@ -94,7 +94,7 @@ l3_jacobian = claim(
               "and ∂𝒢_0/∂r_3 = 0 while the remark gives 𝒢_0/(4 r_3) ≈ 0.31.")
 
 eq79 = claim(
-    "fiberpo.eq79", paper="FiberPO", source="FiberPO Eq. 79 vs Eq. 7/80, spec A10",
+    "fiberpo.eq79", paper="FiberPO", source="FiberPO Eq. 79 vs Eq. 7/80, open question A10",
     status="conditional",
     statement="Eq. 79's per-token gate l·clip(l log r - log s^(l), ±ε) + l·g_agg(log s^(l), C^(l), T) is FiberPO's "
               "log gated ratio (Eq. 7).",

@@ -86,7 +86,7 @@ regimes = claim(
               "own deviation) or zeroed (otherwise: output 0).")
 
 soft_threshold = claim(
-    "apc.soft_threshold", paper="FiberPO", source="FiberPO Def. 3.2/C.1 (Eq. 3); closed form: spec §2.4",
+    "apc.soft_threshold", paper="FiberPO", source="FiberPO Def. 3.2/C.1 (Eq. 3), its soft-threshold closed form",
     statement="APC-Obj's clip equals per-state soft-thresholding: clip(Δ_{s,a}, B_{s,a}) = sign(Δ) max(|Δ| - λ_s, 0) "
               "with λ_s = T_s(D̂_TV(s) - δ)⁺.")
 
@@ -102,7 +102,7 @@ retraction = claim(
               "D̂_TV(s, proj G(u)) < δ strictly.")
 
 equivalence = claim(
-    "apc.tvtrpo_equivalence", paper="FiberPO", source="FiberPO Thm 3.3 / D.10 (spec ambiguity A13)",
+    "apc.tvtrpo_equivalence", paper="FiberPO", source="FiberPO Thm 3.3 / D.10 (open question A13)",
     status="conditional",
     statement="APC-Obj and sample-based TV-TRPO give the same update, π_new = (δ^(APC)Δ̂* + 1)π_old.",
     condition="Holds under complete parametrisation, the per-state sample identities (65) Σ_a n Δ = 0 and (66) "
@@ -112,7 +112,7 @@ equivalence = claim(
               "while the theorem's update leaves it unchanged and TV-TRPO moves it by a different amount.")
 
 delta_formula = claim(
-    "apc.delta_formula", paper="FiberPO", source="FiberPO Def. 3.2 / C.1 vs App. D.4 (spec ambiguity A1)",
+    "apc.delta_formula", paper="FiberPO", source="FiberPO Def. 3.2 / C.1 vs App. D.4 (open question A1)",
     status="refuted",
     statement="Def. 3.2/C.1's radius δ^(APC-Obj) = (1-γ)²M/(8γ‖Â‖∞T) is the one at which APC-Obj's maximiser equals "
               "sample-based TV-TRPO's (Thm 3.3).",

@@ -18,7 +18,7 @@ ppo_vanilla = claim(
               "`vanilla` loss computes it.")
 
 bandpo_loss = claim(
-    "bandpo.loss", paper="BandPO", source="BandPO §2.1 (loss), spec §2",
+    "bandpo.loss", paper="BandPO", source="BandPO §2.1 (loss)",
     statement="BandPO's loss is PPO's clipped surrogate with the per-token Band bounds [r̲(p_t), r̄(p_t)] in place of "
               "[1-ε₋, 1+ε₊]; the bounds carry no gradient, so a clipped token gets zero gradient and the others "
               "-A r ∂log π.")

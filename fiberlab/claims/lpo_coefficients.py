@@ -275,7 +275,7 @@ def _reverse_grows_like_inverse_tau() -> Evidence:
 # lpo.length_normalisation (Eq. 2/3 vs Prop. 1, A1; conditional)
 # ---------------------------------------------------------------------------------------------
 length_normalisation = claim(
-    "lpo.length_normalisation", paper="LPO", source="LPO Eq. 2/3 vs Prop. 1 (spec ambiguity A1)",
+    "lpo.length_normalisation", paper="LPO", source="LPO Eq. 2/3 vs Prop. 1 (open question A1)",
     status="conditional",
     statement="The group PG of Eq. 2/3 equals -∇ D_KL(P_θ‖softmax(A)) on-policy (Prop. 1) and its coefficients sum "
               "to zero.",

@@ -48,7 +48,7 @@ from fiberlab.theory import lpo as sym_lpo
 monotone_improvement = claim(
     "lpo.monotone_improvement", paper="LPO", source="LPO Thm. 2",
     statement="R̂(P_{t+1}) ≥ R̂(P_t) + τ[D_KL(w*‖P_t) + D_KL(P_t‖w*)] - 2 R_max ε_proj when TV(P_{t+1}, w*) ≤ ε_proj, "
-              "with R̂(w*) - R̂(P_t) = τ·Jeffreys exactly and TV ≤ √(KL/2) (Pinsker, spec A8).")
+              "with R̂(w*) - R̂(P_t) = τ·Jeffreys exactly and TV ≤ √(KL/2) (Pinsker, open question A8).")
 
 
 @monotone_improvement.check("theory")
@@ -109,7 +109,7 @@ def _improvement_bound_holds() -> Evidence:
     ev = Evidence.within(id_err, IDENTITY_TOL, n,
                          detail=f"{n} random (R, s_t, τ, P_{{t+1}}): R̂(w*) - R̂(P_t) = τ·Jeffreys to {id_err:.1e}; "
                                 f"bound slack ≥ {slack:.2e} (≥ 0 required); Pinsker TV ≤ √(KL/2) violated {viol}×, the "
-                                f"extracted form TV ≤ KL/2 violated {viol_nosqrt}×/{n} (spec A8: the √ is needed); exact "
+                                f"extracted form TV ≤ KL/2 violated {viol_nosqrt}×/{n} (open question A8: the √ is needed); exact "
                                 f"cvxpy forward projection with rank(Φ) = 2, K = 6: ε_proj = {eps_proj:.3f} > 0, bound "
                                 f"slack {pslack:.3f}, moment residual {moment:.1e} (tol {MOMENT_TOL:g})")
     if not (slack >= 0 and viol == 0 and viol_nosqrt > 0 and eps_proj > 1e-3 and pslack >= 0 and moment <= MOMENT_TOL):
@@ -121,7 +121,7 @@ def _improvement_bound_holds() -> Evidence:
 # lpo.inexact_projection (Thm. 2 with Algorithm 1's 1-2 steps; conditional)
 # ---------------------------------------------------------------------------------------------
 inexact_projection = claim(
-    "lpo.inexact_projection", paper="LPO", source="LPO Thm. 2 (spec A8) with Algorithm 1's 1-2 gradient steps",
+    "lpo.inexact_projection", paper="LPO", source="LPO Thm. 2 (open question A8) with Algorithm 1's 1-2 gradient steps",
     status="conditional",
     statement="With the projection error ε_proj = TV(P_{t+1}, w*) that Algorithm 1's one or two gradient steps "
               "reach (K = 8, E = 2), Thm. 2 still certifies listwise improvement: 2 R_max ε_proj ≤ τ[KL(w*‖P_t) + "

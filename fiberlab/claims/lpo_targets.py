@@ -574,7 +574,7 @@ def _k2_bce_float64() -> Evidence:
 # lpo.pointwise_target (A9, conditional)
 # ---------------------------------------------------------------------------------------------
 pointwise_target = claim(
-    "lpo.pointwise_target", paper="LPO", source="LPO App. C.4 vs Eq. 8 (spec ambiguity A9)",
+    "lpo.pointwise_target", paper="LPO", source="LPO App. C.4 vs Eq. 8 (open question A9)",
     status="conditional",
     statement="The pointwise (MPO/AWR) target is ∝ π_b(y_k) e^{R_k/τ}, and the pointwise coefficient c^point = -w* "
               "sums to -1 (a net pull) and never self-corrects.",
