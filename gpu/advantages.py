@@ -89,7 +89,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fiberlab.gpu.segments import sorted_runs
+from fiberlab.gpu.segments import raise_flagged, sorted_runs
 
 AdvantageFn = Callable[..., torch.Tensor]
 ADVANTAGES: dict[str, AdvantageFn] = {}
@@ -277,14 +277,9 @@ def _finish(g: _Groups, out: torch.Tensor, name: str) -> torch.Tensor:
 
     The input checks come first (a NaN reward makes the output NaN too, and must be reported as such).
     """
-    flags = torch.stack([flag for flag, _ in g.probes] + [~torch.isfinite(out).all()]).tolist()
-    for flag, (_, message) in zip(flags, g.probes):
-        if flag:
-            raise ValueError(message)
-    if flags[-1]:
-        raise ValueError(f"rewards are too large for {out.dtype}: the {name} advantage of some sequence is beyond "
-                         f"its largest finite value ({torch.finfo(out.dtype).max:.6g}); rescale the rewards or "
-                         f"pass them in a wider dtype")
+    too_large = (f"rewards are too large for {out.dtype}: the {name} advantage of some sequence is beyond its largest "
+                 f"finite value ({torch.finfo(out.dtype).max:.6g}); rescale the rewards or pass them in a wider dtype")
+    raise_flagged(g.probes + [(~torch.isfinite(out).all(), too_large)])
     return out
 
 
