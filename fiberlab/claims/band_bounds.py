@@ -1,26 +1,7 @@
 """BandPO's Band and its ends (arXiv 2603.04918): the reduction to one scalar problem (Thm. 1), the TV and χ²
 closed forms (Prop. 4), the KL ends, and saturation at the simplex edge (Prop. 3).
 
-Notation: ``p = π_old(a|s)``, ``r = π_θ(a|s)/p``, ``g_f(p, r) = p f(r) + (1-p) f((1-rp)/(1-p))``, divergence
-``D_f = E_{π_old}[f(π_θ/π_old)]`` (so KL is KL(π_old‖π_θ)). Theorem numbers follow the authors' code comments
-(``Theorem 1``, ``Proposition 3``, ``Prop 4``); statements are the reconstruction of the spec.
-
-Each claim is declared and followed by its checks, layer by layer:
-
-* theory: a derivation of :mod:`fiberlab.theory.band` compared with the statement; the check passes only if every
-  difference simplifies to exactly ``0`` (and every sign it needs is decided by SymPy's assumptions), so
-  ``max_error = 0.0`` and ``tolerance = 0.0``; anything SymPy cannot reduce to ``0`` is listed in the detail;
-* numerics: the convex oracle :func:`~fiberlab.numerics.band.band_bounds_cvx` (the Band problem over the whole
-  simplex, assuming nothing about the reduction) against :func:`~fiberlab.numerics.band.band_bounds_mp` (the
-  scalar problem ``{r : g_f(p, r) ≤ δ}`` at 50 digits) and the float64 solvers; closed forms and thresholds come
-  from the SymPy derivations (lambdified), never typed in;
-* gpu: :func:`fiberlab.gpu.band.band_bounds`, which people train with, in float64 on CPU (the same code runs on
-  CUDA), against the 50-digit reference or the closed forms.
-
-Random draws and the helpers shared with the other Band modules are in :mod:`fiberlab.claims._cases`. Tolerances
-are named next to the checks that use them, with the reason for their size. Checks whose measures have different
-natural tolerances report the absolute error and tolerance of the measure nearest its tolerance (named in their
-detail).
+Notation, and what a check of each layer compares: :mod:`fiberlab.claims` (BandPO).
 """
 
 from __future__ import annotations

@@ -1,31 +1,10 @@
-"""LPO's coefficients (Listwise Policy Optimization, arXiv 2605.06139 v2; spec ``spec/lpo.md``): the listwise
+"""LPO's coefficients (Listwise Policy Optimization, arXiv 2605.06139 v2): the listwise
 gradient is Σ_k c_k ∇ log π_θ(y_k|x) with c = ∂D/∂s — zero-sum for every divergence (App. C.6), bounded for
 forward KL (Cor. 1) and not for reverse KL (Eq. 11), broken by per-sequence length normalisation (A1), off-policy
 against PG (App. B.2), the ``lpo`` loss that implements them (Algorithm 1), the single-response virtual simplex
 (App. C.2) and the gradient norms they lead to (Fig. 5).
 
-Notation: a group of ``K`` responses, listwise logits ``s_k = log π_θ(y_k|x) - log π_b(y_k|x)`` (summed over
-tokens), ``P_θ = softmax(s)`` (Eq. 4), target ``w* = softmax(R/τ + s_t)`` (Thm. 1), ``c^fwd = P - w*`` (Eq. 10),
-``c^rev = P(d - d̄)`` with ``d = s - φ`` (Eq. 11). Where the spec lists an ambiguity the reading it calls most
-plausible is used (A1: summed sequence log-probs; A4: population σ_G; A8: Pinsker with the square root).
-
-Each claim is declared and followed by its checks, layer by layer:
-
-* theory: SymPy derivations from :mod:`fiberlab.theory.lpo`; a check passes only if every difference it gets
-  simplifies to exactly ``0`` (and every fact it needs is established), so ``max_error = 0.0`` and
-  ``tolerance = 0.0``; anything SymPy cannot reduce is listed in the detail;
-* numerics: float64 NumPy, finite differences, cvxpy (Clarabel) oracles, exact enumeration. Gradients of toy
-  policies (:class:`~fiberlab.numerics.lpo.LogLinearPolicy`, a full response set with its partition function;
-  :class:`~fiberlab.numerics.lpo.UnigramTokenPolicy`, sums over tokens of varying length) are compared with
-  central finite differences of the divergence in θ, never with the formula under test alone; targets are
-  compared with cvxpy programs that assume nothing about their form;
-* gpu: the ``lpo`` / ``lpo_pointwise`` losses people train with, in float64 on CPU (the same code runs on CUDA),
-  on random ragged batches, against an oracle that does not share their coefficient formulas: autograd through
-  the divergence written as a function of the listwise logits, or the ``ppo`` loss with GRPO advantages.
-
-Random draws, the shared round-off and finite-difference budgets and the gpu batches are in
-:mod:`fiberlab.claims._cases`; every other tolerance is named next to the checks that use it, with the reason for
-its size.
+Notation, and what a check of each layer compares: :mod:`fiberlab.claims` (LPO).
 """
 
 from __future__ import annotations

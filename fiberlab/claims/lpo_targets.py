@@ -1,31 +1,10 @@
-"""LPO's targets (Listwise Policy Optimization, arXiv 2605.06139 v2; spec ``spec/lpo.md``): what the listwise
+"""LPO's targets (Listwise Policy Optimization, arXiv 2605.06139 v2): what the listwise
 objective projects onto, and what the group policy gradients it is paired with project onto — PG as the reverse-KL
 projection (Prop. 1), the Gibbs target (Thm. 1), the proximal objective (Prop. 3), the implicit targets of group
 PG methods (Table 1/2, ReMax conditional), the entropy bonus (App. C.7), K = 2 as a soft-label BCE (App. C.5),
 the pointwise target (App. C.4 vs Eq. 8) and the group target's large-K limit (Eq. 8 as SNIS).
 
-Notation: a group of ``K`` responses, listwise logits ``s_k = log π_θ(y_k|x) - log π_b(y_k|x)`` (summed over
-tokens), ``P_θ = softmax(s)`` (Eq. 4), target ``w* = softmax(R/τ + s_t)`` (Thm. 1), ``c^fwd = P - w*`` (Eq. 10),
-``c^rev = P(d - d̄)`` with ``d = s - φ`` (Eq. 11). Where the spec lists an ambiguity the reading it calls most
-plausible is used (A1: summed sequence log-probs; A4: population σ_G; A8: Pinsker with the square root).
-
-Each claim is declared and followed by its checks, layer by layer:
-
-* theory: SymPy derivations from :mod:`fiberlab.theory.lpo`; a check passes only if every difference it gets
-  simplifies to exactly ``0`` (and every fact it needs is established), so ``max_error = 0.0`` and
-  ``tolerance = 0.0``; anything SymPy cannot reduce is listed in the detail;
-* numerics: float64 NumPy, finite differences, cvxpy (Clarabel) oracles, exact enumeration. Gradients of toy
-  policies (:class:`~fiberlab.numerics.lpo.LogLinearPolicy`, a full response set with its partition function;
-  :class:`~fiberlab.numerics.lpo.UnigramTokenPolicy`, sums over tokens of varying length) are compared with
-  central finite differences of the divergence in θ, never with the formula under test alone; targets are
-  compared with cvxpy programs that assume nothing about their form;
-* gpu: the ``lpo`` / ``lpo_pointwise`` losses people train with, in float64 on CPU (the same code runs on CUDA),
-  on random ragged batches, against an oracle that does not share their coefficient formulas: autograd through
-  the divergence written as a function of the listwise logits, or the ``ppo`` loss with GRPO advantages.
-
-Random draws, the shared round-off and finite-difference budgets and the gpu batches are in
-:mod:`fiberlab.claims._cases`; every other tolerance is named next to the checks that use it, with the reason for
-its size.
+Notation, and what a check of each layer compares: :mod:`fiberlab.claims` (LPO).
 """
 
 from __future__ import annotations
