@@ -15,7 +15,8 @@ from scipy.optimize import brentq
 
 from fiberlab.claims._cases import BAND_DELTAS as DELTAS
 from fiberlab.claims._cases import BAND_SEED as SEED
-from fiberlab.claims._cases import EPS64, random_completion, log_error, mp_log_p, measures_evidence, ratio_error, as_torch
+from fiberlab.claims._cases import (EPS64, as_torch, log_error, measures_evidence, mp_log_p, random_completion,
+                                    ratio_error)
 from fiberlab.claims._symbolic import proof_evidence
 from fiberlab.gpu.band import band_bounds
 from fiberlab.numerics import band as ref_band
@@ -223,8 +224,8 @@ def _closed_form_vs_scalar_roots(divergence: str) -> Evidence:
             worst_mp = max(worst_mp, ratio_error(lo, ref[0]), ratio_error(up, ref[1]))
             cases += 1
     return measures_evidence({"closed form vs brentq roots of g_f = δ": (worst_root, SCALAR_ROOT_TOL),
-                        "float64 closed form vs 50-digit": (worst_mp, FLOAT_VS_MP_TOL)}, cases,
-                       f"{cases} (p, δ) pairs, p ∈ [1e-4, 1-1e-4], δ ∈ {deltas}, saturated ends included")
+                              "float64 closed form vs 50-digit": (worst_mp, FLOAT_VS_MP_TOL)}, cases,
+                             f"{cases} (p, δ) pairs, p ∈ [1e-4, 1-1e-4], δ ∈ {deltas}, saturated ends included")
 
 
 #: Grids: log p from -700 (p ≈ 1e-304) to -1e-15 (p = 1 - 1e-15), δ over twelve decades.
@@ -422,8 +423,8 @@ def _kl_reference_roots_exact() -> Evidence:
             worst_half = max(worst_half, *(abs(g_ - r_) / r_ for g_, r_ in zip(got, ref)))
         cases += 1
     return measures_evidence({"Newton estimate of relative root error": (float(worst), REFERENCE_ROOT_TOL),
-                        "p = 1/2 vs 1 ± √(1 - e^{-2δ})": (float(worst_half), REFERENCE_ROOT_TOL)}, cases,
-                       "band_bounds_mp KL roots for p ∈ [1e-12, 1 - 1e-6], δ ∈ {1e-6, 0.01, 0.05, 0.2, 1}")
+                              "p = 1/2 vs 1 ± √(1 - e^{-2δ})": (float(worst_half), REFERENCE_ROOT_TOL)}, cases,
+                             "band_bounds_mp KL roots for p ∈ [1e-12, 1 - 1e-6], δ ∈ {1e-6, 0.01, 0.05, 0.2, 1}")
 
 
 @kl_bounds.check("numerics")
@@ -480,9 +481,9 @@ def _kl_radicals_vs_solvers() -> Evidence:
             worst_f64 = max(worst_f64, log_error(float(lo[0]), rad[0]), log_error(float(up[0]), rad[1]))
             cases += 1
     return measures_evidence({"radicals vs band_bounds_mp (relative)": (float(worst_mp), REFERENCE_ROOT_TOL),
-                        "float64 band_bounds vs radicals (log r)": (worst_f64, FAST_KL_TOL)}, cases,
-                       f"sympy.roots radicals of r^a (b - a r)^(b-a) = (b-a)^(b-a) e^(-bδ) at p = a/b ∈ "
-                       f"{{1/2, 1/3, 2/3, 1/4, 3/4}}, δ ∈ {RADICAL_DELTAS}, evaluated at 60 digits")
+                              "float64 band_bounds vs radicals (log r)": (worst_f64, FAST_KL_TOL)}, cases,
+                             f"sympy.roots radicals of r^a (b - a r)^(b-a) = (b-a)^(b-a) e^(-bδ) at p = a/b ∈ "
+                             f"{{1/2, 1/3, 2/3, 1/4, 3/4}}, δ ∈ {RADICAL_DELTAS}, evaluated at 60 digits")
 
 
 @kl_bounds.check("gpu")

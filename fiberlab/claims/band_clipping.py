@@ -12,7 +12,7 @@ import numpy as np
 import sympy as sp
 
 from fiberlab.claims._cases import BAND_SEED as SEED
-from fiberlab.claims._cases import random_completion, mp_log_p, ratio_error, as_torch
+from fiberlab.claims._cases import as_torch, mp_log_p, random_completion, ratio_error
 from fiberlab.claims._symbolic import proof_evidence
 from fiberlab.claims.band_bounds import CVX_RATIO_TOL
 from fiberlab.gpu.band import band_bounds_authors_bisection

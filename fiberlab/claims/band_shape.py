@@ -14,7 +14,8 @@ import sympy as sp
 
 from fiberlab.claims._cases import BAND_DELTAS as DELTAS
 from fiberlab.claims._cases import BAND_SEED as SEED
-from fiberlab.claims._cases import EPS64, mp_log_1mp, log_error, mp_log_p, measures_evidence, ratio_error, as_torch
+from fiberlab.claims._cases import (EPS64, as_torch, log_error, measures_evidence, mp_log_1mp, mp_log_p,
+                                    ratio_error)
 from fiberlab.claims._symbolic import proof_evidence
 from fiberlab.claims.band_bounds import FAST_KL_TOL, FLOAT_VS_MP_TOL
 from fiberlab.gpu.band import band_bounds
@@ -94,7 +95,7 @@ def _limits_at_extreme_p() -> Evidence:
                 record("p->0 lower", float(lo), LIMIT_TOL["p->0 lower"])
             cases += 2
     return measures_evidence(errors, cases, f"kl/tv/chi2 at δ ∈ {DELTAS}, 1 - p = p = {LIMIT_EPS:g}, limits from "
-                                      "sympy (r* = e^{-δ}, max(1-δ, 0), 1; margins 1 - e^{-δ}, δ, √(δp))")
+                                            "sympy (r* = e^{-δ}, max(1-δ, 0), 1; margins 1 - e^{-δ}, δ, √(δp))")
 
 
 @limits.check("gpu")
@@ -212,10 +213,10 @@ def _expansion_error_is_order_delta() -> Evidence:
                 worst_exact = max(worst_exact, float(abs(up - 1 - hw)), float(abs(lo - 1 + hw)))
                 cases += 1
     return measures_evidence({"KL (r - approx)/δ vs b(p)": (worst_coef, SMALL_DELTA_COEF_TOL),
-                        "KL log-log slope - 1": (worst_slope, SMALL_DELTA_SLOPE_TOL),
-                        "χ² r - approx": (worst_exact, SMALL_DELTA_EXACT_TOL)}, cases,
-                       "p ∈ {0.05, 0.2, 0.5, 0.7, 0.9}; KL δ ∈ [1e-10, 1e-7]; since χ² at 2δ has the same "
-                       "half-width as KL's approximation, KL(δ) - χ²(2δ) = b δ + o(δ) too")
+                              "KL log-log slope - 1": (worst_slope, SMALL_DELTA_SLOPE_TOL),
+                              "χ² r - approx": (worst_exact, SMALL_DELTA_EXACT_TOL)}, cases,
+                             "p ∈ {0.05, 0.2, 0.5, 0.7, 0.9}; KL δ ∈ [1e-10, 1e-7]; since χ² at 2δ has the same "
+                             "half-width as KL's approximation, KL(δ) - χ²(2δ) = b δ + o(δ) too")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -362,10 +363,10 @@ def _monotone_in_p_dense_grid() -> Evidence:
                     e = max(ratio_error(lo[i], ref_lo), ratio_error(up[i], ref_up)) / FLOAT_VS_MP_TOL
                 fast_err = max(fast_err, e)
     ev = measures_evidence({"monotonicity violation (relative)": (max(worst, 0.0), MONOTONE_TOL),
-                      "grid values vs reference (error/tolerance)": (fast_err, 1.0)}, 6 * ps.size,
-                     f"kl/tv/chi2, δ ∈ {{0.05, 0.2}}, 20 001-point grid; "
-                     f"{'largest violation ' + str(where) if where else 'no pair out of order'}; grid values "
-                     f"spot-checked against band_bounds_mp at 21 points each")
+                            "grid values vs reference (error/tolerance)": (fast_err, 1.0)}, 6 * ps.size,
+                           f"kl/tv/chi2, δ ∈ {{0.05, 0.2}}, 20 001-point grid; "
+                           f"{'largest violation ' + str(where) if where else 'no pair out of order'}; grid values "
+                           f"spot-checked against band_bounds_mp at 21 points each")
     return ev
 
 

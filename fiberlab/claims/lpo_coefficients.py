@@ -520,7 +520,7 @@ def _gradient_is_algorithm_1():
         for j, rule in enumerate(TAU_RULES):
             old, lp, mask, r, ids = lpo_batch(100 * i + j)
             g = loss_grad("lpo", old, lp, mask, "seq-mean-token-sum", {"lpo_divergence": div, "lpo_tau": rule},
-                           rewards=r, group_ids=ids)
+                          rewards=r, group_ids=ids)
             worst = max(worst, rel_error_torch(g, _oracle_grad(old, lp, mask, r, ids, div, rule)))
             n += 1
     return Evidence.within(worst, GRAD_TOL, n, detail=f"float64 loss gradient vs autograd of (1/N) Σ_G K_G D(P_θ, w*), "
@@ -537,7 +537,7 @@ def _split_groups_micro_batches():
         old, lp, mask, r, ids = lpo_batch(7)
         b = ids.shape[0]
         whole = loss_grad("lpo", old, lp, mask, "seq-mean-token-sum", {"lpo_divergence": div},
-                           rewards=r, group_ids=ids)
+                          rewards=r, group_ids=ids)
         s = ((lp - old) * mask).sum(-1)
         state = listwise_state(s, ids, rewards=r, tau="grpo", divergence=div, num_groups=int(ids.max()) + 1)
         perm = torch.randperm(b, generator=torch.Generator().manual_seed(1))
@@ -545,7 +545,7 @@ def _split_groups_micro_batches():
         cfg = {"lpo_divergence": div, "global_batch_info": {"global_batch_size": b}}
         for chunk in perm.split(3):
             parts[chunk] = loss_grad("lpo", old[chunk], lp[chunk], mask[chunk], "seq-mean-token-sum", cfg,
-                                      rewards=r[chunk], group_ids=ids[chunk], lpo_state=state)
+                                     rewards=r[chunk], group_ids=ids[chunk], lpo_state=state)
         worst = max(worst, rel_error_torch(parts, whole))
         n += 1
     return Evidence.within(worst, GRAD_TOL, n, detail="micro-batches of 3 rows in random order (every group split), "

@@ -99,7 +99,7 @@ def _lpo_rev_on_policy_is_grpo():
     for seed in range(6):
         old, _, mask, r, ids = lpo_batch(seed, k=8)
         g_lpo = loss_grad("lpo", old, old, mask, "seq-mean-token-sum", {"lpo_divergence": "rev", "lpo_tau": "grpo"},
-                           rewards=r, group_ids=ids)
+                          rewards=r, group_ids=ids)
         adv = get_advantage("grpo")(r, ids)[:, None] * mask
         lp = old.clone().requires_grad_()
         value, _ = get_policy_loss("ppo")(old, lp, adv, mask, "seq-mean-token-sum",
