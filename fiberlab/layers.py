@@ -53,27 +53,33 @@ def _resolve(node: ast.ImportFrom, package: str) -> str:
     return ".".join(base + ([node.module] if node.module else []))
 
 
-def import_graph() -> dict[str, set[str]]:
-    """``{module: {fiberlab modules it imports, at any depth of its body}}`` for every module of the project."""
-    dirs = package_dirs()
+def imports() -> dict[str, list[tuple[str, str | None]]]:
+    """``{module: [(imported module, name or None), ...]}`` for every import statement at any depth of each module
+    of the project that names one of its modules: ``from fiberlab.gpu.ppo import bandpo`` gives
+    ``("fiberlab.gpu.ppo", "bandpo")``; ``from fiberlab.gpu import ppo`` and ``import fiberlab.gpu.ppo`` give
+    ``("fiberlab.gpu.ppo", None)``."""
     modules = {}
-    for package, folder in dirs.items():
+    for package, folder in package_dirs().items():
         for path in sorted(folder.glob("*.py")):
             name = package if path.stem == "__init__" else f"{package}.{path.stem}"
             modules[name] = (path, package)
-    graph: dict[str, set[str]] = {}
+    out: dict[str, list[tuple[str, str | None]]] = {}
     for name, (path, package) in modules.items():
-        edges: set[str] = set()
+        found: list[tuple[str, str | None]] = []
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
-            targets: list[str] = []
             if isinstance(node, ast.Import):
-                targets = [a.name for a in node.names]
+                found += [(a.name, None) for a in node.names]
             elif isinstance(node, ast.ImportFrom):
                 base = _resolve(node, package)
-                targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base for a in node.names]
-            edges |= {t for t in targets if t in modules and t != name}
-        graph[name] = edges
-    return graph
+                found += [(f"{base}.{a.name}", None) if f"{base}.{a.name}" in modules else (base, a.name)
+                          for a in node.names]
+        out[name] = [(target, n) for target, n in found if target in modules and target != name]
+    return out
+
+
+def import_graph() -> dict[str, set[str]]:
+    """``{module: {fiberlab modules it imports, at any depth of its body}}`` for every module of the project."""
+    return {name: {target for target, _ in found} for name, found in imports().items()}
 
 
 def layer_violations(graph: dict[str, set[str]] | None = None) -> list[tuple[str, str]]:

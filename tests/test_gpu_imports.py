@@ -3,26 +3,16 @@ name from one another (a name shared across modules is public, in :mod:`fiberlab
 
 from __future__ import annotations
 
-import ast
-from pathlib import Path
-
-GPU = Path(__file__).resolve().parents[1] / "gpu"
+from fiberlab.layers import imports
 
 
 def _imports() -> dict[str, list[tuple[str, list[str]]]]:
-    """``{module: [(imported gpu module, [names]), ...]}`` for every import statement in gpu/, at any depth."""
-    out: dict[str, list[tuple[str, list[str]]]] = {}
-    for path in sorted(GPU.glob("*.py")):
-        mod = path.stem
-        out[mod] = []
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.module == "fiberlab.gpu":
-                out[mod] += [(a.name, []) for a in node.names]
-            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("fiberlab.gpu."):
-                out[mod].append((node.module.split(".")[2], [a.name for a in node.names]))
-            elif isinstance(node, ast.Import):
-                out[mod] += [(a.name.split(".")[2], []) for a in node.names if a.name.startswith("fiberlab.gpu.")]
-    return out
+    """``{module: [(imported gpu module, [names]), ...]}`` for every import statement in gpu/, at any depth, as the
+    project's import graph resolves it (:func:`fiberlab.layers.imports`), module names shortened to their stem."""
+    gpu = "fiberlab.gpu."
+    return {mod[len(gpu):]: [(target[len(gpu):], [name] if name else []) for target, name in found
+                             if target.startswith(gpu)]
+            for mod, found in imports().items() if mod.startswith(gpu)}
 
 
 def test_no_private_name_crosses_a_module():
