@@ -238,9 +238,10 @@ def cor2_on_groups(starts=("moderate", "hard"), optimizer="adam", bound=None, n_
             D = np.broadcast_to((w * (np.log(w) - np.log(P))).sum(-1, keepdims=True), P.shape)
             b = bound(w, D)
             viol += int((P <= b).sum())
-            k = int(np.argmax(b / P))
-            if float((b / P).flat[k]) > worst:
-                worst, tightest = float((b / P).flat[k]), (float(b.flat[k]), float(P.flat[k]))
+            ratio = b / P
+            k = int(np.argmax(ratio))
+            if float(ratio.flat[k]) > worst:
+                worst, tightest = float(ratio.flat[k]), (float(b.flat[k]), float(P.flat[k]))
             cases += P.size
             pi = np.exp(tr["logits"] - tr["logits"].max(-1, keepdims=True))
             pi /= pi.sum(-1, keepdims=True)
