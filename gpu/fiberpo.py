@@ -281,11 +281,9 @@ def fiberpo_domain_state(old_log_prob: torch.Tensor, log_prob: torch.Tensor, res
         lr = masked_log_ratio(log_prob.detach(), old_log_prob, response_mask)
         b = lr.shape[0]                                    # trajectories in the mini-batch
         reducer = reducer_for(process_group)
-        gid = _ids(group_ids, b, lr.device, "group_ids")
-        did = _ids(domain_ids, b, lr.device, "domain_ids")
-        gseg, G, probes_g = segment_codes(gid, True, reducer, num_groups, "group_ids", _SHARED)
-        dseg, D, probes_d = segment_codes(did, True, reducer, num_domains, "domain_ids", _SHARED)
-        raise_flagged(probes_g + probes_d)
+        _, gseg, G, dseg, D, probes = _tree_codes(group_ids, domain_ids, b, lr.device, True, reducer, num_groups,
+                                                  num_domains)
+        raise_flagged(probes)
         rows, _ = _row_sums(lr, response_mask)
         return FiberPODomainState(reducer.sum(segment_sum(rows, gseg, G)), reducer.sum(segment_sum(rows, dseg, D)),
                                   G, D)
@@ -443,20 +441,29 @@ def _domain_segments(extra: dict[str, Any], log_prob: torch.Tensor, state: Fiber
                      reducer: SegmentReducer) -> tuple[torch.Tensor, int, torch.Tensor, int]:
     """Group and domain codes ``[B]`` with their buffer sizes, after one host sync over every data check: ids in
     range when shared, and every group inside one domain (Def. 6.4's hierarchy is a tree)."""
-    B = log_prob.shape[0]                                                                  # batch size
-    gid = _ids(extra.get("group_ids"), B, log_prob.device, "group_ids")
-    did = _ids(extra.get("domain_ids"), B, log_prob.device, "domain_ids")
     shared = state is not None or reducer.distributed
     n_groups = state.num_groups if state is not None else extra.get("num_groups")
     n_domains = state.num_domains if state is not None else extra.get("num_domains")
-    gseg, G, probes_g = segment_codes(gid, shared, reducer, n_groups, "group_ids", _SHARED)
-    dseg, D, probes_d = segment_codes(did, shared, reducer, n_domains, "domain_ids", _SHARED)
+    did, gseg, G, dseg, D, probes = _tree_codes(extra.get("group_ids"), extra.get("domain_ids"), log_prob.shape[0],
+                                                log_prob.device, shared, reducer, n_groups, n_domains)
     d = did.to(torch.float64)
     spread = segment_max(d, gseg, G) + segment_max(-d, gseg, G)                # max - min; -inf if absent
     one_domain = [((spread > 0).any(), "group_ids/domain_ids: a prompt group spans several domains (each group "
                                        "must lie in one domain)")]
-    raise_flagged(probes_g + probes_d + one_domain)                                         # one host synchronisation
+    raise_flagged(probes + one_domain)                                                      # one host synchronisation
     return gseg, G, dseg, D
+
+
+def _tree_codes(group_ids: Any, domain_ids: Any, B: int, device: torch.device, shared: bool, reducer: SegmentReducer,
+                n_groups: int | None, n_domains: int | None
+                ) -> tuple[torch.Tensor, torch.Tensor, int, torch.Tensor, int, list[tuple[torch.Tensor, str]]]:
+    """Domain ids, group codes and count, domain codes and count (``[B]`` rows), and the range probes still to be
+    raised (shared ids only), for the state builder and the loss alike."""
+    gid = _ids(group_ids, B, device, "group_ids")
+    did = _ids(domain_ids, B, device, "domain_ids")
+    gseg, G, probes_g = segment_codes(gid, shared, reducer, n_groups, "group_ids", _SHARED)
+    dseg, D, probes_d = segment_codes(did, shared, reducer, n_domains, "domain_ids", _SHARED)
+    return did, gseg, G, dseg, D, probes_g + probes_d
 
 
 # --------------------------------------------------------------------------------------------------------------
